@@ -15,7 +15,7 @@ import torch
 
 from fxp.errors import FxpError
 from fxp.format import Format, as_format
-from fxp.rounding import check_modes, requantize_raw, wrap_int64
+from fxp.rounding import blockwise, check_modes, requantize_raw, wrap_int64
 from fxp.tensor import FxTensor, mul_pow2
 
 
@@ -85,9 +85,10 @@ def _fit_float(y: torch.Tensor, t: torch.Tensor, fmt: Format, overflow: str) -> 
     under = y < lo
     n = int(over.sum()) + int(under.sum())
     if overflow == "saturate":
-        top = float(fmt.raw_max)
+        top = _np_dtype(y)(fmt.raw_max)  # as the clamp will see it, in y's precision
         if int(top) > fmt.raw_max:  # raw_max not representable: clamp below it, then patch
-            top = float(np.nextafter(np.array(top, dtype=_np_dtype(y)), -np.inf))
+            top = np.nextafter(top, _np_dtype(y)(-np.inf))
+        top = float(top)
         raw = y.clamp_(lo, top).to(fmt.dtype)
         if int(top) != fmt.raw_max:
             raw.masked_fill_(over, fmt.raw_max)
@@ -143,14 +144,28 @@ def quantize(
             raise FxpError("cannot quantize complex numbers; quantize the real and imaginary parts separately")
         raw, n = requantize_raw(t.to(torch.int64) if t.dtype == torch.bool else t, 0, fmt, rounding, overflow, generator)
         return FxTensor._make(raw, fmt, n)
+    try:
+        raw, n = blockwise(lambda b: _quantize_block(b, fmt, rounding, overflow, generator), fmt.dtype, t)
+    except _NaNFound:
+        raise _nan_error(t) from None
+    return FxTensor._make(raw, fmt, n)
+
+
+class _NaNFound(Exception):
+    """Raised inside a block; the caller reports the index in the whole tensor."""
+
+
+def _quantize_block(
+    t: torch.Tensor, fmt: Format, rounding: str, overflow: str, generator: torch.Generator | None
+) -> tuple[torch.Tensor, int]:
     f = fmt.frac_bits
     y = _scaled(t, f, rounding)
     if y.numel() == 0:
-        return FxTensor._make(torch.zeros(y.shape, dtype=fmt.dtype), fmt, 0)
+        return torch.zeros(y.shape, dtype=fmt.dtype), 0
     lo_t, hi_t = torch.aminmax(y)
     lo, hi = float(lo_t), float(hi_t)
     if math.isnan(lo) or math.isnan(hi):
-        raise _nan_error(t)
+        raise _NaNFound
     y = _round_float_(y, rounding, generator)
     if f < 0 and rounding in ("floor", "ceil"):
         # A tiny input scaled down can underflow to ±0, where floor/ceil would lose the -1/+1.
@@ -163,9 +178,8 @@ def quantize(
     if math.isfinite(lo) and math.isfinite(hi):
         bound_lo, bound_hi = math.floor(lo) - (f < 0), math.ceil(hi) + (f < 0)
         if fmt.raw_min <= bound_lo and bound_hi <= fmt.raw_max:
-            return FxTensor._make(y.to(fmt.dtype), fmt, 0)
-    raw, n = _fit_float(y, t, fmt, overflow)
-    return FxTensor._make(raw, fmt, n)
+            return y.to(fmt.dtype), 0
+    return _fit_float(y, t, fmt, overflow)
 
 
 def requantize(

@@ -28,6 +28,8 @@ read once and tells whether an add-then-shift trick has headroom and whether any
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from fxp.errors import FxpError
@@ -168,6 +170,32 @@ def wrap_int64(v: torch.Tensor, fmt: Format) -> torch.Tensor:
     return v.to(fmt.dtype)
 
 
+BLOCK = 1 << 17
+
+
+def blockwise(
+    fn: Callable[..., tuple[torch.Tensor, int]], dtype: torch.dtype, *tensors: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """Run an elementwise ``fn(*blocks) -> (result, count)`` over cache-sized blocks.
+
+    Large temporaries are what make elementwise chains slow here: every fresh buffer over glibc's
+    mmap threshold costs a page fault per 4 KiB. Blocks keep the temporaries small and hot; only the
+    output is allocated at full size. Same-shape inputs only; results equal the one-shot call.
+    """
+    shape = tensors[0].shape
+    n = tensors[0].numel()
+    if n <= 2 * BLOCK or any(t.shape != shape for t in tensors):
+        return fn(*tensors)
+    flats = [t.reshape(-1) for t in tensors]
+    out = torch.empty(n, dtype=dtype, device=tensors[0].device)
+    total = 0
+    for s in range(0, n, BLOCK):
+        r, k = fn(*(f[s : s + BLOCK] for f in flats))
+        out[s : s + BLOCK] = r
+        total += k
+    return out.view(shape), total
+
+
 def requantize_raw(
     raw: torch.Tensor,
     frac_in: int,
@@ -177,6 +205,12 @@ def requantize_raw(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Raw integers with ``frac_in`` fractional bits → raw integers of ``fmt`` and the overflow count."""
+    return blockwise(lambda b: _requantize_block(b, frac_in, fmt, rounding, overflow, generator), fmt.dtype, raw)
+
+
+def _requantize_block(
+    raw: torch.Tensor, frac_in: int, fmt: Format, rounding: str, overflow: str, generator: torch.Generator | None
+) -> tuple[torch.Tensor, int]:
     if raw.numel() == 0:
         return raw.to(fmt.dtype), 0
     lo_t, hi_t = torch.aminmax(raw)

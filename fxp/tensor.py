@@ -25,7 +25,7 @@ import torch
 
 from fxp.errors import FxpError
 from fxp.format import Format, as_format
-from fxp.rounding import check_modes, requantize_raw
+from fxp.rounding import blockwise, check_modes, requantize_raw
 
 
 def _signed_view(fmt: Format) -> Format:
@@ -161,9 +161,13 @@ class FxTensor:
             a, b = _signed_view(a), _signed_view(b)
         frac = max(a.frac_bits, b.frac_bits)
         fmt = _result_format(op, max(a.int_bits, b.int_bits) + 1, frac, signed)
-        x = self.raw.to(fmt.dtype) << (frac - a.frac_bits)
-        y = other.raw.to(fmt.dtype) << (frac - b.frac_bits)
-        return FxTensor._make(x - y if subtract else x + y, fmt)
+        sa, sb = frac - a.frac_bits, frac - b.frac_bits
+
+        def op_block(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+            x, y = x.to(fmt.dtype) << sa, y.to(fmt.dtype) << sb
+            return (x - y if subtract else x + y), 0
+
+        return FxTensor._make(blockwise(op_block, fmt.dtype, self.raw, other.raw)[0], fmt)
 
     def __add__(self, other: FxTensor) -> FxTensor:
         return self._aligned(other, "+", False)
@@ -184,7 +188,9 @@ class FxTensor:
     def __mul__(self, other: FxTensor) -> FxTensor:
         other = self._other(other, "*")
         fmt = self._product_format(other, "*")
-        return FxTensor._make(self.raw.to(fmt.dtype) * other.raw.to(fmt.dtype), fmt)
+        dt = fmt.dtype
+        raw, _ = blockwise(lambda x, y: (x.to(dt) * y.to(dt), 0), dt, self.raw, other.raw)
+        return FxTensor._make(raw, fmt)
 
     def __matmul__(self, other: FxTensor) -> FxTensor:
         other = self._other(other, "@")
