@@ -1,0 +1,31 @@
+# One-command entry points. Each sets up what a fresh machine lacks, then runs.
+#   make demo   - the main job on the embedded default data (writes runs/demo/)
+#   make test   - the test suite on both cores
+#   make bench  - benchmarks and the slow tests (writes docs/benchmarks.md)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq iverilog; } || echo "note: install iverilog (apt-get install iverilog) for the Icarus simulations"
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[test,bench]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fxp report --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m slow -s
+	$(BIN)/python bench/bench_fxp.py --write-docs
+
+clean:
+	rm -rf $(VENV) runs build dist
