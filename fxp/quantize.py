@@ -195,3 +195,39 @@ def requantize(
 
 
 __all__ = ["quantize", "requantize", "as_tensor"]
+
+
+def quantize_to_grid(
+    x: torch.Tensor,
+    fmt: Format,
+    rounding: str = "nearest_even",
+    overflow: str = "saturate",
+    *,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, int]:
+    """``quantize(x, fmt).to_float(x.dtype)`` and the overflow count, without the integer detour.
+
+    Training keeps fixed-point values in float tensors; this is the hot path for that. It stays in
+    float32 when every grid value is a normal float32 (words up to 24 bits, binary point within
+    ±100), which makes it exact; otherwise it takes the integer route.
+    """
+    if not (
+        x.dtype == torch.float32 and fmt.word_bits <= 24 and -100 <= fmt.frac_bits <= 100
+        and overflow == "saturate" and rounding != "stochastic"
+        and not (fmt.frac_bits < 0 and rounding in ("floor", "ceil"))  # tiny inputs underflow to ±0
+    ):
+        q = quantize(x, fmt, rounding, overflow, generator=generator)
+        return q.to_float(x.dtype if torch.is_floating_point(x) else torch.float32), q.overflows
+    y = x * math.ldexp(1.0, fmt.frac_bits)
+    if y.numel() == 0:
+        return y, 0
+    lo_t, hi_t = torch.aminmax(y)
+    lo, hi = float(lo_t), float(hi_t)
+    if math.isnan(lo) or math.isnan(hi):
+        raise _nan_error(x)
+    y = _round_float_(y, rounding, generator)
+    n = 0
+    if not (fmt.raw_min <= lo - 1 and hi + 1 <= fmt.raw_max):  # conservative, and safe for ±inf
+        n = int(torch.count_nonzero(y > fmt.raw_max)) + int(torch.count_nonzero(y < fmt.raw_min))
+        y.clamp_(fmt.raw_min, fmt.raw_max)
+    return y.mul_(math.ldexp(1.0, -fmt.frac_bits)), n

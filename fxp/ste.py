@@ -10,17 +10,17 @@ from __future__ import annotations
 import torch
 
 from fxp.format import Format, as_format
-from fxp.quantize import quantize
+from fxp.quantize import quantize_to_grid
 
 
 class _FakeQuantize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, fmt, rounding, overflow, generator, clip_grad):  # noqa: D102
-        q = quantize(x.detach(), fmt, rounding, overflow, generator=generator)
+        q, _ = quantize_to_grid(x.detach(), fmt, rounding, overflow, generator=generator)
         ctx.clip = clip_grad
         if clip_grad:
             ctx.save_for_backward((x >= fmt.min) & (x <= fmt.max))
-        return q.to_float(x.dtype)
+        return q
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102

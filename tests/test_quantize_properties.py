@@ -120,3 +120,16 @@ def test_stochastic_requantize_probability():
     q = x.requantize("s16.0", "stochastic", generator=torch.Generator().manual_seed(0))
     assert set(q.raw.unique().tolist()) == {0, 1}
     assert abs(float(q.raw.float().mean()) - 0.25) < 0.01
+
+
+@given(st.lists(floats32.filter(math.isfinite), min_size=1, max_size=16), st.integers(1, 24), st.integers(-110, 110),
+       st.sampled_from(DETERMINISTIC))
+def test_grid_fast_path_equals_quantize(values, word, frac, rounding):
+    from fxp.quantize import quantize_to_grid
+
+    x = torch.tensor(values, dtype=torch.float32)
+    fmt = Format(word, frac)
+    q = quantize(x, fmt, rounding)
+    g, n = quantize_to_grid(x, fmt, rounding)
+    assert g.dtype == torch.float32 and n == q.overflows
+    assert torch.equal(g.double(), q.to_float())
