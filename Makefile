@@ -10,7 +10,9 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo test bench clean
 
 $(STAMP): pyproject.toml
-	@command -v iverilog >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq iverilog; } || echo "note: install iverilog (apt-get install iverilog) for the Icarus simulations"
+	@{ command -v iverilog >/dev/null && [ -d /usr/share/datasets/fashion-mnist ]; } || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq iverilog dataset-fashion-mnist; } || \
+	  echo "note: as root, apt-get install iverilog dataset-fashion-mnist (Icarus simulations, Fashion-MNIST)"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e ".[test,bench]"
 	touch $(STAMP)

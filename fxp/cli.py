@@ -35,6 +35,83 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace):
+    from fxp.layers import FxConfig
+
+    return FxConfig(
+        mode=args.mode, act_bits=args.act_bits, grad_bits=args.grad_bits, update_bits=args.update_bits,
+        weight_bits=args.weight_bits, acc_bits=args.acc_bits, acc_overflow=args.acc_overflow, rounding=args.rounding,
+        update_rounding=args.update_rounding, max_overflow_rate=args.max_overflow_rate,
+        update_interval=args.update_interval, exact=args.exact,
+    )
+
+
+def _recipe(args: argparse.Namespace):
+    from fxp.train import Recipe
+
+    return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                  weight_decay=args.weight_decay, seed=args.seed, limit_train=args.limit_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from fxp.datasets import load
+    from fxp.train import finish_distributed, init_distributed, run_train
+
+    cfg, recipe = _config(args), _recipe(args)  # validate before loading anything
+    rank, world = init_distributed()
+    try:
+        data = load(args.dataset, seed=args.seed)
+        m = run_train(args.model, data, cfg, recipe, args.out, baseline=args.baseline, progress=not args.quiet,
+                      force=args.force)
+    finally:
+        finish_distributed()
+    if rank == 0:
+        line = f"{m['model']} on {m['dataset']}, {m['mode']} mode: test accuracy {100 * m['test_accuracy']:.2f} %"
+        if "float_baseline" in m:
+            line += f" (float baseline {100 * m['float_baseline']['test_accuracy']:.2f} %)"
+        print(line + (f", {world} processes" if world > 1 else ""))
+        print(f"wrote {args.out}/checkpoint.pt, metrics.json, curves.png, weights.png")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from fxp.datasets import load
+    from fxp.sweep import run_sweep
+
+    cfg, recipe = _config(args), _recipe(args)
+    data = load(args.dataset, seed=args.seed)
+    rec = run_sweep(args.model, data, cfg, recipe, list(args.bits), args.vary.split(","), args.out,
+                    args.tolerance, progress=not args.quiet)
+    print((Path(args.out) / "sweep.md").read_text())
+    print(f"smallest within {args.tolerance} point(s): {rec['smallest_within_tolerance']}")
+    return 0
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="digits_mlp", help="lenet300, lenet5, digits_mlp, or a model TOML file")
+    p.add_argument("--dataset", default="digits", help="digits, fashion-mnist, or an MNIST-format IDX folder")
+    p.add_argument("--mode", default="fixed", choices=("float", "qat", "fixed"))
+    p.add_argument("--act-bits", type=int, default=10)
+    p.add_argument("--grad-bits", type=int, default=10)
+    p.add_argument("--update-bits", type=int, default=12, help="stored parameters in fixed mode")
+    p.add_argument("--weight-bits", type=int, default=8, help="forward weights in qat mode")
+    p.add_argument("--acc-bits", type=int, default=32)
+    p.add_argument("--acc-overflow", default="saturate", choices=fxp.OVERFLOW)
+    p.add_argument("--rounding", default="nearest_even", choices=fxp.ROUNDING)
+    p.add_argument("--update-rounding", default="stochastic", choices=fxp.ROUNDING)
+    p.add_argument("--max-overflow-rate", type=float, default=1e-4)
+    p.add_argument("--update-interval", type=int, default=10, help="batches between scale revisions")
+    p.add_argument("--exact", action="store_true", help="accumulate in float64 (exact) instead of float32")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--limit-train", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _cmd_boards(args: argparse.Namespace) -> int:
     from fxp.resources import boards
 
@@ -61,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rounding", default="nearest_even", choices=fxp.ROUNDING)
     r.add_argument("--overflow", default="saturate", choices=fxp.OVERFLOW)
     r.set_defaults(func=_cmd_report)
+
+    t = sub.add_parser("train", help="train a model in the dynamic fixed-point simulator")
+    _add_training_args(t)
+    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.json, curves.png, weights.png")
+    t.add_argument("--baseline", action="store_true", help="also train the float baseline with the same recipe")
+    t.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("sweep", help="accuracy against bit width for activations, gradients, updates")
+    _add_training_args(s)
+    s.add_argument("--bits", type=_bits_list, default=(4, 6, 8, 10, 12))
+    s.add_argument("--vary", default="act,grad,update", help="dimensions: act, grad, update, prop (act+grad)")
+    s.add_argument("--tolerance", type=float, default=1.0, help="points of accuracy that count as 'within'")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_cmd_sweep)
 
     b = sub.add_parser("boards", help="list the board profiles fxp can build for")
     b.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,9 +1,43 @@
-"""Datasets: the embedded default (scikit-learn's 8x8 digits, no download needed)."""
+"""Datasets: the embedded default (scikit-learn's 8x8 digits) and MNIST-format IDX folders.
+
+``load("digits")`` needs nothing but scikit-learn. ``load("fashion-mnist")`` reads Debian's
+``dataset-fashion-mnist`` package from its install path. Any other argument is a folder holding
+``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+``t10k-labels-idx1-ubyte`` (each raw or ``.gz``), as MNIST, Fashion-MNIST and KMNIST ship.
+"""
 
 from __future__ import annotations
 
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
+
+from fxp.errors import FxpError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass
+class Dataset:
+    """Images as float32 in [0, 1], shape (N, channels, height, width); labels int64."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.x_train.shape[1:])
+
+    @property
+    def classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
 
 
 def digits(seed: int = 0, test_fraction: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -20,3 +54,57 @@ def digits(seed: int = 0, test_fraction: float = 0.25) -> tuple[torch.Tensor, to
     n_test = int(round(len(x) * test_fraction))
     test, train = perm[:n_test], perm[n_test:]
     return x[train], y[train], x[test], y[test]
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file (raw or gzip) into a numpy array, checking its header against its size."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise FxpError(f"cannot read IDX file {path} ({e}); re-download or reinstall the dataset")
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
+        raise FxpError(f"{path} is not an IDX file (bad magic number); give MNIST-format files")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(np.int64) if len(raw) >= 4 + 4 * ndim else None
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    if dims is None or len(raw) != 4 + 4 * ndim + int(np.prod(dims)) * dtype.itemsize:
+        raise FxpError(f"{path} is truncated or corrupt (size does not match its header); re-download or reinstall it")
+    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(tuple(dims))
+
+
+def _find(folder: Path, stem: str, hint: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise FxpError(f"{folder / stem}[.gz] is missing; {hint}")
+
+
+def idx_folder(folder: str | Path, name: str | None = None, hint: str = "give a folder with MNIST-format IDX files") -> Dataset:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FxpError(f"dataset folder {folder} does not exist; {hint}")
+    parts = []
+    for split in ("train", "t10k"):
+        x = read_idx(_find(folder, f"{split}-images-idx3-ubyte", hint))
+        y = read_idx(_find(folder, f"{split}-labels-idx1-ubyte", hint))
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise FxpError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not match; check the files")
+        parts += [torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(y.astype(np.int64))]
+    return Dataset(name or folder.name, *parts)
+
+
+def load(name: str, seed: int = 0) -> Dataset:
+    """``digits``, ``fashion-mnist``, or the path of an MNIST-format IDX folder."""
+    if name == "digits":
+        xtr, ytr, xte, yte = digits(seed)
+        return Dataset("digits", xtr.view(-1, 1, 8, 8), ytr, xte.view(-1, 1, 8, 8), yte)
+    if name == "fashion-mnist":
+        return idx_folder(
+            FASHION_MNIST_DIR, "fashion-mnist", "install it with: apt-get install dataset-fashion-mnist"
+        )
+    if not Path(name).exists():
+        raise FxpError(f"dataset {name!r} is not digits, fashion-mnist or an existing folder of MNIST-format IDX files")
+    return idx_folder(name)

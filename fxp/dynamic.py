@@ -86,7 +86,7 @@ class ScaleTracker:
         self._reset_counts()
 
     def _reset_counts(self) -> None:
-        self._n = self._over = self._over_half = self._seen = 0
+        self._n = self._over = self._over_half = self._seen = self._zeros = 0
 
     @property
     def fmt(self) -> Format:
@@ -98,6 +98,10 @@ class ScaleTracker:
         """Set the binary point so that the largest magnitude of ``x`` just fits."""
         t = as_tensor(x)
         m = float(t.abs().max()) if t.numel() else 0.0
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            mt = torch.tensor([m], dtype=torch.float64)  # every process starts from the same scale
+            torch.distributed.all_reduce(mt, op=torch.distributed.ReduceOp.MAX)
+            m = float(mt)
         self.frac_bits = max_abs_frac_bits(m, self.word_bits, self.signed)
         return self.fmt
 
@@ -108,29 +112,47 @@ class ScaleTracker:
         top = math.ldexp(float(fmt.raw_max), -fmt.frac_bits)
         return int(torch.count_nonzero(ax >= top)), int(torch.count_nonzero(ax >= top / 2))
 
-    def observe(self, x: object) -> bool:
-        """Count overflows in ``x``; every ``update_interval`` calls apply the rule. True if it moved."""
+    def observe(self, x: object, update: bool = True) -> bool:
+        """Count overflows in ``x``; every ``update_interval`` calls apply the rule. True if it moved.
+
+        With ``update=False`` only count: the caller applies the rule later with ``maybe_update``
+        (training does so after each optimizer step, where all processes can agree on the counts).
+        """
         t = as_tensor(x)
         if self.frac_bits is None:
             self.init_max_abs(t)
         over, over_half = self.overflow_counts(t)
+        if over_half == 0 and t.numel() and not bool(t.detach().ne(0).any()):
+            self._zeros += 1
         self._n += t.numel()
         self._over += over
         self._over_half += over_half
         self._seen += 1
         self.step += 1
-        if self._seen < self.update_interval:
-            return False
-        return self.update()
+        return self.maybe_update() if update else False
+
+    def maybe_update(self) -> bool:
+        """Apply the rule if ``update_interval`` observations have gathered. True if the point moved."""
+        return self.update() if self._seen >= self.update_interval else False
 
     def update(self) -> bool:
-        """Apply the overflow-rate rule to the counts gathered so far, then start counting anew."""
-        n = max(self._n, 1)
-        rate, rate_half = self._over / n, self._over_half / n
+        """Apply the overflow-rate rule to the counts gathered so far, then start counting anew.
+
+        Under torch.distributed the counts of all processes are summed first, so every process
+        moves its binary point the same way.
+        """
+        counts = [self._n, self._over, self._over_half]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor(counts, dtype=torch.int64)
+            torch.distributed.all_reduce(t)
+            counts = t.tolist()
+        n = max(counts[0], 1)
+        rate, rate_half = counts[1] / n, counts[2] / n
         old = self.frac_bits
         if rate > self.max_overflow_rate:
             self.frac_bits -= 1
-        elif rate_half <= self.max_overflow_rate:
+        elif rate_half <= self.max_overflow_rate and self._zeros < self._seen:
+            # (an interval of all-zero tensors says nothing about the range: keep the point)
             self.frac_bits += 1
         self.history.append({"step": self.step, "frac_bits": self.frac_bits, "overflow_rate": rate})
         self._reset_counts()
@@ -154,7 +176,7 @@ class ScaleTracker:
             "update_interval": self.update_interval,
             "step": self.step,
             "history": list(self.history),
-            "counts": [self._n, self._over, self._over_half, self._seen],
+            "counts": [self._n, self._over, self._over_half, self._seen, self._zeros],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -163,4 +185,4 @@ class ScaleTracker:
         )
         self.step = state["step"]
         self.history = list(state["history"])
-        self._n, self._over, self._over_half, self._seen = state["counts"]
+        self._n, self._over, self._over_half, self._seen, self._zeros = state["counts"]

@@ -110,26 +110,10 @@ def run_report(
 
 
 def _plot(sweep: list[dict], float_acc: float) -> bytes:
-    import io
+    from fxp.plots import accuracy_vs_bits
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-    ax.plot([r["word_bits"] for r in sweep], [100 * r["accuracy"] for r in sweep], "o-", label="fixed point")
-    ax.axhline(100 * float_acc, color="gray", ls="--", label="float32")
-    ax.set_xlabel("word bits (sign included)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    # No version tag: the same data gives the same PNG bytes, whichever matplotlib wrote it.
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    pts = [(r["word_bits"], r["accuracy"]) for r in sweep]
+    return accuracy_vs_bits({"fixed point": pts}, float_acc, "word bits (sign included)")
 
 
 def check_out_dir(out: Path) -> None:

@@ -1,0 +1,81 @@
+"""``fxp sweep``: accuracy against bit width, one dimension at a time.
+
+Dimensions: ``act`` (activations), ``grad`` (back-propagated gradients), ``update`` (stored
+parameters and their updates), ``prop`` (activations and gradients together: Courbariaux's
+"propagations"). The others stay at the reference widths given. The float baseline is trained once
+with the same recipe; the report names, per dimension, the smallest width within 1 point of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from fxp.datasets import Dataset
+from fxp.errors import FxpError
+from fxp.layers import FxConfig
+from fxp.models import load_spec
+from fxp.resources import render, write_atomic
+from fxp.train import Recipe, check_compatible, train_model
+
+DIMENSIONS = {"act": ("act_bits",), "grad": ("grad_bits",), "update": ("update_bits",), "prop": ("act_bits", "grad_bits")}
+
+
+def run_sweep(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, bits: list[int], vary: list[str],
+              out: str | Path, tolerance_points: float = 1.0, progress: bool = True) -> dict:
+    out = Path(out)
+    for v in vary:
+        if v not in DIMENSIONS:
+            raise FxpError(f"--vary {v!r} is not a dimension; use any of {', '.join(DIMENSIONS)}")
+    for b in bits:
+        replace(cfg, act_bits=b)  # validates the width
+    spec = load_spec(model)
+    check_compatible(spec, data)
+    _, base = train_model(spec, data, replace(cfg, mode="float"), recipe, progress, label="float baseline")
+    float_acc = base[-1]["test_accuracy"]
+    rows = []
+    for dim in vary:
+        for b in bits:
+            c = replace(cfg, **{f: b for f in DIMENSIONS[dim]})
+            label = f"{dim}={b}"
+            try:
+                _, hist = train_model(spec, data, c, recipe, progress, label=label)
+                acc, status = hist[-1]["test_accuracy"], "ok"
+            except FxpError as e:
+                if "diverged" not in str(e):
+                    raise
+                acc, status = None, "diverged"
+            rows.append({"dimension": dim, "bits": b, "accuracy": acc, "status": status,
+                         "config": {f: getattr(c, f) for f in ("act_bits", "grad_bits", "update_bits")}})
+    smallest = {}
+    for dim in vary:
+        ok = [r["bits"] for r in rows if r["dimension"] == dim and r["accuracy"] is not None
+              and 100 * (float_acc - r["accuracy"]) <= tolerance_points]
+        smallest[dim] = min(ok) if ok else None
+    record = {
+        "model": spec.get("name"), "dataset": data.name, "mode": cfg.mode, "reference": cfg.to_dict(),
+        "recipe": asdict(recipe), "float_accuracy": float_acc, "tolerance_points": tolerance_points,
+        "rows": rows, "smallest_within_tolerance": smallest,
+    }
+    from fxp.plots import accuracy_vs_bits
+
+    series = {d: [(r["bits"], r["accuracy"]) for r in rows if r["dimension"] == d and r["accuracy"] is not None]
+              for d in vary}
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "sweep.png", accuracy_vs_bits(series, float_acc, "bits (sign included)"))
+    write_atomic(out / "sweep.json", json.dumps(record, indent=2) + "\n")
+    write_atomic(out / "sweep.md", render("sweep.md.j2", bits=bits, vary=vary, table=_table(rows, bits, vary), **record))
+    return record
+
+
+def _table(rows: list[dict], bits: list[int], vary: list[str]) -> list[list[str]]:
+    cell = {(r["dimension"], r["bits"]): r for r in rows}
+    table = []
+    for b in bits:
+        line = [str(b)]
+        for d in vary:
+            r = cell[(d, b)]
+            line.append("diverged" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f} %")
+        table.append(line)
+    return table

@@ -1,0 +1,231 @@
+"""Training in the dynamic fixed-point simulator: ``fxp train`` and ``fxp sweep``.
+
+One recipe (SGD with momentum, cosine learning rate, seeded shuffling) trains any model of
+:mod:`fxp.models` in ``float``, ``qat`` or ``fixed`` mode. Under ``torchrun`` the same code runs
+data-parallel (gloo on CPU, NCCL on GPUs): each process takes a strided share of every shuffled
+epoch, gradients are averaged by DistributedDataParallel, and the dynamic scales sum their overflow
+counts across processes, so every process keeps the same formats and parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from fxp.datasets import Dataset
+from fxp.errors import FxpError
+from fxp.layers import FixedPointSGD, FxConfig, named_trackers, snap_model, step_trackers
+from fxp.models import build, load_spec
+from fxp.resources import write_atomic
+
+
+@dataclass
+class Recipe:
+    """How to train: the same for the fixed-point model and its float baseline."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    limit_train: int | None = None  # use only the first N training images (quick runs, tests)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise FxpError(f"epochs and batch size must be at least 1, got {self.epochs} and {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise FxpError(f"learning rate must be a positive number, got {self.lr}")
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun set up (if any): gloo on CPU, NCCL where there are GPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return _dist()
+
+
+def finish_distributed() -> None:
+    """Wait for every process (rank 0 writes the files), then leave the group cleanly."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += int((model(x[i : i + batch]).argmax(1) == y[i : i + batch]).sum())
+    model.train(was)
+    return correct / max(len(x), 1)
+
+
+def check_compatible(spec: dict, data: Dataset) -> None:
+    if list(spec["input_shape"]) != data.input_shape:
+        raise FxpError(
+            f"model {spec.get('name', '?')} takes input {spec['input_shape']} but dataset {data.name} has "
+            f"{data.input_shape}; pick a model made for this dataset (e.g. digits_mlp for digits, lenet5 for 28x28)"
+        )
+
+
+def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Recipe, progress: bool = True,
+                label: str = "") -> tuple[nn.Module, list[dict]]:
+    """Train one model; returns it (unwrapped) and the per-epoch history."""
+    spec = load_spec(model_spec)
+    check_compatible(spec, data)
+    rank, world = _dist()
+    model = build(spec, cfg, seed=recipe.seed)
+    if cfg.mode == "fixed":
+        snap_model(model)
+    gen = torch.Generator().manual_seed(recipe.seed + 1)  # stochastic rounding of updates
+    if cfg.mode == "fixed":
+        opt = FixedPointSGD(model, recipe.lr, recipe.momentum, recipe.weight_decay, generator=gen)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    x_all, y_all = data.x_train, data.y_train
+    if recipe.limit_train:
+        x_all, y_all = x_all[: recipe.limit_train], y_all[: recipe.limit_train]
+    steps_per_epoch = math.ceil(len(x_all) / (recipe.batch_size * world))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
+    shuffle = torch.Generator().manual_seed(recipe.seed + 2)
+    history = []
+    epochs = tqdm(range(recipe.epochs), desc=f"{label or cfg.mode} epochs", disable=not progress or rank != 0)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(x_all), generator=shuffle)[rank::world]
+        net.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = tqdm(range(0, len(perm), recipe.batch_size), desc="batches", leave=False,
+                       disable=not progress or rank != 0)
+        for i in batches:
+            idx = perm[i : i + recipe.batch_size]
+            xb, yb = x_all[idx], y_all[idx]
+            opt.zero_grad(set_to_none=True)
+            out = net(xb)
+            loss = F.cross_entropy(out, yb)
+            if not math.isfinite(loss.item()):
+                raise FxpError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}; lower --lr or widen the formats")
+            loss.backward()
+            opt.step()
+            sched.step()
+            step_trackers(model)
+            loss_sum += loss.item() * len(idx)
+            correct += int((out.argmax(1) == yb).sum())
+            seen += len(idx)
+        rec = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "test_accuracy": evaluate(model, data.x_test, data.y_test),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(rec)
+        epochs.set_postfix(loss=f"{rec['train_loss']:.3f}", test=f"{100 * rec['test_accuracy']:.2f}%")
+    return model, history
+
+
+def formats_record(model: nn.Module) -> dict:
+    out = {}
+    for name, t in named_trackers(model).items():
+        if t.frac_bits is None:
+            continue
+        out[name] = {"format": str(t.fmt), "word_bits": t.word_bits, "frac_bits": t.frac_bits,
+                     "history": t.history}
+    return out
+
+
+def _ranks_agree(model: nn.Module) -> bool:
+    """Every process holds the same parameters and binary points (compared exactly, via a gather)."""
+    mine = torch.cat([p.detach().double().flatten() for p in model.parameters()] +
+                     [torch.tensor([float(t.frac_bits) for t in named_trackers(model).values() if t.frac_bits is not None],
+                                   dtype=torch.float64)])
+    everyone = [torch.empty_like(mine) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(everyone, mine)
+    return all(torch.equal(everyone[0], o) for o in everyone[1:])
+
+
+def save_checkpoint(path: Path, model: nn.Module, cfg: FxConfig, recipe: Recipe) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"spec": model.spec, "config": cfg.to_dict(), "recipe": asdict(recipe),
+                "state_dict": model.state_dict()}, buf)
+    write_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> nn.Module:
+    """Rebuild a trained model (formats and scales included) from ``checkpoint.pt``."""
+    path = Path(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        cfg = FxConfig.from_dict(ck["config"])
+        model = build(ck["spec"], cfg, seed=0)
+        model.load_state_dict(ck["state_dict"])
+    except (OSError, RuntimeError, KeyError, EOFError, ValueError) as e:
+        if isinstance(e, FxpError):
+            raise
+        raise FxpError(f"cannot load checkpoint {path} ({type(e).__name__}: {e}); give a checkpoint.pt written by fxp train")
+    model.eval()
+    model.config = cfg
+    return model
+
+
+def run_train(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, out: str | Path, baseline: bool = False,
+              progress: bool = True, force: bool = False) -> dict:
+    """``fxp train``: train, optionally the float baseline too, and write checkpoint, metrics and plots."""
+    out = Path(out)
+    spec = load_spec(model)
+    check_compatible(spec, data)
+    if (out / "metrics.json").exists() and not force:
+        raise FxpError(f"{out} already holds a training run; choose another --out or pass --force to replace it")
+    rank, world = _dist()
+    t0 = time.perf_counter()
+    net, hist = train_model(spec, data, cfg, recipe, progress, label=cfg.mode)
+    metrics = {
+        "model": spec.get("name"),
+        "dataset": data.name,
+        "mode": cfg.mode,
+        "config": cfg.to_dict(),
+        "recipe": asdict(recipe),
+        "world_size": world,
+        "test_accuracy": hist[-1]["test_accuracy"],
+        "epochs": hist,
+        "seconds": time.perf_counter() - t0,
+        "formats": formats_record(net),
+    }
+    if world > 1:
+        metrics["ranks_agree"] = _ranks_agree(net)
+        if not metrics["ranks_agree"]:
+            raise FxpError("processes ended with different parameters or formats; report this as a bug")
+    if baseline and cfg.mode != "float":
+        _, bhist = train_model(spec, data, replace(cfg, mode="float"), recipe, progress, label="float baseline")
+        metrics["float_baseline"] = {"test_accuracy": bhist[-1]["test_accuracy"], "epochs": bhist}
+        metrics["accuracy_gap_points"] = 100 * (bhist[-1]["test_accuracy"] - hist[-1]["test_accuracy"])
+    if rank == 0:
+        from fxp.plots import training_curves, weight_histograms
+
+        save_checkpoint(out / "checkpoint.pt", net, cfg, recipe)
+        write_atomic(out / "curves.png", training_curves(metrics))
+        write_atomic(out / "weights.png", weight_histograms(net))
+        write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
