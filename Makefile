@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fxp report --out runs/demo
+	$(BIN)/fxp train --model digits_mlp --dataset digits --mode fixed --baseline --force --out runs/demo/train
+	$(BIN)/fxp report --out runs/demo/report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
@@ -28,6 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m slow -s
 	$(BIN)/python bench/bench_fxp.py --write-docs
+	$(BIN)/python bench/bench_train.py --write-docs
 
 clean:
 	rm -rf $(VENV) runs build dist

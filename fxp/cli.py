@@ -100,7 +100,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounding", default="nearest_even", choices=fxp.ROUNDING)
     p.add_argument("--update-rounding", default="stochastic", choices=fxp.ROUNDING)
     p.add_argument("--max-overflow-rate", type=float, default=1e-4)
-    p.add_argument("--update-interval", type=int, default=10, help="batches between scale revisions")
+    p.add_argument("--update-interval", type=int, default=1, help="batches between scale revisions")
     p.add_argument("--exact", action="store_true", help="accumulate in float64 (exact) instead of float32")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=32)

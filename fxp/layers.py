@@ -56,8 +56,10 @@ class FxConfig:
     rounding: rounding of activations and gradients.
     update_rounding: rounding of parameter updates (``stochastic`` keeps small updates alive).
     max_overflow_rate, update_interval: the overflow-rate rule of every dynamic scale. Courbariaux et
-        al. revise every 100 batches of MNIST (600 batches an epoch); the default of 10 lets scales
-        settle on small datasets too (the 8x8 digits have 42 batches of 32 an epoch).
+        al. revise every 100 batches; here the default is every batch: early in training activations
+        and gradients grow by orders of magnitude within a few hundred steps, and a scale that moves
+        one bit per 10 or 100 batches lags behind them (measured: LeNet-5 on Fashion-MNIST stalls at
+        10 % with an interval of 10, even with 16-bit words, and matches float with 1).
     exact: accumulate in float64 (exact) instead of float32.
     """
 
@@ -71,7 +73,7 @@ class FxConfig:
     rounding: str = "nearest_even"
     update_rounding: str = "stochastic"
     max_overflow_rate: float = 1e-4
-    update_interval: int = 10
+    update_interval: int = 1
     exact: bool = False
 
     def __post_init__(self) -> None:
