@@ -112,6 +112,38 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from fxp.export import export
+
+    model = export(args.run, args.out)
+    kinds = ", ".join(f"{layer['name']} ({layer['op']})" for layer in model.layers)
+    print(f"wrote {args.out}: {len(model.layers)} layers: {kinds}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from fxp.datasets import load
+    from fxp.predict import run_predict
+
+    data = load(args.dataset, seed=args.seed)
+    rec = run_predict(args.model, data, run=args.run, limit=args.limit)
+    if args.json:
+        from fxp.resources import write_atomic
+
+        write_atomic(args.json, json.dumps(rec, indent=2) + "\n")
+    rows = [("golden model (integer description)", rec["golden_accuracy"])]
+    if "fake_quantized_accuracy" in rec:
+        rows.append(("PyTorch fake-quantized (checkpoint)", rec["fake_quantized_accuracy"]))
+    if rec.get("float_accuracy") is not None:
+        rows.append(("PyTorch float baseline", rec["float_accuracy"]))
+    print(f"{rec['dataset']}, {rec['images']} test images")
+    for name, acc in rows:
+        print(f"  {name:38} {100 * acc:6.2f} %")
+    print(f"  integer outputs golden vs PyTorch integer path: {rec['integer_mismatches']} mismatched of "
+          f"{rec['integer_outputs_compared']}")
+    return 0 if rec["integer_mismatches"] == 0 else 1
+
+
 def _cmd_boards(args: argparse.Namespace) -> int:
     from fxp.resources import boards
 
@@ -153,6 +185,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, default=1.0, help="points of accuracy that count as 'within'")
     s.add_argument("--out", required=True)
     s.set_defaults(func=_cmd_sweep)
+
+    e = sub.add_parser("export", help="write the integer model description (.fxpm) of a trained run")
+    e.add_argument("run", help="run folder of fxp train (or its checkpoint.pt)")
+    e.add_argument("--out", required=True, help="the .fxpm folder to write (model.json + arrays.npz)")
+    e.set_defaults(func=_cmd_export)
+
+    pr = sub.add_parser("predict", help="golden-model accuracy and golden-vs-PyTorch integer mismatches")
+    pr.add_argument("model", help="an .fxpm folder")
+    pr.add_argument("--dataset", default="digits")
+    pr.add_argument("--run", default=None, help="the training run, for the fake-quantized and float accuracies")
+    pr.add_argument("--limit", type=int, default=None, help="first N test images only")
+    pr.add_argument("--seed", type=int, default=0, help="the digits split (use the training seed)")
+    pr.add_argument("--json", default=None, help="also write the record as JSON here")
+    pr.set_defaults(func=_cmd_predict)
 
     b = sub.add_parser("boards", help="list the board profiles fxp can build for")
     b.add_argument("--json", action="store_true", help="machine-readable output")

@@ -198,13 +198,15 @@ class _FxParams(nn.Module):
 
     def _init_param_trackers(self) -> None:
         word = {"float": 32, "qat": self.cfg.weight_bits, "fixed": self.cfg.update_bits}[self.cfg.mode]
-        self.ptrack = {n: self.cfg.tracker(min(word, 32)) for n, _ in self.named_parameters(recurse=False)}
+        # (in qat the bias goes straight onto the accumulator grid, so only fixed mode tracks it)
+        self.ptrack = {n: self.cfg.tracker(min(word, 32)) for n, _ in self.named_parameters(recurse=False)
+                       if n != "bias" or self.cfg.mode != "qat"}
 
     def qparam(self, name: str) -> torch.Tensor:
         """The parameter as the forward pass sees it."""
         p = getattr(self, name)
-        if p is None or self.cfg.mode == "float":
-            return p
+        if p is None or self.cfg.mode == "float" or name not in self.ptrack:
+            return p  # (a qat bias is rounded onto the accumulator grid in accumulate())
         t = self.ptrack[name]
         if self.cfg.mode == "fixed":
             if t.frac_bits is None:
@@ -217,15 +219,23 @@ class _FxParams(nn.Module):
         return _Ste.apply(p, t.fmt, self.cfg.rounding)
 
     def accumulate(self, x: torch.Tensor, op, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """``op(x, w, b)`` with the accumulator modeled; the output goes to ``self.out``."""
+        """``op(x, w, b)`` with the accumulator modeled; the output goes to ``self.out``.
+
+        The bias is added inside the accumulator, as hardware does: rounded onto the accumulator's
+        grid (binary point at input + weight fractional bits).
+        """
         if self.cfg.mode == "float":
             return op(x, w, b)
         in_frac = frac_of(x)
-        if self.cfg.exact:
+        if self.cfg.exact:  # float64 holds accumulators up to 53 bits exactly
             x, w, b = x.double(), w.double(), None if b is None else b.double()
-        y = op(x, w, b)
-        if in_frac is not None and self.cfg.acc_bits < 64:
+        acc = None
+        if in_frac is not None:
             acc = Format(self.cfg.acc_bits, in_frac + self.ptrack["weight"].frac_bits)
+            if b is not None:
+                b = _Ste.apply(b, acc, "nearest_up")
+        y = op(x, w, b)
+        if acc is not None and self.cfg.acc_bits < 64:
             y = _AccFit.apply(y, acc, self.cfg.acc_overflow)
         return self.out(y)
 

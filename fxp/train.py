@@ -173,12 +173,18 @@ def save_checkpoint(path: Path, model: nn.Module, cfg: FxConfig, recipe: Recipe)
     write_atomic(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> nn.Module:
-    """Rebuild a trained model (formats and scales included) from ``checkpoint.pt``."""
+def load_checkpoint(path: str | Path, exact: bool | None = None) -> nn.Module:
+    """Rebuild a trained model (formats and scales included) from ``checkpoint.pt``.
+
+    ``exact=True`` evaluates with float64 accumulation, which makes a ``qat`` model trained with
+    ``nearest_up`` rounding agree with its integer export on every output.
+    """
     path = Path(path)
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         cfg = FxConfig.from_dict(ck["config"])
+        if exact is not None:
+            cfg = replace(cfg, exact=exact)
         model = build(ck["spec"], cfg, seed=0)
         model.load_state_dict(ck["state_dict"])
     except (OSError, RuntimeError, KeyError, EOFError, ValueError) as e:

@@ -1,0 +1,67 @@
+"""``fxp predict``: the golden model's accuracy beside PyTorch's, and the integer mismatch count.
+
+Three views of one model on one dataset: the float baseline (from the training run's metrics, when
+it trained one), the fake-quantized PyTorch model (the run's checkpoint, evaluated with exact
+accumulation) and the integer model description run by the golden model. The PyTorch integer path
+(``fxp.torch_int``) runs the same description independently; the number of integer outputs, over
+every layer and every image, on which it and the golden model differ must be 0.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fxp import fxpm, torch_int
+from fxp.datasets import Dataset
+from fxp.errors import FxpError
+from sim import golden
+
+
+def run_predict(model_path: str | Path, data: Dataset, run: str | Path | None = None, limit: int | None = None,
+                batch: int = 1000) -> dict:
+    model = fxpm.load(model_path)
+    x, y = data.x_test, data.y_test
+    if limit:
+        x, y = x[:limit], y[:limit]
+    if list(x.shape[1:]) != list(model.spec["input"]["shape"]) and int(np.prod(x.shape[1:])) != int(
+        np.prod(model.spec["input"]["shape"])
+    ):
+        raise FxpError(f"the model takes input {model.spec['input']['shape']} but {data.name} has {list(x.shape[1:])}; "
+                       "use the dataset the model was trained on")
+    mismatches, per_layer = 0, [0] * (len(model.layers) + 1)
+    correct = 0
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch].numpy()
+        g = golden.run(model, xb)
+        t = torch_int.run(model, xb)
+        for j, (a, b) in enumerate(zip(g, t)):
+            n = int((a != b.numpy()).sum())
+            per_layer[j] += n
+            mismatches += n
+        correct += int((g[-1].reshape(len(xb), -1).argmax(1) == y[i : i + batch].numpy()).sum())
+    rec = {
+        "model": str(model_path),
+        "dataset": data.name,
+        "images": len(x),
+        "golden_accuracy": correct / len(x),
+        "integer_mismatches": mismatches,
+        "mismatches_per_layer": dict(zip(["input"] + [layer["name"] for layer in model.layers], per_layer)),
+        "integer_outputs_compared": int(sum(np.prod(s) for s in [model.spec["input"]["shape"], *model.shapes]) * len(x)),
+    }
+    if run is not None:
+        from fxp.train import evaluate, load_checkpoint
+
+        run = Path(run)
+        net = load_checkpoint(run / "checkpoint.pt" if run.is_dir() else run, exact=True)
+        rec["fake_quantized_accuracy"] = evaluate(net, x, y)
+        metrics = (run if run.is_dir() else run.parent) / "metrics.json"
+        if metrics.is_file():
+            m = json.loads(metrics.read_text())
+            if "float_baseline" in m:
+                rec["float_accuracy"] = m["float_baseline"]["test_accuracy"] if not limit else None
+    return rec
