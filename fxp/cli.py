@@ -50,7 +50,8 @@ def _recipe(args: argparse.Namespace):
     from fxp.train import Recipe
 
     return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                  weight_decay=args.weight_decay, seed=args.seed, limit_train=args.limit_train)
+                  weight_decay=args.weight_decay, seed=args.seed, limit_train=args.limit_train,
+                  optimizer=args.optimizer)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -88,7 +89,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="digits_mlp", help="lenet300, lenet5, digits_mlp, or a model TOML file")
+    p.add_argument("--model", default="digits_mlp",
+                   help="lenet300, lenet5, digits_mlp, bnn_digits, sfc_bnn, or a model TOML file")
     p.add_argument("--dataset", default="digits", help="digits, fashion-mnist, or an MNIST-format IDX folder")
     p.add_argument("--mode", default="fixed", choices=("float", "qat", "fixed"))
     p.add_argument("--act-bits", type=int, default=10)
@@ -106,6 +108,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--limit-train", type=int, default=None, help="train on the first N images only")
     p.add_argument("--seed", type=int, default=0)

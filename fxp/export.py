@@ -99,7 +99,7 @@ def export(checkpoint_or_run: str | Path, out: str | Path) -> fxpm.Model:
     if not ck.is_file():
         raise FxpError(f"{ck} does not exist; give a run folder written by fxp train (or its checkpoint.pt)")
     model = load_checkpoint(ck)
-    if hasattr(model, "binary"):
+    if getattr(model, "binary", False):
         from fxp.binary import export_binary
 
         spec, arrays = export_binary(model, model.spec.get("name", src.stem))

@@ -17,7 +17,10 @@ written in a TOML file goes through the same code::
     out = 10
 
 Layer types: ``linear`` (out, bias), ``conv2d`` (out, kernel, stride, padding, bias), ``relu``,
-``maxpool2d`` (kernel, stride), ``avgpool2d`` (kernel, stride), ``batchnorm``, ``flatten``.
+``maxpool2d`` (kernel, stride), ``avgpool2d`` (kernel, stride), ``batchnorm``, ``flatten``; and for
+binarized networks ``binarize`` (threshold), ``binary_linear`` (out), ``sign``, ``scale``. A model
+with binary layers trains them as such in any mode but ``float``, where it becomes its float
+counterpart (identity input, real weights, ReLU): the float baseline of the same topology.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def _seq(*layers: tuple) -> list[dict]:
     for spec in layers:
         kind, *args = spec
         d = {"type": kind}
-        if kind in ("linear",):
+        if kind in ("linear", "binary_linear"):
             d["out"] = args[0]
         elif kind == "conv2d":
             d.update(out=args[0], kernel=args[1], **(args[2] if len(args) > 2 else {}))
@@ -76,7 +79,22 @@ BUILTIN: dict[str, dict] = {
         "input_shape": [1, 8, 8],
         "layers": _seq(("flatten",), ("linear", 64), ("relu",), ("linear", 10)),
     },
+    # Binarized (FINN-style): inputs binarized at 0.5, [binary linear, BatchNorm, sign]*, binary scores.
+    "bnn_digits": {
+        "input_shape": [1, 8, 8],
+        "layers": _seq(("binarize",), ("flatten",), ("binary_linear", 64), ("batchnorm",), ("sign",),
+                       ("binary_linear", 10), ("scale",)),
+    },
+    "sfc_bnn": {  # FINN's SFC: 784-256-256-256-10
+        "input_shape": [1, 28, 28],
+        "layers": _seq(("binarize",), ("flatten",),
+                       ("binary_linear", 256), ("batchnorm",), ("sign",),
+                       ("binary_linear", 256), ("batchnorm",), ("sign",),
+                       ("binary_linear", 256), ("batchnorm",), ("sign",),
+                       ("binary_linear", 10), ("scale",)),
+    },
 }
+BINARY_TYPES = {"binarize", "binary_linear", "sign", "scale"}
 
 LAYER_KEYS = {
     "linear": {"out", "bias"},
@@ -86,6 +104,10 @@ LAYER_KEYS = {
     "avgpool2d": {"kernel", "stride"},
     "batchnorm": set(),
     "flatten": set(),
+    "binarize": {"threshold"},
+    "binary_linear": {"out"},
+    "sign": set(),
+    "scale": set(),
 }
 
 
@@ -132,6 +154,8 @@ def _validate(spec: dict) -> None:
 def build(model: str | Path | dict, cfg: FxConfig, seed: int = 0) -> nn.Sequential:
     """Build the fixed-point model for ``cfg``; the same seed gives the same initial weights."""
     spec = load_spec(model)
+    if any(layer["type"] in BINARY_TYPES for layer in spec["layers"]):
+        return _build_binary(spec, cfg, seed)
     torch.manual_seed(seed)
     c, h, w = spec["input_shape"]
     flat = None  # feature count once flattened
@@ -171,4 +195,42 @@ def build(model: str | Path | dict, cfg: FxConfig, seed: int = 0) -> nn.Sequenti
             mods[-1] = (f"{base}{counts[base]}" if base != "flatten" else base, m)
     model = nn.Sequential(OrderedDict(mods))
     model.spec = spec
+    return model
+
+
+def _build_binary(spec: dict, cfg: FxConfig, seed: int) -> nn.Sequential:
+    from fxp.binary import Binarize, BinaryLinear, Scale, Sign
+
+    torch.manual_seed(seed)
+    real = cfg.mode == "float"
+    flat = None
+    mods: list[tuple[str, nn.Module]] = []
+    counts: dict[str, int] = {}
+    for i, layer in enumerate(spec["layers"]):
+        kind = layer["type"]
+        where = f"layer {i} ({kind})"
+        if kind == "binarize":
+            m, base = (nn.Identity() if real else Binarize(layer.get("threshold", 0.5))), "binarize"
+        elif kind == "flatten":
+            m, base = nn.Flatten(), "flatten"
+            flat = int(torch.tensor(spec["input_shape"]).prod())
+        elif kind == "binary_linear":
+            if flat is None:
+                raise FxpError(f"{where}: needs flat input; add a flatten layer before it")
+            m = nn.Linear(flat, layer["out"], bias=False) if real else BinaryLinear(flat, layer["out"])
+            base, flat = "bfc", layer["out"]
+        elif kind == "batchnorm":
+            m, base = nn.BatchNorm1d(flat), "bn"
+        elif kind == "sign":
+            m, base = (nn.ReLU() if real else Sign()), "sign"
+        elif kind == "scale":
+            m, base = Scale(), "scale"
+        else:
+            raise FxpError(f"{where}: {kind} cannot be mixed with binary layers; use binarize, flatten, "
+                           "binary_linear, batchnorm, sign, scale")
+        counts[base] = counts.get(base, 0) + 1
+        mods.append((f"{base}{counts[base]}" if base not in ("binarize", "flatten") else base, m))
+    model = nn.Sequential(OrderedDict(mods))
+    model.spec = spec
+    model.binary = not real
     return model

@@ -39,12 +39,15 @@ class Recipe:
     weight_decay: float = 0.0
     seed: int = 0
     limit_train: int | None = None  # use only the first N training images (quick runs, tests)
+    optimizer: str = "sgd"  # sgd (with momentum) or adam
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise FxpError(f"epochs and batch size must be at least 1, got {self.epochs} and {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise FxpError(f"learning rate must be a positive number, got {self.lr}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise FxpError(f"optimizer {self.optimizer!r} is not known; use sgd or adam")
 
 
 def _dist() -> tuple[int, int]:
@@ -94,13 +97,19 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
     check_compatible(spec, data)
     rank, world = _dist()
     model = build(spec, cfg, seed=recipe.seed)
-    if cfg.mode == "fixed":
+    fixed = cfg.mode == "fixed" and not getattr(model, "binary", False)
+    if fixed:
         snap_model(model)
     gen = torch.Generator().manual_seed(recipe.seed + 1)  # stochastic rounding of updates
-    if cfg.mode == "fixed":
+    if fixed:
+        if recipe.optimizer != "sgd":
+            raise FxpError("fixed mode stores parameters in fixed point with FixedPointSGD; use --optimizer sgd")
         opt = FixedPointSGD(model, recipe.lr, recipe.momentum, recipe.weight_decay, generator=gen)
+    elif recipe.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    post_steps = [m.post_step for m in model.modules() if hasattr(m, "post_step")]
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     x_all, y_all = data.x_train, data.y_train
     if recipe.limit_train:
@@ -127,6 +136,8 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
                 raise FxpError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}; lower --lr or widen the formats")
             loss.backward()
             opt.step()
+            for f in post_steps:  # e.g. clip the latent weights of binary layers
+                f()
             sched.step()
             step_trackers(model)
             loss_sum += loss.item() * len(idx)

@@ -7,3 +7,9 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: one thread each, or OpenMP threads spin against each other
+    import torch
+
+    torch.set_num_threads(1)

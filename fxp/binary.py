@@ -1,0 +1,213 @@
+"""Binarized networks: BNN (FINN style), BWN and XNOR-Net layers, and the BNN export.
+
+Conventions (as Larq and FINN):
+
+* ``sign(0) = +1``; the straight-through estimator passes the gradient where ``|x| <= 1``.
+* In hardware, bit 1 means +1 and bit 0 means -1, so a ±1 dot product over K terms is
+  ``2 * popcount(XNOR(x, w)) - K``.
+* BatchNorm followed by sign folds into one integer threshold per output: ``popcount >= T``. A
+  negative BatchNorm scale flips the comparison; the export folds it into the row's weights
+  (inverting them turns ``popcount`` into ``K - popcount``), so hardware only ever compares ``>=``.
+
+BWN (Rastegari et al. 2016): ``W ≈ α B`` with ``B = sign(W)``, ``α = mean|W|`` per output channel.
+XNOR-Net: inputs binarized too, ``I ≈ β sign(I)``, with β spatially varying: ``K = A * k`` where
+``A`` is the mean of ``|I|`` over channels and ``k`` the box filter of the kernel's size; the
+output is ``(sign(I) ⊛ sign(W)) ⊙ K α``, and the binary convolution is an XNOR-popcount
+(:func:`xnor_conv2d_popcount`).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fxp import fxpm
+from fxp.errors import FxpError
+
+
+class _SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        return g * (x.abs() <= 1).to(g.dtype)
+
+
+def sign(x: torch.Tensor) -> torch.Tensor:
+    """±1 with sign(0) = +1; straight-through gradient clipped to |x| <= 1."""
+    return _SignSTE.apply(x)
+
+
+class Binarize(nn.Module):
+    """Input binarization: +1 where ``x >= threshold``, else -1 (no gradient needed at the input)."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x >= self.threshold, 1.0, -1.0).to(x.dtype)
+
+
+class Sign(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sign(x)
+
+
+class BinaryLinear(nn.Module):
+    """Linear layer with ±1 weights (latent float weights, clipped to [-1, 1] after each step)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, sign(self.weight))
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        self.weight.clamp_(-1, 1)
+
+
+class Scale(nn.Module):
+    """A learnable positive scalar for the last layer's scores: keeps softmax trainable, not argmax."""
+
+    def __init__(self, init: float = 0.1) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(float(np.log(init))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.log_scale.exp()
+
+
+def bwn_weight(w: torch.Tensor) -> torch.Tensor:
+    """BWN: α sign(W), α = mean |W| per output channel; gradient straight through to W."""
+    alpha = w.detach().abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+    return alpha * sign(w)
+
+
+class BWNLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, bwn_weight(self.weight), self.bias)
+
+
+class BWNConv2d(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, bwn_weight(self.weight), self.bias, self.stride, self.padding)
+
+
+class XNORConv2d(nn.Conv2d):
+    """XNOR-Net convolution: binary inputs and weights, scaled by K (input) and α (weights)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size[0]
+        a = x.detach().abs().mean(dim=1, keepdim=True)  # A: mean |I| over channels
+        kmap = F.avg_pool2d(a, k, stride=self.stride, padding=self.padding, count_include_pad=True)  # A * box filter
+        alpha = self.weight.detach().abs().mean(dim=(1, 2, 3)).view(1, -1, 1, 1)
+        y = F.conv2d(sign(x), sign(self.weight), None, self.stride, self.padding)
+        y = y * kmap * alpha
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+
+def xnor_conv2d_popcount(x: torch.Tensor, w: torch.Tensor, stride: int = 1) -> np.ndarray:
+    """``sign(x) ⊛ sign(w)`` (no padding) computed as 2 * popcount(XNOR) - K on bit-packed words.
+
+    The same product XNORConv2d computes with ±1 floats; used to show the two agree exactly.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from sim.golden import pack_bits, xnor_popcount
+
+    xb = (x.detach().numpy() >= 0).astype(np.uint8)
+    wb = (w.detach().numpy() >= 0).astype(np.uint8)
+    n, c, _, _ = xb.shape
+    o, _, k, _ = wb.shape
+    cols = sliding_window_view(xb, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    h, wd = cols.shape[2:4]
+    cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * wd, c * k * k)
+    kk = c * k * k
+    pc = xnor_popcount(pack_bits(cols), pack_bits(wb.reshape(o, kk)), kk)
+    return (2 * pc - kk).reshape(n, h, wd, o).transpose(0, 3, 1, 2)
+
+
+# --- folding BatchNorm + sign into thresholds ------------------------------------------------------
+def fold_threshold(k: int, mean: float, var: float, eps: float, gamma: float, beta: float) -> tuple[int, bool]:
+    """(T, flip) such that ``sign(BN(2*pc - k)) = +1`` exactly when ``pc' >= T``, with
+    ``pc' = k - pc`` if ``flip`` (negative scale) else ``pc``.
+
+    Exact rational arithmetic on the float parameters; ``sigma = sqrt(var + eps)`` as float64 computes it.
+    """
+    sigma = Fraction(float(np.sqrt(np.float64(var) + np.float64(eps))))
+    g, b, mu = Fraction(float(gamma)), Fraction(float(beta)), Fraction(float(mean))
+    if g == 0:  # BN output is beta everywhere
+        return (0 if b >= 0 else k + 1), False
+    tau = mu - b * sigma / g  # z >= 0  <=>  y >= tau (g > 0)  or  y <= tau (g < 0)
+    half = (tau + k) / 2  # in popcount units: y = 2 pc - k
+    if g > 0:
+        t = -((-half.numerator) // half.denominator)  # ceil
+        return max(0, min(k + 1, t)), False
+    t = k - (half.numerator // half.denominator)  # pc <= floor(half)  <=>  k - pc >= k - floor(half)
+    return max(0, min(k + 1, t)), True
+
+
+def bn_sign_reference(y: int, mean: float, var: float, eps: float, gamma: float, beta: float) -> int:
+    """sign(BN(y)) in exact arithmetic (1 for +1, 0 for -1), the same sigma as fold_threshold."""
+    sigma = Fraction(float(np.sqrt(np.float64(var) + np.float64(eps))))
+    z = (Fraction(y) - Fraction(float(mean))) / sigma * Fraction(float(gamma)) + Fraction(float(beta))
+    return int(z >= 0)
+
+
+@torch.no_grad()
+def export_binary(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """A BNN (Binarize, [BinaryLinear, BatchNorm1d, Sign]*, BinaryLinear, Scale) → (spec, arrays)."""
+    mods = list(model.named_children())
+    if not mods or not isinstance(mods[0][1], Binarize):
+        raise FxpError("a binarized model must start with a Binarize input layer")
+    spec = {"format": fxpm.FORMAT_NAME, "version": fxpm.VERSION, "name": name,
+            "input": {"shape": list(model.spec["input_shape"]),
+                      "quantizer": {"kind": "binarize", "threshold": float(mods[0][1].threshold)}},
+            "layers": []}
+    arrays: dict[str, np.ndarray] = {}
+    i = 1
+    while i < len(mods):
+        lname, m = mods[i]
+        if isinstance(m, nn.Flatten):
+            spec["layers"].append({"name": lname, "op": "flatten"})
+            i += 1
+            continue
+        if not isinstance(m, BinaryLinear):
+            raise FxpError(f"layer {lname} ({type(m).__name__}) has no place in a BNN export; expected binary_linear")
+        bits = (m.weight.detach() >= 0).numpy().astype(np.uint8)  # sign(0) = +1
+        layer = {"name": lname, "op": "binary_dense", "out_features": m.out_features, "weights": f"{lname}.weight"}
+        nxt = [x[1] for x in mods[i + 1 : i + 3]]
+        if len(nxt) == 2 and isinstance(nxt[0], nn.BatchNorm1d) and isinstance(nxt[1], Sign):
+            bn = nxt[0]
+            k = m.in_features
+            thr = np.empty(m.out_features, dtype=np.int32)
+            for j in range(m.out_features):
+                t, flip = fold_threshold(k, float(bn.running_mean[j]), float(bn.running_var[j]), bn.eps,
+                                         float(bn.weight[j]), float(bn.bias[j]))
+                thr[j] = t
+                if flip:
+                    bits[j] ^= 1
+            arrays[f"{lname}.threshold"] = thr
+            layer["threshold"] = f"{lname}.threshold"
+            i += 3
+        else:
+            i += 1
+            while i < len(mods) and isinstance(mods[i][1], Scale):
+                i += 1
+            if i != len(mods):
+                raise FxpError(f"layer {lname}: a binary layer without BatchNorm and sign must be the last one")
+        arrays[f"{lname}.weight"] = np.packbits(bits, axis=1, bitorder="little")
+        spec["layers"].append(layer)
+    return spec, arrays
