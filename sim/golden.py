@@ -75,18 +75,33 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(packed).view("<u8")
 
 
-def xnor_popcount(x_words: np.ndarray, w_words: np.ndarray, k: int, block: int = 256) -> np.ndarray:
+def xnor_popcount(x_words: np.ndarray, w_words: np.ndarray, k: int, block: int = 128) -> np.ndarray:
     """popcount(XNOR(x, w)) over the first k bits for every (row of x, row of w): (N, M) int64.
 
-    Padding bits are 0 in both, so their XNOR is 1: they are counted and then subtracted. Blocks of
-    rows keep the (block, M, words) temporaries in cache.
+    Word by word: XOR a word of every x row with the same word of every w row (one broadcast XOR
+    into a reused buffer), popcount, and add. Counts of three words (at most 192) add in uint8,
+    then into a uint16 total; blocks of ``block`` rows keep every buffer in cache. Padding bits are
+    0 in both operands, so their XNOR is 1: counted, then subtracted.
     """
-    pad = x_words.shape[1] * 64 - k
-    out = np.empty((len(x_words), len(w_words)), dtype=np.int64)
-    for i in range(0, len(x_words), block):
-        xor = x_words[i : i + block, None, :] ^ w_words[None, :, :]
-        # popcount(XNOR) = 64 * words - popcount(XOR), minus the padding bits
-        out[i : i + block] = x_words.shape[1] * 64 - np.bitwise_count(xor).sum(axis=2, dtype=np.int64) - pad
+    words = x_words.shape[1]
+    xt, wt = np.ascontiguousarray(x_words.T), np.ascontiguousarray(w_words.T)
+    m, n = len(x_words), len(w_words)
+    out = np.empty((m, n), dtype=np.int64)
+    xor = np.empty((block, n), np.uint64)
+    cnt, part = np.empty((block, n), np.uint8), np.empty((block, n), np.uint8)
+    total = np.empty((block, n), np.uint16)
+    for i in range(0, m, block):
+        b = min(block, m - i)
+        xo, c, p, tot = xor[:b], cnt[:b], part[:b], total[:b]
+        tot[:] = 0
+        for w0 in range(0, words, 3):
+            p[:] = 0
+            for w in range(w0, min(words, w0 + 3)):
+                np.bitwise_xor(xt[w, i : i + b, None], wt[w][None, :], out=xo)
+                np.bitwise_count(xo, out=c)
+                np.add(p, c, out=p)
+            np.add(tot, p, out=tot, casting="unsafe")
+        out[i : i + b] = k - tot  # agreeing bits among the first k: (64 * words - XOR count) - padding
     return out
 
 

@@ -1,0 +1,59 @@
+"""Trained models → integer descriptions → the golden model, end to end through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fxp import fxpm
+from fxp.cli import main
+
+CNN = ('input_shape = [1, 8, 8]\n'
+       '[[layers]]\ntype = "conv2d"\nout = 4\nkernel = 3\npadding = 1\n[[layers]]\ntype = "relu"\n'
+       '[[layers]]\ntype = "maxpool2d"\nkernel = 2\n[[layers]]\ntype = "flatten"\n'
+       '[[layers]]\ntype = "linear"\nout = 32\n[[layers]]\ntype = "relu"\n[[layers]]\ntype = "linear"\nout = 10\n')
+
+
+@pytest.mark.parametrize("mode", ["qat", "fixed"])
+def test_int_cnn_export_predict_zero_mismatches(tmp_path, mode):
+    spec = tmp_path / "cnn.toml"
+    spec.write_text(CNN)
+    run, desc = tmp_path / "run", tmp_path / "m.fxpm"
+    args = ["train", "--model", str(spec), "--mode", mode, "--epochs", "4", "--rounding", "nearest_up", "--quiet",
+            "--out", str(run)]
+    if mode == "qat":
+        args += ["--act-bits", "8", "--weight-bits", "8"]
+    assert main(args) == 0
+    assert main(["export", str(run), "--out", str(desc)]) == 0
+    m = fxpm.load(desc)
+    assert [layer["op"] for layer in m.layers] == ["conv2d", "maxpool2d", "flatten", "dense", "dense"]
+    assert m.layers[0]["relu"] and m.layers[3]["relu"] and not m.layers[4]["relu"]
+    if mode == "qat":
+        assert m.arrays["conv1.weight"].dtype == np.int8
+    assert main(["predict", str(desc), "--run", str(run), "--json", str(tmp_path / "p.json")]) == 0
+    rec = json.loads((tmp_path / "p.json").read_text())
+    assert rec["integer_mismatches"] == 0 and rec["integer_outputs_compared"] > 100_000
+    # with nearest_up rounding and exact accumulation the fake-quantized model IS the integer model
+    assert rec["golden_accuracy"] == rec["fake_quantized_accuracy"] > 0.8
+
+
+def test_bnn_export_predict(tmp_path):
+    run, desc = tmp_path / "run", tmp_path / "b.fxpm"
+    assert main(["train", "--model", "bnn_digits", "--mode", "qat", "--optimizer", "adam", "--lr", "0.01",
+                 "--epochs", "3", "--quiet", "--out", str(run)]) == 0
+    assert main(["export", str(run), "--out", str(desc)]) == 0
+    m = fxpm.load(desc)
+    assert [layer["op"] for layer in m.layers] == ["flatten", "binary_dense", "binary_dense"]
+    assert m.spec["input"]["quantizer"] == {"kind": "binarize", "threshold": 0.5}
+    assert main(["predict", str(desc), "--run", str(run), "--json", str(tmp_path / "p.json")]) == 0
+    rec = json.loads((tmp_path / "p.json").read_text())
+    assert rec["integer_mismatches"] == 0
+    assert abs(rec["golden_accuracy"] - rec["fake_quantized_accuracy"]) < 0.01
+
+
+def test_export_refuses_float_runs_and_missing_runs(tmp_path, capsys):
+    assert main(["train", "--mode", "float", "--epochs", "1", "--quiet", "--out", str(tmp_path / "f")]) == 0
+    assert main(["export", str(tmp_path / "f"), "--out", str(tmp_path / "f.fxpm")]) == 2
+    assert "float model has no integer formats" in capsys.readouterr().err
+    assert not (tmp_path / "f.fxpm").exists()
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x.fxpm")]) == 2
