@@ -118,10 +118,23 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from fxp.export import export
 
-    model = export(args.run, args.out)
+    calib = None
+    if args.scales != "pow2":  # (per-channel, or the default for a float run) needs calibration data
+        from fxp.datasets import load
+
+        dataset = args.dataset or _run_dataset(args.run)
+        calib = load(dataset, seed=args.seed).x_train[: args.calibrate]
+    model = export(args.run, args.out, scales=args.scales, calibration=calib)
     kinds = ", ".join(f"{layer['name']} ({layer['op']})" for layer in model.layers)
     print(f"wrote {args.out}: {len(model.layers)} layers: {kinds}")
     return 0
+
+
+def _run_dataset(run: str) -> str:
+    metrics = Path(run) / "metrics.json"
+    if not metrics.is_file():
+        raise FxpError(f"{metrics} is missing, so the run's dataset is unknown; give --dataset")
+    return json.loads(metrics.read_text())["dataset"]
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -136,7 +149,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         write_atomic(args.json, json.dumps(rec, indent=2) + "\n")
     rows = [("golden model (integer description)", rec["golden_accuracy"])]
     if "fake_quantized_accuracy" in rec:
-        rows.append(("PyTorch fake-quantized (checkpoint)", rec["fake_quantized_accuracy"]))
+        kind = "float" if rec["checkpoint_mode"] == "float" else f"fake-quantized, {rec['checkpoint_mode']}"
+        rows.append((f"PyTorch checkpoint ({kind})", rec["fake_quantized_accuracy"]))
     if rec.get("float_accuracy") is not None:
         rows.append(("PyTorch float baseline", rec["float_accuracy"]))
     print(f"{rec['dataset']}, {rec['images']} test images")
@@ -192,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write the integer model description (.fxpm) of a trained run")
     e.add_argument("run", help="run folder of fxp train (or its checkpoint.pt)")
     e.add_argument("--out", required=True, help="the .fxpm folder to write (model.json + arrays.npz)")
+    e.add_argument("--scales", default=None, choices=("pow2", "per-channel"),
+                   help="pow2: the run's own fixed-point formats; per-channel: post-training int8 with "
+                        "per-channel weights and multiplier+shift (default: pow2 unless the run is float)")
+    e.add_argument("--dataset", default=None, help="calibration data for per-channel (default: the run's dataset)")
+    e.add_argument("--calibrate", type=int, default=2000, help="calibration images")
+    e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=_cmd_export)
 
     pr = sub.add_parser("predict", help="golden-model accuracy and golden-vs-PyTorch integer mismatches")

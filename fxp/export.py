@@ -12,6 +12,7 @@ into one integer threshold per output (negative BatchNorm scales folded into the
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -90,21 +91,129 @@ def export_fixed(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.nd
     return spec, arrays
 
 
-def export(checkpoint_or_run: str | Path, out: str | Path) -> fxpm.Model:
-    """``fxp export runs/NAME --out model.fxpm``: load the run's checkpoint, write the description."""
+def _multiplier_shift(r: float) -> tuple[int, int]:
+    """A real factor as ``M / 2**S`` with ``M`` in [2**30, 2**31) (31 significant bits), gemmlowp style."""
+    if not (r > 0 and math.isfinite(r)):
+        raise FxpError(f"requantization factor {r} is not a positive number; calibrate with more data")
+    mant, exp = math.frexp(r)  # r = mant * 2**exp, mant in [0.5, 1)
+    m, s = round(mant * (1 << 31)), 31 - exp
+    if m == 1 << 31:
+        m, s = m >> 1, s - 1
+    if s > 62:  # tiny factors: keep the shift in range, give up significant bits
+        m, s = max(1, m >> (s - 62)), 62
+    if s < 0:
+        raise FxpError(f"requantization factor {r} is too large for a 31-bit multiplier; check the calibration")
+    return m, s
+
+
+@torch.no_grad()
+def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor) -> tuple[dict, dict[str, np.ndarray]]:
+    """Post-training int8 with per-channel weight scales and calibrated affine activations.
+
+    Weights: symmetric int8 per output channel (``scale = max|w| / 127``). Activations: calibrated on
+    ``calib`` from the float computation; after a ReLU the range [0, max] maps onto -128..127 with
+    zero point -128 (affine), otherwise symmetric. Biases: int32 at ``input scale x weight scale``.
+    Requantization: a 31-bit multiplier and a shift per channel (gemmlowp). The input keeps a
+    power-of-two format chosen from the calibration data.
+    """
+    from fxp.dynamic import max_abs_frac_bits
+
+    mods = list(model.named_children())
+    if not mods or not isinstance(mods[0][1], FxQuant):
+        raise FxpError("the model does not start with an input quantizer; build it with fxp.models")
+    in_fmt = Format(8, max_abs_frac_bits(float(calib.abs().max()), 8))
+    spec = {"format": fxpm.FORMAT_NAME, "version": fxpm.VERSION, "name": name,
+            "input": {"shape": list(model.spec["input_shape"]), "quantizer": {"kind": "fixed", "format": str(in_fmt)}},
+            "layers": []}
+    arrays: dict[str, np.ndarray] = {}
+    x = calib.double()
+    s_x, zp_x, cur = 2.0 ** -in_fmt.frac_bits, 0, str(in_fmt)
+    i = 1
+    while i < len(mods):
+        lname, m = mods[i]
+        if isinstance(m, (FxLinear, FxConv2d)):
+            relu = i + 1 < len(mods) and isinstance(mods[i + 1][1], FxReLU)
+            w = m.weight.detach().double()
+            b = None if m.bias is None else m.bias.detach().double()
+            if isinstance(m, FxLinear):
+                y = torch.nn.functional.linear(x, w, b)
+            else:
+                y = torch.nn.functional.conv2d(x, w, b, m.stride, m.padding)
+            if relu:
+                y = y.clamp(min=0)
+                s_y, zp_y = max(float(y.max()), 1e-12) / 255, -128
+            else:
+                s_y, zp_y = max(float(y.abs().max()), 1e-12) / 127, 0
+            wmax = w.abs().flatten(1).amax(1)
+            s_w = torch.where(wmax > 0, wmax / 127, torch.ones_like(wmax))
+            view = (-1,) + (1,) * (w.dim() - 1)
+            wq = (w / s_w.view(view)).round().clamp(-127, 127).to(torch.int8).numpy()
+            layer = {"name": lname, "op": "dense" if isinstance(m, FxLinear) else "conv2d",
+                     "input_format": cur, "weight_format": "s8.0", "output_format": "s8.0",
+                     "acc_bits": 32, "relu": relu, "input_zero_point": zp_x, "output_zero_point": zp_y,
+                     "weights": f"{lname}.weight", "multiplier": f"{lname}.multiplier", "shift": f"{lname}.shift"}
+            if isinstance(m, FxLinear):
+                layer["out_features"] = m.out_features
+            else:
+                layer.update(out_channels=m.out_channels, kernel=m.kernel_size, stride=m.stride, padding=m.padding)
+            arrays[f"{lname}.weight"] = wq
+            if b is not None:
+                arrays[f"{lname}.bias"] = (b / (s_x * s_w)).round().clamp(-(2**31), 2**31 - 1).to(torch.int64).numpy().astype(np.int32)
+                layer["bias"] = f"{lname}.bias"
+            ms = [_multiplier_shift(s_x * float(sw) / s_y) for sw in s_w]
+            arrays[f"{lname}.multiplier"] = np.array([a for a, _ in ms], dtype=np.int64)
+            arrays[f"{lname}.shift"] = np.array([b_ for _, b_ in ms], dtype=np.int64)
+            spec["layers"].append(layer)
+            x, s_x, zp_x, cur = y, s_y, zp_y, "s8.0"
+            i += 2 if relu else 1
+            continue
+        if isinstance(m, FxMaxPool2d):
+            x = torch.nn.functional.max_pool2d(x, m.kernel, m.stride)
+            spec["layers"].append({"name": lname, "op": "maxpool2d", "kernel": m.kernel, "stride": m.stride})
+        elif isinstance(m, FxFlatten):
+            x = x.flatten(1)
+            spec["layers"].append({"name": lname, "op": "flatten"})
+        else:
+            raise FxpError(f"layer {lname} ({type(m).__name__}) has no integer form yet; supported: linear, conv2d, "
+                           "relu, maxpool2d, flatten")
+        i += 1
+    return spec, arrays
+
+
+SCALES = ("pow2", "per-channel")
+
+
+def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = None,
+           calibration: torch.Tensor | None = None) -> fxpm.Model:
+    """``fxp export runs/NAME --out model.fxpm``: load the run's checkpoint, write the description.
+
+    ``scales``: ``pow2`` keeps a ``qat``/``fixed`` model's own dynamic fixed-point formats;
+    ``per-channel`` quantizes post-training (any mode, float too) with per-channel weight scales and
+    calibrated affine activations, which needs ``calibration`` inputs. Default: ``pow2`` for
+    fixed-point runs, ``per-channel`` for float runs. Binarized models export their thresholds.
+    """
     from fxp.train import load_checkpoint
 
     src = Path(checkpoint_or_run)
     ck = src / "checkpoint.pt" if src.is_dir() else src
     if not ck.is_file():
         raise FxpError(f"{ck} does not exist; give a run folder written by fxp train (or its checkpoint.pt)")
+    if scales is not None and scales not in SCALES:
+        raise FxpError(f"--scales {scales!r} is not known; use {' or '.join(SCALES)}")
     model = load_checkpoint(ck)
+    name = model.spec.get("name", src.stem)
     if getattr(model, "binary", False):
         from fxp.binary import export_binary
 
-        spec, arrays = export_binary(model, model.spec.get("name", src.stem))
+        spec, arrays = export_binary(model, name)
     else:
-        spec, arrays = export_fixed(model, model.spec.get("name", src.stem))
+        scales = scales or ("per-channel" if model.config.mode == "float" else "pow2")
+        if scales == "pow2":
+            spec, arrays = export_fixed(model, name)
+        else:
+            if calibration is None:
+                raise FxpError("per-channel export needs calibration data; give --dataset (and --calibrate N)")
+            spec, arrays = export_per_channel(model, name, calibration)
     fxpm.save(out, spec, arrays)
     return fxpm.Model(spec, arrays)
 

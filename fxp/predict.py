@@ -58,6 +58,7 @@ def run_predict(model_path: str | Path, data: Dataset, run: str | Path | None = 
 
         run = Path(run)
         net = load_checkpoint(run / "checkpoint.pt" if run.is_dir() else run, exact=True)
+        rec["checkpoint_mode"] = net.config.mode
         rec["fake_quantized_accuracy"] = evaluate(net, x, y)
         metrics = (run if run.is_dir() else run.parent) / "metrics.json"
         if metrics.is_file():

@@ -53,7 +53,34 @@ def test_bnn_export_predict(tmp_path):
 
 def test_export_refuses_float_runs_and_missing_runs(tmp_path, capsys):
     assert main(["train", "--mode", "float", "--epochs", "1", "--quiet", "--out", str(tmp_path / "f")]) == 0
-    assert main(["export", str(tmp_path / "f"), "--out", str(tmp_path / "f.fxpm")]) == 2
+    assert main(["export", str(tmp_path / "f"), "--out", str(tmp_path / "f.fxpm"), "--scales", "pow2"]) == 2
     assert "float model has no integer formats" in capsys.readouterr().err
     assert not (tmp_path / "f.fxpm").exists()
     assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x.fxpm")]) == 2
+
+
+def test_per_channel_post_training_export_of_a_float_run(tmp_path):
+    """Float run → int8 with per-channel weight scales, affine activations, multiplier+shift requantization."""
+    run, desc = tmp_path / "run", tmp_path / "pc.fxpm"
+    assert main(["train", "--mode", "float", "--epochs", "5", "--quiet", "--out", str(run)]) == 0
+    assert main(["export", str(run), "--out", str(desc), "--calibrate", "500"]) == 0
+    m = fxpm.load(desc)
+    fc1, fc2 = m.layers[1], m.layers[2]
+    assert fc1["output_zero_point"] == -128 and fc2["input_zero_point"] == -128  # ReLU range mapped onto int8
+    mult = m.arrays["fc1.multiplier"]
+    assert mult.min() >= 2**30 and len(np.unique(mult)) > 1  # 31-bit, per channel
+    assert main(["predict", str(desc), "--run", str(run), "--json", str(tmp_path / "p.json")]) == 0
+    rec = json.loads((tmp_path / "p.json").read_text())
+    assert rec["integer_mismatches"] == 0
+    assert rec["golden_accuracy"] >= rec["fake_quantized_accuracy"] - 0.02  # PTQ int8 stays near float
+
+
+def test_multiplier_shift_represents_the_factor():
+    from fxp.export import _multiplier_shift
+
+    for r in (1.0, 0.5, 3e-5, 0.123456789, 1.9999999999):
+        m, s = _multiplier_shift(r)
+        assert 2**30 <= m < 2**31 and 0 <= s <= 62
+        assert abs(m / 2**s - r) <= r * 2.0**-30
+    m, s = _multiplier_shift(2.0**-40)  # past the largest shift: fewer significant bits, same value
+    assert s == 62 and m / 2**s == 2.0**-40
