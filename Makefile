@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m slow -s
 	$(BIN)/python bench/bench_fxp.py --write-docs
 	$(BIN)/python bench/bench_train.py --write-docs
+	$(BIN)/python bench/bench_binary.py --write-docs
+	$(BIN)/python bench/bench_models.py --write-docs
 
 clean:
 	rm -rf $(VENV) runs build dist

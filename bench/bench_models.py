@@ -1,0 +1,74 @@
+"""Train, export and verify the reference integer models on their full test sets.
+
+    python bench/bench_models.py [--epochs 15] [--out runs/models] [--write-docs] [--only NAME]
+
+For each model: train it (and its float baseline, same recipe and seed), export the integer model
+description, run the golden model and the PyTorch integer path on every test image, and record the
+accuracies and the number of mismatched integers (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, save_json, write_section  # noqa: E402
+
+from fxp.datasets import load  # noqa: E402
+from fxp.export import export  # noqa: E402
+from fxp.layers import FxConfig  # noqa: E402
+from fxp.predict import run_predict  # noqa: E402
+from fxp.train import Recipe, run_train  # noqa: E402
+
+MODELS = {
+    # name: (model, dataset, config, recipe overrides, export scales)
+    "int8-lenet5": ("lenet5", "fashion-mnist",
+                    FxConfig(mode="qat", act_bits=8, weight_bits=8, rounding="nearest_up"), {"batch_size": 64}, "pow2"),
+    "sfc-bnn": ("sfc_bnn", "fashion-mnist", FxConfig(mode="qat"), {"batch_size": 64, "optimizer": "adam", "lr": 0.005}, None),
+    "bnn-digits": ("bnn_digits", "digits", FxConfig(mode="qat"), {"optimizer": "adam", "lr": 0.01}, None),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--out", default="runs/models")
+    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(MODELS))
+    ap.add_argument("--json", default="runs/bench/bench_models.json")
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    names = args.only.split(",") if args.only else list(MODELS)
+    rows = []
+    for name in names:
+        model, dataset, cfg, overrides, scales = MODELS[name]
+        data = load(dataset)
+        run = Path(args.out) / name
+        t = time.perf_counter()
+        m = run_train(model, data, cfg, Recipe(epochs=args.epochs, **overrides), run, baseline=True, force=True)
+        export(run, run / "model.fxpm", scales=scales)
+        rec = run_predict(run / "model.fxpm", data, run=run)
+        rows.append({"name": name, "model": model, "dataset": dataset, "float": m["float_baseline"]["test_accuracy"],
+                     "fake_quantized": rec["fake_quantized_accuracy"], "golden": rec["golden_accuracy"],
+                     "mismatches": rec["integer_mismatches"], "compared": rec["integer_outputs_compared"],
+                     "images": rec["images"], "seconds": time.perf_counter() - t})
+        print(rows[-1], flush=True)
+    lines = [f"Command: `python bench/bench_models.py --epochs {args.epochs} --write-docs`  ", f"Machine: {machine()}", "",
+             "| model | dataset | float baseline | PyTorch fake-quantized | golden (integer) | golden − float | "
+             "mismatched integers (golden vs PyTorch integer path) |", "|---|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} ({r['model']}) | {r['dataset']} ({r['images']} test images) | {100 * r['float']:.2f} % | "
+                     f"{100 * r['fake_quantized']:.2f} % | {100 * r['golden']:.2f} % | {100 * (r['golden'] - r['float']):+.2f} | "
+                     f"{r['mismatches']} of {r['compared']:,} |")
+    md = "\n".join(lines)
+    print(md)
+    save_json(args.json, {"machine": machine(), "rows": rows})
+    if args.write_docs:
+        write_section("bench_models", md)
+    return 1 if any(r["mismatches"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
