@@ -34,6 +34,20 @@ def _int_dtype(fmt: Format):
     return np.int8 if fmt.word_bits <= 8 else np.int16
 
 
+def _int_layer_entry(lname: str, m: nn.Module, in_fmt: str, w_fmt: str, out_fmt: str, acc_bits: int, relu: bool,
+                     in_zp: int, out_zp: int) -> dict:
+    """The description entry of a dense/conv2d layer; its arrays go under ``<name>.<field>``."""
+    layer = {"name": lname, "op": "dense" if isinstance(m, FxLinear) else "conv2d",
+             "input_format": in_fmt, "weight_format": w_fmt, "output_format": out_fmt, "acc_bits": acc_bits,
+             "relu": relu, "input_zero_point": in_zp, "output_zero_point": out_zp,
+             "weights": f"{lname}.weight", "multiplier": f"{lname}.multiplier", "shift": f"{lname}.shift"}
+    if isinstance(m, FxLinear):
+        layer["out_features"] = m.out_features
+    else:
+        layer.update(out_channels=m.out_channels, kernel=m.kernel_size, stride=m.stride, padding=m.padding)
+    return layer
+
+
 def export_fixed(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.ndarray]]:
     """A ``qat``/``fixed``-mode fxp model → (spec, arrays)."""
     cfg = getattr(model, "config", None) or next(m.cfg for m in model.modules() if isinstance(m, FxQuant))
@@ -57,14 +71,7 @@ def export_fixed(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.nd
             f_acc = cur.frac_bits + w_fmt.frac_bits
             relu = i + 1 < len(mods) and isinstance(mods[i + 1][1], FxReLU)
             w = _raw(m.weight, w_fmt, cfg.rounding).astype(_int_dtype(w_fmt))
-            layer = {"name": lname, "op": "dense" if isinstance(m, FxLinear) else "conv2d",
-                     "input_format": str(cur), "weight_format": str(w_fmt), "output_format": str(out_fmt),
-                     "acc_bits": cfg.acc_bits, "relu": relu, "input_zero_point": 0, "output_zero_point": 0,
-                     "weights": f"{lname}.weight", "multiplier": f"{lname}.multiplier", "shift": f"{lname}.shift"}
-            if isinstance(m, FxLinear):
-                layer["out_features"] = m.out_features
-            else:
-                layer.update(out_channels=m.out_channels, kernel=m.kernel_size, stride=m.stride, padding=m.padding)
+            layer = _int_layer_entry(lname, m, str(cur), str(w_fmt), str(out_fmt), cfg.acc_bits, relu, 0, 0)
             arrays[f"{lname}.weight"] = w
             if m.bias is not None:
                 acc_fmt = Format(cfg.acc_bits, f_acc)
@@ -148,14 +155,7 @@ def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor) -> 
             s_w = torch.where(wmax > 0, wmax / 127, torch.ones_like(wmax))
             view = (-1,) + (1,) * (w.dim() - 1)
             wq = (w / s_w.view(view)).round().clamp(-127, 127).to(torch.int8).numpy()
-            layer = {"name": lname, "op": "dense" if isinstance(m, FxLinear) else "conv2d",
-                     "input_format": cur, "weight_format": "s8.0", "output_format": "s8.0",
-                     "acc_bits": 32, "relu": relu, "input_zero_point": zp_x, "output_zero_point": zp_y,
-                     "weights": f"{lname}.weight", "multiplier": f"{lname}.multiplier", "shift": f"{lname}.shift"}
-            if isinstance(m, FxLinear):
-                layer["out_features"] = m.out_features
-            else:
-                layer.update(out_channels=m.out_channels, kernel=m.kernel_size, stride=m.stride, padding=m.padding)
+            layer = _int_layer_entry(lname, m, cur, "s8.0", "s8.0", 32, relu, zp_x, zp_y)
             arrays[f"{lname}.weight"] = wq
             if b is not None:
                 arrays[f"{lname}.bias"] = (b / (s_x * s_w)).round().clamp(-(2**31), 2**31 - 1).to(torch.int64).numpy().astype(np.int32)
