@@ -26,7 +26,7 @@ def main() -> int:
     ap.add_argument("--m", type=int, default=1024)
     ap.add_argument("--k", type=int, default=1024)
     ap.add_argument("--n", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--json", default="runs/bench/bench_binary.json")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
