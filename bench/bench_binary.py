@@ -58,7 +58,7 @@ def main() -> int:
         r["speedup_of_binary"] = r["ms"] / rows[0]["ms"]
     mem_bits = (a_words.nbytes + b_words.nbytes) * 8
     mem_f32 = (a_t.numel() + b_t.numel()) * 32
-    lines = [f"Command: `python bench/bench_binary.py --write-docs`  ", f"Machine: {machine()}, one core", "",
+    lines = ["Command: `python bench/bench_binary.py --write-docs`  ", f"Machine: {machine()}, one core", "",
              f"±1 product {m}×{k} by {k}×{n}; mismatches binary vs float32: {mism}. Operand memory: "
              f"{mem_bits // 8 // 1024} KiB bit-packed vs {mem_f32 // 8 // 1024} KiB float32 ({mem_f32 / mem_bits:.0f}× less).", "",
              "| implementation | ms | G(binary)OPS | binary is faster by |", "|---|---:|---:|---:|"]

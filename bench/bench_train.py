@@ -89,7 +89,7 @@ def main() -> int:
         rows.append({"impl": name, "ms_per_step": 1e3 * time_steps(model, opt, fx, x, y, args.steps)})
     base = rows[0]["ms_per_step"]
     targets = {"fxp qat": 1.5, "fxp fixed": 3.0}
-    lines = [f"Command: `python bench/bench_train.py --write-docs`  ", f"Machine: {machine()}", "",
+    lines = ["Command: `python bench/bench_train.py --write-docs`  ", f"Machine: {machine()}", "",
              "| LeNet-5, batch 64 | ms per step | × float | target |", "|---|---:|---:|---|"]
     for r in rows:
         r["ratio_to_float"] = r["ms_per_step"] / base

@@ -18,7 +18,7 @@ def _bits_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(b) for b in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of word widths, e.g. 4,8,16")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of word widths, e.g. 4,8,16") from None
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -174,10 +174,17 @@ def _cmd_boards(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``fxp: error: ...``) and exit status 2, like FxpError."""
+
+    def error(self, message: str) -> None:  # noqa: D102
+        self.exit(2, f"fxp: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fxp", description="From PyTorch to bit-exact FPGA accelerators.")
+    p = _Parser(prog="fxp", description="From PyTorch to bit-exact FPGA accelerators.")
     p.add_argument("--version", action="version", version=f"fxp {fxp.__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     r = sub.add_parser("report", help="quantization report on the embedded digits data (accuracy against word width)")
     r.add_argument("--out", default="runs/report", help="folder for report.md, report.json and the plot")

@@ -64,7 +64,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise FxpError(f"cannot read IDX file {path} ({e}); re-download or reinstall the dataset")
+        raise FxpError(f"cannot read IDX file {path} ({e}); re-download or reinstall the dataset") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
         raise FxpError(f"{path} is not an IDX file (bad magic number); give MNIST-format files")
     ndim = raw[3]

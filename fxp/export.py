@@ -22,7 +22,7 @@ from torch import nn
 from fxp import fxpm
 from fxp.errors import FxpError
 from fxp.format import Format
-from fxp.layers import FxConv2d, FxFlatten, FxLinear, FxMaxPool2d, FxQuant, FxReLU, _FxParams
+from fxp.layers import FxConv2d, FxFlatten, FxLinear, FxMaxPool2d, FxQuant, FxReLU
 from fxp.quantize import quantize
 
 
@@ -216,7 +216,3 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
             spec, arrays = export_per_channel(model, name, calibration)
     fxpm.save(out, spec, arrays)
     return fxpm.Model(spec, arrays)
-
-
-def model_has_fx(model: nn.Module) -> bool:
-    return any(isinstance(m, _FxParams) for m in model.modules())

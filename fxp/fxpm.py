@@ -102,12 +102,12 @@ def load(path: str | Path) -> Model:
     try:
         spec = json.loads((path / "model.json").read_text())
     except json.JSONDecodeError as e:
-        raise FxpError(f"{path / 'model.json'} is not valid JSON ({e}); re-export the model")
+        raise FxpError(f"{path / 'model.json'} is not valid JSON ({e}); re-export the model") from None
     try:
         with np.load(path / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise FxpError(f"{path / 'arrays.npz'} cannot be read ({e}); re-export the model")
+        raise FxpError(f"{path / 'arrays.npz'} cannot be read ({e}); re-export the model") from None
     return Model(spec, arrays)
 
 
@@ -148,7 +148,7 @@ def _fmt(text: object, where: str) -> Format:
     try:
         return Format.parse(text)
     except FxpError as e:
-        raise _fail(where, str(e))
+        raise _fail(where, str(e)) from None
 
 
 def validate(spec: dict, arrays: dict[str, np.ndarray]) -> list[tuple[int, ...]]:

@@ -129,7 +129,7 @@ def load_spec(model: str | Path | dict) -> dict:
             with open(path, "rb") as fh:
                 spec = tomllib.load(fh)
         except tomllib.TOMLDecodeError as e:
-            raise FxpError(f"model file {path} is not valid TOML ({e}); fix the file")
+            raise FxpError(f"model file {path} is not valid TOML ({e}); fix the file") from None
         spec.setdefault("name", path.stem)
     _validate(spec)
     return spec

@@ -10,11 +10,9 @@ every layer and every image, on which it and the golden model differ must be 0.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fxp import fxpm, torch_int
 from fxp.datasets import Dataset

@@ -32,7 +32,7 @@ def as_tensor(x: object) -> torch.Tensor:
     try:
         return torch.as_tensor(np.asarray(x, dtype=np.float64))
     except (TypeError, ValueError) as e:
-        raise FxpError(f"cannot quantize {type(x).__name__}: pass a torch tensor, numpy array or numbers ({e})")
+        raise FxpError(f"cannot quantize {type(x).__name__}: pass a torch tensor, numpy array or numbers ({e})") from None
 
 
 def _scaled(t: torch.Tensor, f: int, rounding: str) -> torch.Tensor:

@@ -150,7 +150,7 @@ class FxTensor:
                 torch.broadcast_shapes(self.shape, other.shape)
             except RuntimeError:
                 if op != "@":
-                    raise FxpError(f"{op}: shapes {tuple(self.shape)} and {tuple(other.shape)} do not broadcast")
+                    raise FxpError(f"{op}: shapes {tuple(self.shape)} and {tuple(other.shape)} do not broadcast") from None
         return other
 
     def _aligned(self, other: FxTensor, op: str, subtract: bool) -> FxTensor:

@@ -201,7 +201,7 @@ def load_checkpoint(path: str | Path, exact: bool | None = None) -> nn.Module:
     except (OSError, RuntimeError, KeyError, EOFError, ValueError) as e:
         if isinstance(e, FxpError):
             raise
-        raise FxpError(f"cannot load checkpoint {path} ({type(e).__name__}: {e}); give a checkpoint.pt written by fxp train")
+        raise FxpError(f"cannot load checkpoint {path} ({type(e).__name__}: {e}); give a checkpoint.pt written by fxp train") from None
     model.eval()
     model.config = cfg
     return model

@@ -57,3 +57,9 @@ def test_boards_json():
     r = run_cli("boards", "--json")
     boards = json.loads(r.stdout)
     assert boards["icebreaker"]["resources"]["dsp"] == 8 and boards["ulx3s-85f"]["family"] == "ecp5"
+
+
+def test_usage_errors_are_one_line_exit_2(tmp_path):
+    for args in (["train", "--mode", "int", "--out", str(tmp_path)], ["report", "--bits", "4,x"], ["nosuchcommand"]):
+        r = run_cli(*args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("fxp")

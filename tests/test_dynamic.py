@@ -72,4 +72,4 @@ def test_bad_arguments():
     with pytest.raises(FxpError, match="word_bits must be in 1..64"):
         ScaleTracker(0)
     with pytest.raises(FxpError, match="has no scale yet"):
-        ScaleTracker(8).fmt
+        _ = ScaleTracker(8).fmt
