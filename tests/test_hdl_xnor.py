@@ -110,3 +110,32 @@ def test_verilog_is_deterministic_and_lints_clean(tmp_path, thr):
     (tmp_path / "bad.v").write_text("module bad(input [7:0] a, output [3:0] y); assign y = a; endmodule\n")
     rc, messages = lint(tmp_path / "bad.v", "bad")
     assert rc != 0 and "WIDTHTRUNC" in messages
+
+
+def _words(vectors):
+    return [int("".join(str(int(b)) for b in v[::-1]), 2) for v in vectors]
+
+
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_cocotb_on_verilog_simulators(tmp_path, simulator):
+    from hdl_gen.verilog import emit
+    from sim.cocotb_runner import run_stream_test
+
+    rng = np.random.default_rng(11)
+    w, t = rng.integers(0, 2, (8, 32)), rng.integers(0, 34, 8)
+    vectors = rng.integers(0, 2, (20, 32))
+    vectors[0], vectors[1] = 0, 1
+    dut = XnorPopcountUnit(w, t, 4, 8)
+    exp = expected(w, t, vectors).reshape(-1, dut.nf, dut.pe)
+    exp_words = [sum(int(b) << p for p, b in enumerate(lanes)) for v in exp for lanes in v]
+    verilog = emit(dut, "xnor_unit")
+    r = run_stream_test(verilog, "xnor_unit", _words(vectors), exp_words, simulator, tmp_path / "ok",
+                        cycles_per_output=dut.sf)
+    assert r["passed"] and r["outputs"] == exp_words
+    # the same bench fails on a unit with one wrong threshold, naming the first differing output
+    t_bad = t.copy()
+    t_bad[3] = (t_bad[3] + 7) % 34
+    bad = run_stream_test(emit(XnorPopcountUnit(w, t_bad, 4, 8), "xnor_unit"), "xnor_unit", _words(vectors),
+                          exp_words, simulator, tmp_path / "bad", cycles_per_output=dut.sf)
+    assert not bad["passed"]
+    assert "first at output" in open(bad["log"]).read()
