@@ -38,7 +38,8 @@ def simulate(dut: XnorPopcountUnit, vectors: np.ndarray, seed: int = 0, gap: flo
     sim.add_testbench(consumer)
     sim.run_until(1e-6 * (len(vectors) * dut.nf * dut.sf * 20 + 200))
     assert len(got) == n_out, f"only {len(got)} of {n_out} outputs arrived"
-    lanes = np.array([[(g >> (p * dut.lane_width)) & ((1 << dut.lane_width) - 1) for p in range(dut.pe)] for g in got])
+    lw = getattr(dut, "lane_width", 8)
+    lanes = np.array([[(g >> (p * lw)) & ((1 << lw) - 1) for p in range(dut.pe)] for g in got])
     return lanes.reshape(len(vectors), dut.mh)
 
 
