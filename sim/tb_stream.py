@@ -1,4 +1,5 @@
-"""cocotb testbench for any fxp stream unit (ports ``i__*``, ``o__*``, ``clk``, ``rst``).
+"""cocotb testbench for any fxp stream unit (ports ``i__*``/``o__*`` of the unit, or the wrapper's
+``in_*``/``out_*``; ``clk``, ``rst``).
 
 Reads ``FXP_TB_CONFIG`` (JSON: input words, expected output words, gap and stall probabilities,
 seed), drives the input stream with random gaps and the output with random backpressure, and checks
@@ -22,10 +23,15 @@ async def stream_matches_golden(dut):
     cfg = json.loads(open(os.environ["FXP_TB_CONFIG"]).read())
     inputs, expected = [int(w) for w in cfg["inputs"]], [int(w) for w in cfg["expected"]]
     rng = random.Random(cfg["seed"])
+    names = cfg.get("ports", {})
+    in_valid, in_ready, in_data = (getattr(dut, names.get(k, d)) for k, d in
+                                   (("in_valid", "i__valid"), ("in_ready", "i__ready"), ("in_data", "i__payload")))
+    out_valid, out_ready, out_data = (getattr(dut, names.get(k, d)) for k, d in
+                                      (("out_valid", "o__valid"), ("out_ready", "o__ready"), ("out_data", "o__payload")))
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
+    in_valid.value = 0
+    out_ready.value = 0
     for _ in range(2):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
@@ -34,27 +40,27 @@ async def stream_matches_golden(dut):
     async def drive():
         for word in inputs:
             while rng.random() < cfg["gap"]:
-                dut.i__valid.value = 0
+                in_valid.value = 0
                 await RisingEdge(dut.clk)
-            dut.i__payload.value = word
-            dut.i__valid.value = 1
+            in_data.value = word
+            in_valid.value = 1
             while True:
                 await ReadOnly()
-                taken = int(dut.i__ready.value)
+                taken = int(in_ready.value)
                 await RisingEdge(dut.clk)
                 if taken:
                     break
-        dut.i__valid.value = 0
+        in_valid.value = 0
 
     cocotb.start_soon(drive())
     limit = 50 * (len(expected) + len(inputs)) * cfg.get("cycles_per_output", 1) + 100
     for _ in range(limit):
         if len(got) == len(expected):
             break
-        dut.o__ready.value = int(rng.random() >= cfg["stall"])
+        out_ready.value = int(rng.random() >= cfg["stall"])
         await ReadOnly()
-        if int(dut.o__valid.value) and int(dut.o__ready.value):
-            got.append(int(dut.o__payload.value))
+        if int(out_valid.value) and int(out_ready.value):
+            got.append(int(out_data.value))
         await RisingEdge(dut.clk)
     with open(os.environ["FXP_TB_RESULT"], "w") as fh:
         json.dump({"outputs": got}, fh)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from descriptions import random_bnn
 from fxp import FxpError
@@ -10,33 +9,13 @@ from hdl_gen.xnor import XnorPopcountUnit
 from sim.golden import pack_bits, xnor_popcount
 
 
-def simulate(dut: XnorPopcountUnit, vectors: np.ndarray, seed: int = 0, gap: float = 0.3, stall: float = 0.3):
-    rng = np.random.default_rng(seed)
-    words = [int("".join(str(b) for b in v[::-1]), 2) for v in vectors]  # bit k of the payload is input k
+def simulate(dut, vectors: np.ndarray, seed: int = 0, gap: float = 0.3, stall: float = 0.3):
+    """Run vectors of bits (bit k of the payload is column k) and return the lanes, one row per vector."""
+    from sim.amaranth_runner import run_stream
+
+    words = [int("".join(str(int(b)) for b in v[::-1]), 2) for v in vectors]
     n_out = len(vectors) * dut.nf
-    got = []
-
-    async def producer(ctx):
-        for word in words:
-            while rng.random() < gap:
-                await ctx.tick()
-            ctx.set(dut.i.payload, word)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-
-    async def consumer(ctx):
-        while len(got) < n_out:
-            ctx.set(dut.o.ready, int(rng.random() >= stall))
-            _, _, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
-            if valid and ready:
-                got.append(payload)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(producer)
-    sim.add_testbench(consumer)
-    sim.run_until(1e-6 * (len(vectors) * dut.nf * dut.sf * 20 + 200))
+    got = run_stream(dut, words, n_out, seed=seed, gap=gap, stall=stall)
     assert len(got) == n_out, f"only {len(got)} of {n_out} outputs arrived"
     lw = getattr(dut, "lane_width", 8)
     lanes = np.array([[(g >> (p * lw)) & ((1 << lw) - 1) for p in range(dut.pe)] for g in got])
