@@ -18,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from fxp.errors import FxpError
 from fxp.format import Format
+from hdl_gen.fold import folded_schedule
 
 
 def _pack(values, width: int) -> int:
@@ -90,28 +91,11 @@ class MacUnit(wiring.Component):
         m.submodules.crom = crom = Memory(shape=unsigned(cw * pe), depth=self.nf, init=cwords)
         cport = crom.read_port(domain="comb")
 
-        vec = Signal(8 * self.mw)
-        busy = Signal()
-        nf = Signal(range(max(self.nf, 2)))
-        sf = Signal(range(max(self.sf, 2)))
         accs = [Signal(signed(acc_w), name=f"acc{p}") for p in range(pe)]
-        m.d.comb += self.i.ready.eq(~busy)
-        with m.If(self.i.valid & ~busy):
-            m.d.sync += [vec.eq(self.i.payload), busy.eq(1), nf.eq(0), sf.eq(0)] + [a.eq(0) for a in accs]
-        m.d.comb += [wport.addr.eq(nf * self.sf + sf), cport.addr.eq(nf)]
-        # this cycle's SIMD inputs, as a mux expression (see hdl_gen.xnor for why not a Switch)
-        xs = vec[: 8 * simd]
-        for k in range(1, self.sf):
-            xs = Mux(sf == k, vec[k * 8 * simd : (k + 1) * 8 * simd], xs)
-        x = Signal(8 * simd)
-        m.d.comb += x.eq(xs)
-        stall = self.o.valid & ~self.o.ready
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
         lo = self.oz if self.relu else self.out_fmt.raw_min
         hi = self.out_fmt.raw_max
-        with m.If(busy & ~stall):
-            last = sf == self.sf - 1
+
+        def datapath(x, last, nf):
             for p in range(pe):
                 prods = []
                 for j in range(simd):
@@ -128,10 +112,10 @@ class MacUnit(wiring.Component):
                     bias, mult, sh = c[:acc_w].as_signed(), c[acc_w : acc_w + 31], c[acc_w + 31 : acc_w + 37]
                     prod = Signal(signed(acc_w + 33), name=f"scaled{p}")
                     m.d.comb += prod.eq((total + bias) * mult.as_unsigned())
-                    rounded = Signal(signed(acc_w + 33), name=f"rounded{p}")
                     shm1 = Signal(6, name=f"shm1_{p}")
                     m.d.comb += shm1.eq(sh - 1)  # unused (wraps) when the shift is 0
                     half = Mux(sh.any(), Const(1, 1) << shm1, 0)
+                    rounded = Signal(signed(acc_w + 33), name=f"rounded{p}")
                     m.d.comb += rounded.eq((prod + half) >> sh)
                     y = Signal(signed(acc_w + 34), name=f"y{p}")
                     m.d.comb += y.eq(rounded + self.oz)
@@ -139,12 +123,7 @@ class MacUnit(wiring.Component):
                     m.d.sync += [self.o.payload[8 * p : 8 * p + 8].eq(clamped), accs[p].eq(0)]
                 with m.Else():
                     m.d.sync += accs[p].eq(total)
-            with m.If(last):
-                m.d.sync += [sf.eq(0), self.o.valid.eq(1)]
-                with m.If(nf == self.nf - 1):
-                    m.d.sync += busy.eq(0)
-                with m.Else():
-                    m.d.sync += nf.eq(nf + 1)
-            with m.Else():
-                m.d.sync += sf.eq(sf + 1)
+
+        nf, sf = folded_schedule(m, self, 8, accs, datapath)
+        m.d.comb += [wport.addr.eq(nf * self.sf + sf), cport.addr.eq(nf)]
         return m

@@ -14,13 +14,14 @@ description, which tests check in simulation.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from fxp.errors import FxpError
+from hdl_gen.fold import folded_schedule
 
 
 def popcount(m: Module, bits) -> object:
@@ -103,55 +104,28 @@ class XnorPopcountUnit(wiring.Component):
             m.submodules.trom = trom = Memory(shape=unsigned(pe * tw), depth=self.nf, init=tinit)
             tport = trom.read_port(domain="comb")
 
-        vec = Signal(self.mw)
-        busy = Signal()
-        nf = Signal(range(max(self.nf, 2)))
-        sf = Signal(range(max(self.sf, 2)))
         accs = [Signal(acc_w, name=f"acc{p}") for p in range(pe)]
+        tw = bits_for(self.mw + 1)
 
-        m.d.comb += self.i.ready.eq(~busy)
-        with m.If(self.i.valid & ~busy):
-            m.d.sync += [vec.eq(self.i.payload), busy.eq(1), nf.eq(0), sf.eq(0)] + [a.eq(0) for a in accs]
-
-        m.d.comb += wport.addr.eq(nf * self.sf + sf)
-        if tport is not None:
-            m.d.comb += tport.addr.eq(nf)
-        # This cycle's SIMD input bits: a mux over the SF slices, computed once. A plain expression
-        # (an `assign` in Verilog), not a Switch: Icarus never runs an `always @*` block whose
-        # inputs keep their initial values, which would leave it X.
-        x = Signal(simd)
-        sel = vec[:simd]
-        for k in range(1, self.sf):
-            sel = Mux(sf == k, vec[k * simd : (k + 1) * simd], sel)
-        m.d.comb += x.eq(sel)
-        stall = self.o.valid & ~self.o.ready
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(busy & ~stall):
-            last = sf == self.sf - 1
+        def datapath(x, last, nf):
             for p in range(pe):
                 agree = Signal(simd, name=f"xnor{p}")
                 m.d.comb += agree.eq(~(x ^ wport.data[p * simd : (p + 1) * simd]))
-                pc = popcount(m, agree)
-                total = accs[p] + pc
+                total = accs[p] + popcount(m, agree)
                 lane = self.o.payload[p * self.lane_width : (p + 1) * self.lane_width]
                 with m.If(last):
                     if tport is not None:
-                        tw = bits_for(self.mw + 1)
                         m.d.sync += lane.eq(total >= tport.data[p * tw : (p + 1) * tw])
                     else:
                         m.d.sync += lane.eq(total)
                     m.d.sync += accs[p].eq(0)
                 with m.Else():
                     m.d.sync += accs[p].eq(total)
-            with m.If(last):
-                m.d.sync += [sf.eq(0), self.o.valid.eq(1)]
-                with m.If(nf == self.nf - 1):
-                    m.d.sync += busy.eq(0)
-                with m.Else():
-                    m.d.sync += nf.eq(nf + 1)
-            with m.Else():
-                m.d.sync += sf.eq(sf + 1)
+
+        nf, sf = folded_schedule(m, self, 1, accs, datapath)
+        m.d.comb += wport.addr.eq(nf * self.sf + sf)
+        if tport is not None:
+            m.d.comb += tport.addr.eq(nf)
         return m
 
     @classmethod
