@@ -7,6 +7,14 @@ from typing import Callable
 from amaranth import Module, Mux, Signal
 
 
+def adder_tree(terms: list) -> object:
+    """The sum of ``terms`` as a balanced tree (depth log2(n)), not a chain: popcounts and dot products."""
+    terms = list(terms)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)] + ([terms[-1]] if len(terms) % 2 else [])
+    return terms[0]
+
+
 def folded_schedule(m: Module, unit, in_lane_bits: int, accs: list[Signal],
                     datapath: Callable[[Signal, object, Signal], None]) -> tuple[Signal, Signal]:
     """Latch one input vector, then walk ``NF x SF`` cycles, holding while the output is not taken.

@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 
 from fxp.errors import FxpError
 from fxp.format import Format
-from hdl_gen.fold import folded_schedule
+from hdl_gen.fold import adder_tree, folded_schedule
 
 
 def _pack(values, width: int) -> int:
@@ -102,11 +102,8 @@ class MacUnit(wiring.Component):
                     xj = x[8 * j : 8 * j + 8].as_signed() - self.xz
                     wj = wport.data[9 * (p * simd + j) : 9 * (p * simd + j) + 9].as_signed()
                     prods.append(xj * wj)
-                while len(prods) > 1:  # balanced adder tree
-                    prods = [prods[i] + prods[i + 1] for i in range(0, len(prods) - 1, 2)] + (
-                        [prods[-1]] if len(prods) % 2 else [])
                 total = Signal(signed(acc_w), name=f"total{p}")
-                m.d.comb += total.eq(accs[p] + prods[0])
+                m.d.comb += total.eq(accs[p] + adder_tree(prods))
                 with m.If(last):
                     c = cport.data[cw * p : cw * (p + 1)]
                     bias, mult, sh = c[:acc_w].as_signed(), c[acc_w : acc_w + 31], c[acc_w + 31 : acc_w + 37]

@@ -21,18 +21,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from fxp.errors import FxpError
-from hdl_gen.fold import folded_schedule
-
-
-def popcount(m: Module, bits) -> object:
-    """The number of set bits of ``bits`` as a balanced adder tree (depth log2(n)), not a chain."""
-    terms = [bits[i] for i in range(len(bits))]
-    while len(terms) > 1:
-        nxt = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
-        if len(terms) % 2:
-            nxt.append(terms[-1])
-        terms = nxt
-    return terms[0]
+from hdl_gen.fold import adder_tree, folded_schedule
 
 
 class XnorPopcountUnit(wiring.Component):
@@ -111,7 +100,7 @@ class XnorPopcountUnit(wiring.Component):
             for p in range(pe):
                 agree = Signal(simd, name=f"xnor{p}")
                 m.d.comb += agree.eq(~(x ^ wport.data[p * simd : (p + 1) * simd]))
-                total = accs[p] + popcount(m, agree)
+                total = accs[p] + adder_tree(agree[i] for i in range(simd))  # popcount
                 lane = self.o.payload[p * self.lane_width : (p + 1) * self.lane_width]
                 with m.If(last):
                     if tport is not None:
