@@ -50,3 +50,11 @@ def test_bad_unit_requests_exit_2(tmp_path):
     assert main(["gen", "unit", "xnor", "--mw", "10", "--mh", "4", "--pe", "3", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
     assert main(["sim", str(tmp_path), "--simulator", "icarus"]) == 2
+
+
+@pytest.mark.parametrize("simulator,wave", [("amaranth", "amaranth.vcd"), ("icarus", "sim_build_icarus/fxp_xnor_top.fst")])
+def test_waveforms_on_request(tmp_path, simulator, wave):
+    out = tmp_path / "u"
+    assert main(["gen", "unit", "xnor", "--mw", "8", "--mh", "2", "--pe", "2", "--simd", "8", "--out", str(out)]) == 0
+    assert main(["sim", str(out), "--simulator", simulator, "--vectors", "5", "--waves"]) == 0
+    assert (out / wave).stat().st_size > 100
