@@ -248,7 +248,7 @@ def _validate_int_layer(layer: dict, arrays: dict, shape: tuple, where: str) -> 
             raise _fail(where, f"kernel {k}, stride {s}, padding {p} do not fit input {list(shape)}")
         wshape = (n_out, shape[0], k, k)
         out_shape = (n_out, h, w)
-    wt = _arr(arrays, layer, "weights", where, (np.int8, np.int16), wshape, w_fmt.raw_min, w_fmt.raw_max)
+    _arr(arrays, layer, "weights", where, (np.int8, np.int16), wshape, w_fmt.raw_min, w_fmt.raw_max)
     _arr(arrays, layer, "weight_zero_point", where, (np.int32,), (n_out,), w_fmt.raw_min, w_fmt.raw_max, optional=True)
     xz = _need(layer, "input_zero_point", int, where)
     if not in_fmt.raw_min <= xz <= in_fmt.raw_max:
@@ -265,12 +265,11 @@ def _validate_int_layer(layer: dict, arrays: dict, shape: tuple, where: str) -> 
     worst = terms * xmag * wmag + (0 if bias is None or not bias.size else int(np.abs(bias.astype(np.int64)).max()))
     if worst > acc_max:
         raise _fail(f"{where}.acc_bits", f"{acc_bits} bits can overflow (worst case {worst}); widen the accumulator")
-    mult = _arr(arrays, layer, "multiplier", where, (np.int64,), (n_out,), 1, (1 << 31) - 1)
-    shift = _arr(arrays, layer, "shift", where, (np.int64,), (n_out,), 0, 62)
+    _arr(arrays, layer, "multiplier", where, (np.int64,), (n_out,), 1, (1 << 31) - 1)
+    _arr(arrays, layer, "shift", where, (np.int64,), (n_out,), 0, 62)
     # (acc * multiplier) must fit int64: |acc| < 2**(acc_bits-1), multiplier < 2**31.
     if acc_bits + 31 > 63:
         raise _fail(f"{where}.acc_bits", f"{acc_bits} bits times a 31-bit multiplier exceeds 63 bits")
-    del wt, mult, shift
     return out_shape
 
 
