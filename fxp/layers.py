@@ -37,6 +37,7 @@ from fxp.errors import FxpError
 from fxp.format import Format
 from fxp.quantize import quantize_to_grid
 from fxp.rounding import OVERFLOW, ROUNDING
+from fxp.ste import fake_quantize
 
 MODES = ("float", "qat", "fixed")
 
@@ -131,7 +132,21 @@ class _QuantAct(torch.autograd.Function):
         return y, None
 
 
-class FxQuant(nn.Module):
+class _Tracked(nn.Module):
+    """A module whose dynamic scales (``trackers()``) travel in its state_dict as extra state."""
+
+    def trackers(self) -> dict[str, ScaleTracker]:
+        raise NotImplementedError
+
+    def get_extra_state(self) -> dict:
+        return {k: t.state_dict() for k, t in self.trackers().items()}
+
+    def set_extra_state(self, state: dict) -> None:
+        for k, t in self.trackers().items():
+            t.load_state_dict(state[k])
+
+
+class FxQuant(_Tracked):
     """Rounds a tensor to its own dynamic activation format (and its gradient, in ``fixed`` mode).
 
     Members
@@ -161,13 +176,6 @@ class FxQuant(nn.Module):
     def trackers(self) -> dict[str, ScaleTracker]:
         return {"act": self.act, **({"grad": self.grad} if self.grad is not None else {})}
 
-    def get_extra_state(self) -> dict:
-        return {k: t.state_dict() for k, t in self.trackers().items()}
-
-    def set_extra_state(self, state: dict) -> None:
-        for k, t in self.trackers().items():
-            t.load_state_dict(state[k])
-
 
 class _AccFit(torch.autograd.Function):
     """Accumulator overflow (saturate or wrap to ``acc_bits``); identity gradient."""
@@ -191,7 +199,7 @@ class _AccFit(torch.autograd.Function):
         return g, None, None
 
 
-class _FxParams(nn.Module):
+class _FxParams(_Tracked):
     """Shared parameter handling of the compute layers: one dynamic format per parameter."""
 
     cfg: FxConfig
@@ -216,7 +224,7 @@ class _FxParams(nn.Module):
             t.observe(p.detach(), update=False)
         elif t.frac_bits is None:
             t.init_max_abs(p.detach())
-        return _Ste.apply(p, t.fmt, self.cfg.rounding)
+        return fake_quantize(p, t.fmt, self.cfg.rounding)
 
     def accumulate(self, x: torch.Tensor, op, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         """``op(x, w, b)`` with the accumulator modeled; the output goes to ``self.out``.
@@ -233,7 +241,7 @@ class _FxParams(nn.Module):
         if in_frac is not None:
             acc = Format(self.cfg.acc_bits, in_frac + self.ptrack["weight"].frac_bits)
             if b is not None:
-                b = _Ste.apply(b, acc, "nearest_up")
+                b = fake_quantize(b, acc, "nearest_up")
         y = op(x, w, b)
         if acc is not None and self.cfg.acc_bits < 64:
             y = _AccFit.apply(y, acc, self.cfg.acc_overflow)
@@ -241,23 +249,6 @@ class _FxParams(nn.Module):
 
     def trackers(self) -> dict[str, ScaleTracker]:
         return dict(self.ptrack)
-
-    def get_extra_state(self) -> dict:
-        return {k: t.state_dict() for k, t in self.ptrack.items()}
-
-    def set_extra_state(self, state: dict) -> None:
-        for k, t in self.ptrack.items():
-            t.load_state_dict(state[k])
-
-
-class _Ste(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, p, fmt, rounding):  # noqa: D102
-        return quantize_to_grid(p.detach(), fmt, rounding)[0]
-
-    @staticmethod
-    def backward(ctx, g):  # noqa: D102
-        return g, None, None
 
 
 @torch.no_grad()

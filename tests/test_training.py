@@ -97,9 +97,7 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path):
     for mode in ("fixed", "qat"):
         run_train("digits_mlp", d, FxConfig(mode=mode), Recipe(epochs=2, limit_train=400), tmp_path / mode, progress=False)
         model = load_checkpoint(tmp_path / mode / "checkpoint.pt")
-        from fxp.train import train_model as tm
-
-        again, _ = tm("digits_mlp", d, FxConfig(mode=mode), Recipe(epochs=2, limit_train=400), progress=False)
+        again, _ = train_model("digits_mlp", d, FxConfig(mode=mode), Recipe(epochs=2, limit_train=400), progress=False)
         again.eval()
         assert torch.equal(model(d.x_test), again(d.x_test))  # same seed: same model, bit for bit
         m = json.loads((tmp_path / mode / "metrics.json").read_text())
