@@ -27,6 +27,15 @@ from fxp.quantize import as_tensor, quantize
 from fxp.tensor import FxTensor
 
 
+def _across_processes(values: list, dtype: torch.dtype, op: str) -> list:
+    """``values`` reduced (SUM or MAX) over all processes of a torch.distributed run; as is otherwise."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=dtype)
+    torch.distributed.all_reduce(t, op=getattr(torch.distributed.ReduceOp, op))
+    return t.tolist()
+
+
 def max_abs_frac_bits(max_abs: float, word_bits: int, signed: bool = True) -> int:
     """The most fractional bits with which ``max_abs`` still fits below the format's maximum."""
     if not math.isfinite(max_abs):
@@ -98,10 +107,7 @@ class ScaleTracker:
         """Set the binary point so that the largest magnitude of ``x`` just fits."""
         t = as_tensor(x)
         m = float(t.abs().max()) if t.numel() else 0.0
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            mt = torch.tensor([m], dtype=torch.float64)  # every process starts from the same scale
-            torch.distributed.all_reduce(mt, op=torch.distributed.ReduceOp.MAX)
-            m = float(mt)
+        m = _across_processes([m], torch.float64, "MAX")[0]  # every process starts from the same scale
         self.frac_bits = max_abs_frac_bits(m, self.word_bits, self.signed)
         return self.fmt
 
@@ -141,11 +147,7 @@ class ScaleTracker:
         Under torch.distributed the counts of all processes are summed first, so every process
         moves its binary point the same way.
         """
-        counts = [self._n, self._over, self._over_half]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor(counts, dtype=torch.int64)
-            torch.distributed.all_reduce(t)
-            counts = t.tolist()
+        counts = _across_processes([self._n, self._over, self._over_half], torch.int64, "SUM")
         n = max(counts[0], 1)
         rate, rate_half = counts[1] / n, counts[2] / n
         old = self.frac_bits
