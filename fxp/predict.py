@@ -31,23 +31,21 @@ def run_predict(model_path: str | Path, data: Dataset, run: str | Path | None = 
     ):
         raise FxpError(f"the model takes input {model.spec['input']['shape']} but {data.name} has {list(x.shape[1:])}; "
                        "use the dataset the model was trained on")
-    mismatches, per_layer = 0, [0] * (len(model.layers) + 1)
+    per_layer = [0] * (len(model.layers) + 1)
     correct = 0
     for i in range(0, len(x), batch):
         xb = x[i : i + batch].numpy()
         g = golden.run(model, xb)
         t = torch_int.run(model, xb)
         for j, (a, b) in enumerate(zip(g, t)):
-            n = int((a != b.numpy()).sum())
-            per_layer[j] += n
-            mismatches += n
+            per_layer[j] += int((a != b.numpy()).sum())
         correct += int((g[-1].reshape(len(xb), -1).argmax(1) == y[i : i + batch].numpy()).sum())
     rec = {
         "model": str(model_path),
         "dataset": data.name,
         "images": len(x),
         "golden_accuracy": correct / len(x),
-        "integer_mismatches": mismatches,
+        "integer_mismatches": sum(per_layer),
         "mismatches_per_layer": dict(zip(["input"] + [layer["name"] for layer in model.layers], per_layer)),
         "integer_outputs_compared": int(sum(np.prod(s) for s in [model.spec["input"]["shape"], *model.shapes]) * len(x)),
     }

@@ -52,7 +52,8 @@ def mul_pow2(t: torch.Tensor, e: int) -> torch.Tensor:
 
 
 def _clog2(n: int) -> int:
-    return max(0, math.ceil(math.log2(n))) if n > 1 else 0
+    """ceil(log2(n)) in integers (a float log2 rounds wrongly just above large powers of two)."""
+    return max(n - 1, 0).bit_length()
 
 
 class FxTensor:

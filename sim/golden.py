@@ -142,8 +142,3 @@ def run(model: Model, x: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
             seq.append(a)
         outs.append(seq)
     return [np.concatenate(parts) for parts in zip(*outs)]
-
-
-def predict(model: Model, x: np.ndarray) -> np.ndarray:
-    """Class indices: argmax of the last layer's integers (first maximum on ties)."""
-    return run(model, x)[-1].reshape(len(x), -1).argmax(axis=1)
