@@ -46,13 +46,23 @@ def test_random_bnn_golden_equals_torch_and_counts_bits(seed):
     assert g[-1].min() >= 0 and g[-1].max() <= 20  # the last layer's popcounts
 
 
-def test_xnor_popcount_word_boundaries():
+@pytest.mark.parametrize("kernel", ["golden", "native", "native-portable"])
+def test_xnor_popcount_word_boundaries(kernel, monkeypatch, tmp_path):
+    from sim import native
+
+    if kernel == "native-portable":  # the scalar path a CPU without AVX-512 VPOPCNTDQ takes
+        monkeypatch.setattr(native, "FLAGS", ["-O2", "-shared", "-fPIC"])
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        native._library.cache_clear()
+    fn = golden.xnor_popcount if kernel == "golden" else native.xnor_popcount
     rng = np.random.default_rng(0)
-    for k in (1, 63, 64, 65, 127, 128, 200):
-        a = rng.integers(0, 2, (5, k))
+    # word counts below, at and above the 8-word vector step, and rows beyond one 64-row block
+    for k, m in ((1, 5), (63, 5), (64, 5), (65, 5), (127, 5), (128, 5), (200, 5), (512, 3), (1000, 70)):
+        a = rng.integers(0, 2, (m, k))
         b = rng.integers(0, 2, (6, k))
-        got = golden.xnor_popcount(golden.pack_bits(a), golden.pack_bits(b), k)
-        assert np.array_equal(got, (a[:, None, :] == b[None, :, :]).sum(axis=2)), k
+        got = fn(golden.pack_bits(a), golden.pack_bits(b), k)
+        assert got.dtype == np.int64 and np.array_equal(got, (a[:, None, :] == b[None, :, :]).sum(axis=2)), k
+    native._library.cache_clear()
 
 
 def _bias_only_model(acc: int, mult: int, shift: int, zp: int, relu: bool):
