@@ -124,7 +124,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
         dataset = args.dataset or _run_dataset(args.run)
         calib = load(dataset, seed=args.seed).x_train[: args.calibrate]
-    model = export(args.run, args.out, scales=args.scales, calibration=calib)
+    model = export(args.run, args.out, scales=args.scales, calibration=calib, weights=args.weights)
     kinds = ", ".join(f"{layer['name']} ({layer['op']})" for layer in model.layers)
     print(f"wrote {args.out}: {len(model.layers)} layers: {kinds}")
     return 0
@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scales", default=None, choices=("pow2", "per-channel"),
                    help="pow2: the run's own fixed-point formats; per-channel: post-training int8 with "
                         "per-channel weights and multiplier+shift (default: pow2 unless the run is float)")
+    e.add_argument("--weights", default="symmetric", choices=("symmetric", "affine"),
+                   help="per-channel weight quantizer: symmetric, or affine with a zero point per channel")
     e.add_argument("--dataset", default=None, help="calibration data for per-channel (default: the run's dataset)")
     e.add_argument("--calibrate", type=int, default=2000, help="calibration images")
     e.add_argument("--seed", type=int, default=0)

@@ -114,10 +114,13 @@ def _multiplier_shift(r: float) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor) -> tuple[dict, dict[str, np.ndarray]]:
+def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor,
+                       weights: str = "symmetric") -> tuple[dict, dict[str, np.ndarray]]:
     """Post-training int8 with per-channel weight scales and calibrated affine activations.
 
-    Weights: symmetric int8 per output channel (``scale = max|w| / 127``). Activations: calibrated on
+    Weights, per output channel: ``symmetric`` (``scale = max|w| / 127``, no zero point) or
+    ``affine`` (``[min, max]`` onto -128..127 with a per-channel zero point, which spends all 256
+    levels on a lopsided channel at the cost of a subtraction per product). Activations: calibrated on
     ``calib`` from the float computation; after a ReLU the range [0, max] maps onto -128..127 with
     zero point -128 (affine), otherwise symmetric. Biases: int32 at ``input scale x weight scale``.
     Requantization: a 31-bit multiplier and a shift per channel (gemmlowp). The input keeps a
@@ -151,11 +154,20 @@ def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor) -> 
                 s_y, zp_y = max(float(y.max()), 1e-12) / 255, -128
             else:
                 s_y, zp_y = max(float(y.abs().max()), 1e-12) / 127, 0
-            wmax = w.abs().flatten(1).amax(1)
-            s_w = torch.where(wmax > 0, wmax / 127, torch.ones_like(wmax))
             view = (-1,) + (1,) * (w.dim() - 1)
-            wq = (w / s_w.view(view)).round().clamp(-127, 127).to(torch.int8).numpy()
             layer = _int_layer_entry(lname, m, cur, "s8.0", "s8.0", 32, relu, zp_x, zp_y)
+            if weights == "affine":
+                # the range must hold 0 so that a zero weight stays exact (as zero points require)
+                lo, hi = w.flatten(1).amin(1).clamp(max=0), w.flatten(1).amax(1).clamp(min=0)
+                s_w = torch.where(hi > lo, (hi - lo) / 255, torch.ones_like(hi))
+                z_w = (-128 - lo / s_w).round().clamp(-128, 127)
+                wq = ((w / s_w.view(view)).round() + z_w.view(view)).clamp(-128, 127).to(torch.int8).numpy()
+                arrays[f"{lname}.weight_zero_point"] = z_w.to(torch.int32).numpy()
+                layer["weight_zero_point"] = f"{lname}.weight_zero_point"
+            else:
+                wmax = w.abs().flatten(1).amax(1)
+                s_w = torch.where(wmax > 0, wmax / 127, torch.ones_like(wmax))
+                wq = (w / s_w.view(view)).round().clamp(-127, 127).to(torch.int8).numpy()
             arrays[f"{lname}.weight"] = wq
             if b is not None:
                 arrays[f"{lname}.bias"] = (b / (s_x * s_w)).round().clamp(-(2**31), 2**31 - 1).to(torch.int64).numpy().astype(np.int32)
@@ -181,16 +193,18 @@ def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor) -> 
 
 
 SCALES = ("pow2", "per-channel")
+WEIGHTS = ("symmetric", "affine")
 
 
 def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = None,
-           calibration: torch.Tensor | None = None) -> fxpm.Model:
+           calibration: torch.Tensor | None = None, weights: str = "symmetric") -> fxpm.Model:
     """``fxp export runs/NAME --out model.fxpm``: load the run's checkpoint, write the description.
 
     ``scales``: ``pow2`` keeps a ``qat``/``fixed`` model's own dynamic fixed-point formats;
     ``per-channel`` quantizes post-training (any mode, float too) with per-channel weight scales and
-    calibrated affine activations, which needs ``calibration`` inputs. Default: ``pow2`` for
-    fixed-point runs, ``per-channel`` for float runs. Binarized models export their thresholds.
+    calibrated affine activations, which needs ``calibration`` inputs; ``weights`` (``symmetric`` or
+    ``affine``) picks its weight quantizer. Default: ``pow2`` for fixed-point runs, ``per-channel`` for
+    float runs. Binarized models export their thresholds.
     """
     from fxp.train import load_checkpoint
 
@@ -200,6 +214,8 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
         raise FxpError(f"{ck} does not exist; give a run folder written by fxp train (or its checkpoint.pt)")
     if scales is not None and scales not in SCALES:
         raise FxpError(f"--scales {scales!r} is not known; use {' or '.join(SCALES)}")
+    if weights not in WEIGHTS:
+        raise FxpError(f"--weights {weights!r} is not known; use {' or '.join(WEIGHTS)}")
     model = load_checkpoint(ck)
     name = model.spec.get("name", src.stem)
     if getattr(model, "binary", False):
@@ -209,10 +225,12 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
     else:
         scales = scales or ("per-channel" if model.config.mode == "float" else "pow2")
         if scales == "pow2":
+            if weights != "symmetric":
+                raise FxpError("--weights affine needs --scales per-channel: power-of-two formats are symmetric")
             spec, arrays = export_fixed(model, name)
         else:
             if calibration is None:
                 raise FxpError("per-channel export needs calibration data; give --dataset (and --calibrate N)")
-            spec, arrays = export_per_channel(model, name, calibration)
+            spec, arrays = export_per_channel(model, name, calibration, weights)
     fxpm.save(out, spec, arrays)
     return fxpm.Model(spec, arrays)

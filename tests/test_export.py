@@ -57,14 +57,23 @@ def test_export_refuses_float_runs_and_missing_runs(tmp_path, capsys):
     assert "float model has no integer formats" in capsys.readouterr().err
     assert not (tmp_path / "f.fxpm").exists()
     assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "x.fxpm")]) == 2
+    assert main(["export", str(tmp_path / "f"), "--out", str(tmp_path / "f.fxpm"), "--scales", "pow2",
+                 "--weights", "affine"]) == 2
 
 
-def test_per_channel_post_training_export_of_a_float_run(tmp_path):
+@pytest.mark.parametrize("weights", ["symmetric", "affine"])
+def test_per_channel_post_training_export_of_a_float_run(tmp_path, weights):
     """Float run → int8 with per-channel weight scales, affine activations, multiplier+shift requantization."""
     run, desc = tmp_path / "run", tmp_path / "pc.fxpm"
     assert main(["train", "--mode", "float", "--epochs", "5", "--quiet", "--out", str(run)]) == 0
-    assert main(["export", str(run), "--out", str(desc), "--calibrate", "500"]) == 0
+    assert main(["export", str(run), "--out", str(desc), "--calibrate", "500", "--weights", weights]) == 0
     m = fxpm.load(desc)
+    wz = m.array(m.layers[1], "weight_zero_point")
+    if weights == "affine":  # per-channel zero points that differ, and weights spanning the full int8 range
+        assert len(np.unique(wz)) > 1 and m.arrays["fc1.weight"].min() == -128
+        assert (m.arrays["fc1.weight"].max(axis=1) == 127).all()
+    else:
+        assert wz is None
     fc1, fc2 = m.layers[1], m.layers[2]
     assert fc1["output_zero_point"] == -128 and fc2["input_zero_point"] == -128  # ReLU range mapped onto int8
     mult = m.arrays["fc1.multiplier"]
