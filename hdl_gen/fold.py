@@ -1,57 +1,141 @@
-"""The control shared by the folded matrix-vector units (FINN's NF x SF schedule)."""
+"""What the folded matrix-vector units share: the NF x SF issue schedule, pipeline registers, adder trees.
+
+The units are stall-all pipelines: every register advances on one enable, ``en = ~(o.valid & ~o.ready)``,
+so a result that the consumer does not take freezes the whole unit for that cycle and nothing is lost
+(FINN's MVAU does the same). Metadata (valid, first/last slice, output group) travels beside the data
+through the same registers.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
-from amaranth import Module, Mux, Signal
+from amaranth import Const, Module, Signal, Value, unsigned
+from amaranth.lib.memory import Memory
 
-
-def adder_tree(terms: list) -> object:
-    """The sum of ``terms`` as a balanced tree (depth log2(n)), not a chain: popcounts and dot products."""
-    terms = list(terms)
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)] + ([terms[-1]] if len(terms) % 2 else [])
-    return terms[0]
+from fxp.errors import FxpError
 
 
-def folded_schedule(m: Module, unit, in_lane_bits: int, accs: list[Signal],
-                    datapath: Callable[[Signal, object, Signal], None]) -> tuple[Signal, Signal]:
-    """Latch one input vector, then walk ``NF x SF`` cycles, holding while the output is not taken.
+def check_folding(mh: int, mw: int, pe: int, simd: int) -> None:
+    """``MH % PE == 0`` and ``MW % SIMD == 0``, or an error that says which divisors to pick."""
+    for name, v in (("PE", pe), ("SIMD", simd)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise FxpError(f"{name} must be a positive whole number, got {v!r}")
+    if mh % pe:
+        raise FxpError(f"MH={mh} is not a multiple of PE={pe}; choose PE among the divisors of MH")
+    if mw % simd:
+        raise FxpError(f"MW={mw} is not a multiple of SIMD={simd}; choose SIMD among the divisors of MW")
 
-    ``unit`` has ``i``/``o`` streams and ``nf``, ``sf``, ``simd``. ``datapath(x, last, nf)`` is
-    called inside the "advance" condition with this cycle's ``SIMD`` input lanes ``x``; on ``last``
-    (the last SF slice) it must load ``o.payload`` and clear ``accs``. Returns the (nf, sf) counters,
-    which address the units' weight and constant ROMs.
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise FxpError(f"{name}={value!r} is not known; use {' or '.join(allowed)}")
+
+
+class Issue(NamedTuple):
+    """One issued slice: ``x`` (SIMD lanes), its ROM address, output group ``nf``, first/last slice, valid."""
+
+    x: Value
+    addr: Value
+    nf: Value
+    first: Value
+    last: Value
+    valid: Value
+
+
+def folded_issue(m: Module, unit, in_lane_bits: int, en: Value) -> Issue:
+    """Latch an input vector, then issue its ``NF x SF`` slices, one per enabled cycle.
+
+    ``unit`` has ``i``/``o`` streams and ``nf``, ``sf``, ``simd``. The next vector is accepted in the
+    cycle that issues the last slice of the current one, so back-to-back vectors flow without a bubble
+    (one vector per ``NF x SF`` cycles).
     """
     vec = Signal(len(unit.i.payload))
     busy = Signal()
     nf = Signal(range(max(unit.nf, 2)))
     sf = Signal(range(max(unit.sf, 2)))
-    m.d.comb += unit.i.ready.eq(~busy)
-    with m.If(unit.i.valid & ~busy):
-        m.d.sync += [vec.eq(unit.i.payload), busy.eq(1), nf.eq(0), sf.eq(0)] + [a.eq(0) for a in accs]
-    # This cycle's SIMD input lanes: a mux over the SF slices, as a plain expression (an `assign` in
-    # Verilog), not a Switch: Icarus never runs an `always @*` block whose inputs keep their
-    # initial values, which would leave it X.
+    first, last = ~sf.any(), sf == unit.sf - 1  # not `sf == 0`: Verilator lints `!sf` as a truncation
+    last_of_vector = last & (nf == unit.nf - 1)
+    m.d.comb += unit.i.ready.eq(en & (~busy | last_of_vector))
     width = in_lane_bits * unit.simd
-    sel = vec[:width]
-    for k in range(1, unit.sf):
-        sel = Mux(sf == k, vec[k * width : (k + 1) * width], sel)
-    x = Signal(width)
-    m.d.comb += x.eq(sel)
-    stall = unit.o.valid & ~unit.o.ready
-    with m.If(unit.o.valid & unit.o.ready):  # before the set below, so a new result wins
-        m.d.sync += unit.o.valid.eq(0)
-    with m.If(busy & ~stall):
-        last = sf == unit.sf - 1
-        datapath(x, last, nf)
+    with m.If(en & busy):
+        # The vector rotates by one slice per issue, so this cycle's SIMD lanes are always its low
+        # bits; after SF slices it is whole again for the next output group. (A mux over SF slices
+        # costs as much logic and nests too deep for Amaranth's simulator at large SF.)
+        m.d.sync += vec.eq(vec.rotate_right(width))
         with m.If(last):
-            m.d.sync += [sf.eq(0), unit.o.valid.eq(1)]
-            with m.If(nf == unit.nf - 1):
+            m.d.sync += sf.eq(0)
+            with m.If(last_of_vector):
                 m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += nf.eq(nf + 1)
         with m.Else():
             m.d.sync += sf.eq(sf + 1)
-    return nf, sf
+    with m.If(unit.i.valid & unit.i.ready):  # after the advance above, so a new vector wins
+        m.d.sync += [vec.eq(unit.i.payload), busy.eq(1), nf.eq(0), sf.eq(0)]
+    x = vec[:width]
+    return Issue(x, nf * unit.sf + sf, nf, first, last, busy)
+
+
+def stage(m: Module, en: Value, name: str, values: dict[str, Value]) -> dict[str, Signal]:
+    """One pipeline register per value, loaded when ``en``: the same names, one cycle later."""
+    out = {}
+    for key, v in values.items():
+        v = Value.cast(v)
+        r = Signal(v.shape(), name=f"{name}_{key}")
+        with m.If(en):
+            m.d.sync += r.eq(v)
+        out[key] = r
+    return out
+
+
+def rom(m: Module, name: str, width: int, words: list[int], domain: str = "comb", en: Value | None = None,
+        block_ram: bool = False) -> tuple[Value, Value | None]:
+    """A constant table: (data, addr). One word is a constant; ``domain="sync"`` reads one cycle late.
+
+    ``block_ram`` asks Yosys for block RAM (``ram_style``), which only a synchronous read can use.
+    """
+    if len(words) == 1 and domain == "comb":
+        return Const(words[0], width), None
+    mem = Memory(shape=unsigned(width), depth=len(words), init=words,
+                 attrs={"ram_style": "block"} if block_ram else None)
+    m.submodules[name] = mem
+    port = mem.read_port(domain=domain)
+    if domain != "comb" and en is not None:
+        m.d.comb += port.en.eq(en)
+    return port.data, port.addr
+
+
+def _pairwise(terms: list) -> list:
+    return [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)] + ([terms[-1]] if len(terms) % 2 else [])
+
+
+def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0) -> list:
+    """Sum each list of ``trees`` as a balanced tree (depth log2(n)), not a chain.
+
+    With ``cut``, every ``every`` levels the partial sums of all trees pass through ``cut`` (a pipeline
+    register that also carries the caller's metadata); the last level is never cut.
+    """
+    trees = [list(t) for t in trees]
+    level = 0
+    while any(len(t) > 1 for t in trees):
+        trees = [_pairwise(t) for t in trees]
+        level += 1
+        if cut is not None and every and level % every == 0 and any(len(t) > 1 for t in trees):
+            flat = cut([v for t in trees for v in t])
+            sizes, trees, k = [len(t) for t in trees], [], 0
+            for n in sizes:
+                trees.append(flat[k : k + n])
+                k += n
+    return [t[0] for t in trees]
+
+
+def tree_cuts(n: int, every: int) -> int:
+    """How many pipeline registers :func:`adder_trees` puts into a tree of ``n`` terms."""
+    levels = max(n - 1, 0).bit_length()
+    return (levels - 1) // every if every and levels > 1 else 0
+
+
+def adder_tree(terms: list) -> object:
+    """The sum of ``terms`` as one balanced tree, without pipeline registers."""
+    return adder_trees([terms])[0]

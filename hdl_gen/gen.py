@@ -52,16 +52,20 @@ def random_layer(kind: str, mw: int, mh: int, seed: int) -> fxpm.Model:
     return fxpm.Model(spec, arrays)
 
 
-def build_unit(kind: str, model: fxpm.Model, layer: str, pe: int, simd: int):
+def build_unit(kind: str, model: fxpm.Model, layer: str, pe: int, simd: int, options: dict | None = None):
+    """The unit for ``layer``; ``options`` are its keyword arguments (weights_in, pipeline, popcount)."""
     from hdl_gen.mac import MacUnit
     from hdl_gen.xnor import XnorPopcountUnit
 
     if kind not in KINDS:
         raise FxpError(f"unit kind {kind!r} is not known; use {' or '.join(KINDS)}")
-    return (XnorPopcountUnit if kind == "xnor" else MacUnit).from_layer(model, layer, pe=pe, simd=simd)
+    options = dict(options or {})
+    if kind == "mac" and options.pop("popcount", "tree") != "tree":
+        raise FxpError("--popcount is for xnor units; a MAC unit always sums products in an adder tree")
+    return (XnorPopcountUnit if kind == "xnor" else MacUnit).from_layer(model, layer, pe=pe, simd=simd, **options)
 
 
-def sidecar(kind: str, unit, top: str, layer: str, seed: int | None) -> dict:
+def sidecar(kind: str, unit, top: str, layer: str, seed: int | None, options: dict) -> dict:
     in_lw, out_lw = (1, unit.lane_width) if kind == "xnor" else (8, 8)
     return {
         "fxp_version": fxp.__version__, "kind": kind, "top": top, "wrapper": f"{top}_top", "layer": layer,
@@ -69,15 +73,16 @@ def sidecar(kind: str, unit, top: str, layer: str, seed: int | None) -> dict:
         "in_width": unit.mw * in_lw, "in_lanes": unit.mw, "in_lane_width": in_lw,
         "out_width": unit.pe * out_lw, "out_lanes": unit.pe, "out_lane_width": out_lw,
         "out_transfers": unit.nf, "cycles_per_output": unit.sf, "cycles_per_vector": unit.nf * unit.sf,
-        # input accepted → first output valid: the SF compute cycles (the accept edge starts the first)
-        "latency_cycles": unit.sf + 1,
+        # clock edges from the one accepting an input to the one raising its first output, no stalls
+        "latency_cycles": unit.latency,
+        "options": {k: getattr(unit, k) for k in sorted(options)},
         "signed_lanes": kind == "mac",
     }
 
 
 def generate(kind: str, out: str | Path, *, mw: int | None = None, mh: int | None = None, pe: int = 1,
              simd: int = 1, seed: int = 0, model_path: str | Path | None = None, layer: str | None = None,
-             top: str | None = None) -> dict:
+             top: str | None = None, options: dict | None = None) -> dict:
     """Write a unit folder (see the module docstring); returns the sidecar."""
     from hdl_gen.verilog import emit
 
@@ -91,8 +96,11 @@ def generate(kind: str, out: str | Path, *, mw: int | None = None, mh: int | Non
             raise FxpError("give --mw and --mh (or --from a model and --layer)")
         sub, layer = random_layer(kind, mw, mh, seed), "layer"
     top = top or f"fxp_{kind}"
-    unit = build_unit(kind, sub, layer, pe, simd)  # validates the folding before anything is written
-    car = sidecar(kind, unit, top, layer, seed if model_path is None else None)
+    options = dict(options or {})
+    unit = build_unit(kind, sub, layer, pe, simd, options)  # validates everything before anything is written
+    if kind == "mac":
+        options.pop("popcount", None)
+    car = sidecar(kind, unit, top, layer, seed if model_path is None else None, options)
     verilog = emit(unit, top)
     wrapper = render("stream_top.v.j2", version=fxp.__version__, source=str(model_path or f"random seed {seed}"), **car)
     out = Path(out)

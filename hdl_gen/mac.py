@@ -13,12 +13,11 @@ from __future__ import annotations
 import numpy as np
 from amaranth import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from fxp.errors import FxpError
 from fxp.format import Format
-from hdl_gen.fold import adder_tree, folded_schedule
+from hdl_gen.fold import adder_trees, check_choice, check_folding, folded_issue, rom, stage, tree_cuts
 
 
 def _pack(values, width: int) -> int:
@@ -38,20 +37,27 @@ class MacUnit(wiring.Component):
     input_zero_point, weight_zero_point (``MH`` or None), output_zero_point, relu, out_format.
     acc_bits: accumulator width (the description's, checked there to be wide enough).
     pe, simd: folding; ``MH % PE == 0``, ``MW % SIMD == 0``.
+    weights_in: ``"logic"`` (constants in LUTs) or ``"bram"`` (block RAM, one more stage).
+    pipeline: registers after the products (the DSPs' output registers), every ``tree_every``
+        levels of the adder tree, and between the requantization steps (bias add, multiply,
+        round-shift-clamp), for Fmax. Results are identical; only the latency grows.
 
     Members
     -------
     i: ``In(stream.Signature(8 * MW))``; o: ``Out(stream.Signature(8 * PE))``.
+    latency: clock edges from the one that accepts an input to the one that raises its first output
+        (no stalls): SF plus the pipeline stages.
     """
 
+    tree_every = 2
+
     def __init__(self, weights, bias, multiplier, shift, *, input_zero_point=0, weight_zero_point=None,
-                 output_zero_point=0, relu=False, out_format="s8.0", acc_bits=32, pe=1, simd=1) -> None:
+                 output_zero_point=0, relu=False, out_format="s8.0", acc_bits=32, pe=1, simd=1,
+                 weights_in: str = "logic", pipeline: bool = False) -> None:
         w = np.asarray(weights, dtype=np.int64)
         self.mh, self.mw = w.shape
-        if self.mh % pe:
-            raise FxpError(f"MH={self.mh} is not a multiple of PE={pe}; choose PE among the divisors of MH")
-        if self.mw % simd:
-            raise FxpError(f"MW={self.mw} is not a multiple of SIMD={simd}; choose SIMD among the divisors of MW")
+        check_folding(self.mh, self.mw, pe, simd)
+        check_choice("weights_in", weights_in, ("logic", "bram"))
         wz = np.zeros(self.mh, np.int64) if weight_zero_point is None else np.asarray(weight_zero_point, np.int64)
         self.wadj = w - wz[:, None]  # (w - wz) fits 9 bits signed
         self.bias = np.zeros(self.mh, np.int64) if bias is None else np.asarray(bias, np.int64)
@@ -59,12 +65,15 @@ class MacUnit(wiring.Component):
         self.xz, self.oz, self.relu = int(input_zero_point), int(output_zero_point), bool(relu)
         self.out_fmt = Format.parse(out_format)
         self.acc_bits, self.pe, self.simd = acc_bits, pe, simd
+        self.weights_in, self.pipeline = weights_in, bool(pipeline)
         self.nf, self.sf = self.mh // pe, self.mw // simd
+        stages = (weights_in == "bram") + ((1 + tree_cuts(simd, self.tree_every) + 3) if self.pipeline else 0)
+        self.latency = self.sf + stages
         super().__init__({"i": In(stream.Signature(unsigned(8 * self.mw))),
                           "o": Out(stream.Signature(unsigned(8 * pe)))})
 
     @classmethod
-    def from_layer(cls, model, name: str, pe: int, simd: int) -> MacUnit:
+    def from_layer(cls, model, name: str, pe: int, simd: int, **options) -> MacUnit:
         """The unit for the ``dense`` layer ``name`` of an integer model description."""
         layer = next((x for x in model.layers if x["name"] == name), None)
         if layer is None or layer["op"] != "dense":
@@ -75,52 +84,95 @@ class MacUnit(wiring.Component):
                    model.array(layer, "shift"), input_zero_point=layer["input_zero_point"],
                    weight_zero_point=model.array(layer, "weight_zero_point"),
                    output_zero_point=layer["output_zero_point"], relu=layer["relu"],
-                   out_format=layer["output_format"], acc_bits=layer["acc_bits"], pe=pe, simd=simd)
+                   out_format=layer["output_format"], acc_bits=layer["acc_bits"], pe=pe, simd=simd, **options)
 
     def elaborate(self, platform) -> Module:
         m = Module()
         pe, simd, acc_w = self.pe, self.simd, self.acc_bits
+        en = Signal()
+        m.d.comb += en.eq(~(self.o.valid & ~self.o.ready))
+        iss = folded_issue(m, self, 8, en)
+        meta = {"nf": iss.nf, "first": iss.first, "last": iss.last, "valid": iss.valid}
         wwords = [_pack([self.wadj[n * pe + p, s * simd + j] for p in range(pe) for j in range(simd)], 9)
                   for n in range(self.nf) for s in range(self.sf)]
-        m.submodules.wrom = wrom = Memory(shape=unsigned(9 * pe * simd), depth=self.nf * self.sf, init=wwords)
-        wport = wrom.read_port(domain="comb")
+        if self.weights_in == "bram":
+            w, addr = rom(m, "wrom", 9 * pe * simd, wwords, domain="sync", en=en, block_ram=True)
+            m.d.comb += addr.eq(iss.addr)
+            s = stage(m, en, "fetch", {"x": iss.x, **meta})
+        else:
+            w, addr = rom(m, "wrom", 9 * pe * simd, wwords)
+            if addr is not None:
+                m.d.comb += addr.eq(iss.addr)
+            s = {"x": iss.x, **meta}
+
+        prods = []
+        for p in range(pe):
+            for j in range(simd):
+                xj = s["x"][8 * j : 8 * j + 8].as_signed() - self.xz
+                wj = w[9 * (p * simd + j) : 9 * (p * simd + j) + 9].as_signed()
+                prods.append(xj * wj)
+        if self.pipeline:  # the DSPs' output registers
+            s = stage(m, en, "prod", {**{k: s[k] for k in meta}, **{f"v{i}": v for i, v in enumerate(prods)}})
+            prods = [s[f"v{i}"] for i in range(len(prods))]
+        n_cut = 0
+
+        def cut(values: list) -> list:
+            nonlocal s, n_cut
+            s = stage(m, en, f"tree{n_cut}", {**{k: s[k] for k in meta}, **{f"v{i}": v for i, v in enumerate(values)}})
+            n_cut += 1
+            return [s[f"v{i}"] for i in range(len(values))]
+
+        sums = adder_trees([prods[p * simd : (p + 1) * simd] for p in range(pe)], cut if self.pipeline else None,
+                           self.tree_every)
+        accs = [Signal(signed(acc_w), name=f"acc{p}") for p in range(pe)]
+        totals = []
+        for p in range(pe):
+            total = Signal(signed(acc_w), name=f"total{p}")
+            m.d.comb += total.eq(Mux(s["first"], 0, accs[p]) + sums[p])
+            with m.If(en & s["valid"]):
+                m.d.sync += accs[p].eq(total)
+            totals.append(total)
+        self._requantize(m, en, totals, {"nf": s["nf"], "valid": s["valid"] & s["last"]})
+        return m
+
+    def _requantize(self, m: Module, en, totals: list, out: dict) -> None:
+        """(acc + bias) · M, add half, shift right by S, add the zero point, clamp; into ``o``."""
+        pe, acc_w = self.pe, self.acc_bits
         # per output: bias (acc_bits), multiplier (31 bits), shift (6 bits)
         cw = acc_w + 31 + 6
         cwords = [_pack([(int(self.bias[n * pe + p]) & ((1 << acc_w) - 1)) | (int(self.mult[n * pe + p]) << acc_w)
                          | (int(self.shift[n * pe + p]) << (acc_w + 31)) for p in range(pe)], cw) for n in range(self.nf)]
-        m.submodules.crom = crom = Memory(shape=unsigned(cw * pe), depth=self.nf, init=cwords)
-        cport = crom.read_port(domain="comb")
-
-        accs = [Signal(signed(acc_w), name=f"acc{p}") for p in range(pe)]
+        consts, caddr = rom(m, "crom", cw * pe, cwords)
+        if caddr is not None:
+            m.d.comb += caddr.eq(out["nf"])
+        # the constants travel beside the data, so the ROM is read once, where nf is current
+        c = [consts[cw * p : cw * (p + 1)] for p in range(pe)]
+        v = {**out, **{f"s{p}": totals[p] + c[p][:acc_w].as_signed() for p in range(pe)},
+             **{f"c{p}": c[p][acc_w:] for p in range(pe)}}
+        if self.pipeline:
+            v = stage(m, en, "biased", v)
+        v = {**v, **{f"s{p}": v[f"s{p}"] * v[f"c{p}"][:31].as_unsigned() for p in range(pe)}}
+        if self.pipeline:
+            v = stage(m, en, "scaled", v)
         lo = self.oz if self.relu else self.out_fmt.raw_min
         hi = self.out_fmt.raw_max
-
-        def datapath(x, last, nf):
-            for p in range(pe):
-                prods = []
-                for j in range(simd):
-                    xj = x[8 * j : 8 * j + 8].as_signed() - self.xz
-                    wj = wport.data[9 * (p * simd + j) : 9 * (p * simd + j) + 9].as_signed()
-                    prods.append(xj * wj)
-                total = Signal(signed(acc_w), name=f"total{p}")
-                m.d.comb += total.eq(accs[p] + adder_tree(prods))
-                with m.If(last):
-                    c = cport.data[cw * p : cw * (p + 1)]
-                    bias, mult, sh = c[:acc_w].as_signed(), c[acc_w : acc_w + 31], c[acc_w + 31 : acc_w + 37]
-                    prod = Signal(signed(acc_w + 33), name=f"scaled{p}")
-                    m.d.comb += prod.eq((total + bias) * mult.as_unsigned())
-                    shm1 = Signal(6, name=f"shm1_{p}")
-                    m.d.comb += shm1.eq(sh - 1)  # unused (wraps) when the shift is 0
-                    half = Mux(sh.any(), Const(1, 1) << shm1, 0)
-                    rounded = Signal(signed(acc_w + 33), name=f"rounded{p}")
-                    m.d.comb += rounded.eq((prod + half) >> sh)
-                    y = Signal(signed(acc_w + 34), name=f"y{p}")
-                    m.d.comb += y.eq(rounded + self.oz)
-                    clamped = Mux(y < lo, lo, Mux(y > hi, hi, y))
-                    m.d.sync += [self.o.payload[8 * p : 8 * p + 8].eq(clamped), accs[p].eq(0)]
-                with m.Else():
-                    m.d.sync += accs[p].eq(total)
-
-        nf, sf = folded_schedule(m, self, 8, accs, datapath)
-        m.d.comb += [wport.addr.eq(nf * self.sf + sf), cport.addr.eq(nf)]
-        return m
+        ys = []
+        for p in range(pe):
+            prod, sh = v[f"s{p}"], v[f"c{p}"][31:37]
+            shm1 = Signal(6, name=f"shm1_{p}")
+            m.d.comb += shm1.eq(sh - 1)  # unused (wraps) when the shift is 0
+            half = Mux(sh.any(), Const(1, 1) << shm1, 0)
+            rounded = Signal(signed(acc_w + 33), name=f"rounded{p}")
+            m.d.comb += rounded.eq((prod + half) >> sh)
+            y = Signal(signed(acc_w + 34), name=f"y{p}")
+            m.d.comb += y.eq(rounded + self.oz)
+            ys.append(Mux(y < lo, lo, Mux(y > hi, hi, y)))
+        if self.pipeline:
+            v = stage(m, en, "clamped", {"valid": v["valid"], **{f"y{p}": y[:8] for p, y in enumerate(ys)}})
+            ys = [v[f"y{p}"] for p in range(pe)]
+        with m.If(self.o.valid & self.o.ready):  # before the set below, so a new result wins
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(en & v["valid"]):
+            m.d.sync += self.o.valid.eq(1)
+            for p, y in enumerate(ys):
+                m.d.sync += self.o.payload[8 * p : 8 * p + 8].eq(y)

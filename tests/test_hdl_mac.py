@@ -89,3 +89,20 @@ def test_mac_unit_on_verilog_simulators_and_lint(tmp_path, simulator):
     assert rc == 0, messages
     r = run_stream_test(verilog, "mac_unit", words_in, words_out, simulator, tmp_path / "b", cycles_per_output=dut.sf)
     assert r["passed"] and r["outputs"] == words_out
+
+
+@pytest.mark.parametrize("options", [dict(pipeline=True), dict(weights_in="bram"), dict(weights_in="bram", pipeline=True)],
+                         ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("mw,mh,pe,simd,pow2", [(8, 4, 4, 8, False), (8, 4, 1, 1, True), (12, 6, 2, 3, False)])
+def test_pipelined_and_bram_mac_matches_golden(mw, mh, pe, simd, pow2, options):
+    from test_hdl_xnor import first_output_cycle
+
+    model = dense_model(mw + mh, mw, mh, True, pow2, True)
+    dut = MacUnit.from_layer(model, "fc", pe=pe, simd=simd, **options)
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (10, mw))
+    x[0], x[1] = -128, 127
+    want = golden.run(model, x.astype(np.float64))[-1]
+    got = simulate(dut, np.array([[(int(v) >> b) & 1 for v in row for b in range(8)] for row in x]), seed=pe)
+    assert np.array_equal(np.where(got >= 128, got - 256, got), want)
+    assert first_output_cycle(MacUnit.from_layer(model, "fc", pe=pe, simd=simd, **options), 7) == dut.latency

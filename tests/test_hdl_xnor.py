@@ -45,6 +45,55 @@ def test_unit_matches_golden_with_backpressure(mw, mh, pe, simd, thr):
     assert np.array_equal(simulate(dut, vectors), expected(w, t, vectors))
 
 
+VARIANTS = [dict(pipeline=True), dict(weights_in="bram"), dict(weights_in="bram", pipeline=True),
+            dict(popcount="chain")]
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("mw,mh,pe,simd", [(16, 4, 4, 16), (16, 4, 1, 1), (40, 6, 2, 8)])
+def test_pipelined_and_bram_variants_match_golden(mw, mh, pe, simd, options):
+    rng = np.random.default_rng(mw + mh + pe)
+    w = rng.integers(0, 2, (mh, mw))
+    vectors = rng.integers(0, 2, (10, mw))
+    vectors[0], vectors[1] = 0, 1
+    for t in (rng.integers(0, mw + 2, mh), None):
+        dut = XnorPopcountUnit(w, t, pe, simd, **options)
+        assert np.array_equal(simulate(dut, vectors, seed=pe), expected(w, t, vectors)), t is None
+
+
+def first_output_cycle(dut, word: int) -> int:
+    """Cycles from the edge that accepts ``word`` to the edge after which ``o.valid`` is first high."""
+    from amaranth.sim import Simulator
+
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        ctx.set(dut.i.payload, word)
+        ctx.set(dut.i.valid, 1)
+        await ctx.tick()  # reset released: the unit is ready, this edge accepts
+        ctx.set(dut.i.valid, 0)
+        for cycle in range(1, 200):
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                seen.append(cycle)
+                return
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return seen[0]
+
+
+@pytest.mark.parametrize("options", [{}, *VARIANTS[:3]], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "plain")
+def test_latency_attribute_is_the_simulated_latency(options):
+    w = np.random.default_rng(0).integers(0, 2, (4, 64))
+    for pe, simd in ((4, 64), (2, 16), (1, 1)):
+        dut = XnorPopcountUnit(w, None, pe, simd, **options)
+        assert first_output_cycle(dut, 12345) == dut.latency, (pe, simd)
+
+
 def test_unit_from_an_exported_description():
     model = random_bnn(3, sizes=(32, 16, 8))
     dut = XnorPopcountUnit.from_layer(model, "b0", pe=4, simd=8)
@@ -72,6 +121,8 @@ def test_folding_is_checked():
         XnorPopcountUnit(w, None, 4, 8)
     with pytest.raises(FxpError, match="MW=16 is not a multiple of SIMD=5"):
         XnorPopcountUnit(w, None, 2, 5)
+    with pytest.raises(FxpError, match="weights_in='rom' is not known; use logic or bram"):
+        XnorPopcountUnit(w, None, 2, 8, weights_in="rom")
 
 
 @pytest.mark.parametrize("thr", [True, False])
