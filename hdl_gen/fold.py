@@ -54,8 +54,11 @@ def folded_issue(m: Module, unit, in_lane_bits: int, en: Value) -> Issue:
     busy = Signal()
     nf = Signal(range(max(unit.nf, 2)))
     sf = Signal(range(max(unit.sf, 2)))
-    first, last = ~sf.any(), sf == unit.sf - 1  # not `sf == 0`: Verilator lints `!sf` as a truncation
-    last_of_vector = last & (nf == unit.nf - 1)
+    # Constants where nothing is folded, so synthesis drops the accumulators and the ROM addressing.
+    # (`~sf.any()`, not `sf == 0`: Verilator lints `!sf` as a truncation.)
+    first, last = (Const(1, 1), Const(1, 1)) if unit.sf == 1 else (~sf.any(), sf == unit.sf - 1)
+    group = Const(0, 1) if unit.nf == 1 else nf
+    last_of_vector = last if unit.nf == 1 else last & (nf == unit.nf - 1)
     m.d.comb += unit.i.ready.eq(en & (~busy | last_of_vector))
     width = in_lane_bits * unit.simd
     with m.If(en & busy):
@@ -74,7 +77,7 @@ def folded_issue(m: Module, unit, in_lane_bits: int, en: Value) -> Issue:
     with m.If(unit.i.valid & unit.i.ready):  # after the advance above, so a new vector wins
         m.d.sync += [vec.eq(unit.i.payload), busy.eq(1), nf.eq(0), sf.eq(0)]
     x = vec[:width]
-    return Issue(x, nf * unit.sf + sf, nf, first, last, busy)
+    return Issue(x, group * unit.sf + (sf if unit.sf > 1 else 0), group, first, last, busy)
 
 
 def stage(m: Module, en: Value, name: str, values: dict[str, Value]) -> dict[str, Signal]:
@@ -91,11 +94,12 @@ def stage(m: Module, en: Value, name: str, values: dict[str, Value]) -> dict[str
 
 def rom(m: Module, name: str, width: int, words: list[int], domain: str = "comb", en: Value | None = None,
         block_ram: bool = False) -> tuple[Value, Value | None]:
-    """A constant table: (data, addr). One word is a constant; ``domain="sync"`` reads one cycle late.
+    """A constant table: (data, addr). ``domain="sync"`` reads one cycle late.
 
     ``block_ram`` asks Yosys for block RAM (``ram_style``), which only a synchronous read can use.
+    A single word is a plain constant (addr None) either way: nothing to address, nothing to store.
     """
-    if len(words) == 1 and domain == "comb":
+    if len(words) == 1:
         return Const(words[0], width), None
     mem = Memory(shape=unsigned(width), depth=len(words), init=words,
                  attrs={"ram_style": "block"} if block_ram else None)

@@ -97,7 +97,8 @@ class MacUnit(wiring.Component):
                   for n in range(self.nf) for s in range(self.sf)]
         if self.weights_in == "bram":
             w, addr = rom(m, "wrom", 9 * pe * simd, wwords, domain="sync", en=en, block_ram=True)
-            m.d.comb += addr.eq(iss.addr)
+            if addr is not None:
+                m.d.comb += addr.eq(iss.addr)
             s = stage(m, en, "fetch", {"x": iss.x, **meta})
         else:
             w, addr = rom(m, "wrom", 9 * pe * simd, wwords)

@@ -102,7 +102,8 @@ class XnorPopcountUnit(wiring.Component):
         meta = {"nf": iss.nf, "first": iss.first, "last": iss.last, "valid": iss.valid}
         if self.weights_in == "bram":
             w, addr = rom(m, "wrom", pe * simd, self._weight_words(), domain="sync", en=en, block_ram=True)
-            m.d.comb += addr.eq(iss.addr)
+            if addr is not None:
+                m.d.comb += addr.eq(iss.addr)
             s = stage(m, en, "fetch", {"x": iss.x, **meta})
         else:
             w, addr = rom(m, "wrom", pe * simd, self._weight_words())
@@ -144,6 +145,8 @@ class XnorPopcountUnit(wiring.Component):
             if taddr is not None:
                 m.d.comb += taddr.eq(out["nf"])
             results = [totals[p] >= thr[p * tw : (p + 1) * tw] for p in range(pe)]
+            if self.nf == 1:  # constant thresholds: T = 0 always passes (and `x >= 0` lints as constant)
+                results = [Const(1, 1) if self.thresholds[p] == 0 else r for p, r in enumerate(results)]
         else:
             results = totals
         with m.If(self.o.valid & self.o.ready):  # before the set below, so a new result wins

