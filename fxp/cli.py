@@ -164,8 +164,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_gen(args: argparse.Namespace) -> int:
     from hdl_gen.gen import generate
 
+    options = {"weights_in": args.weights_in, "pipeline": args.pipeline}
+    if args.popcount:
+        options["popcount"] = args.popcount
     car = generate(args.kind, args.out, mw=args.mw, mh=args.mh, pe=args.pe, simd=args.simd, seed=args.seed,
-                   model_path=args.from_model, layer=args.layer, top=args.top)
+                   model_path=args.from_model, layer=args.layer, top=args.top, options=options)
     print(f"wrote {args.out}: {car['top']}.v, {car['wrapper']}.v, {car['top']}.json, layer.fxpm — "
           f"MW={car['mw']} MH={car['mh']} PE={car['pe']} SIMD={car['simd']}, {car['cycles_per_vector']} cycles per vector")
     return 0
@@ -174,9 +177,11 @@ def _cmd_gen(args: argparse.Namespace) -> int:
 def _cmd_sim(args: argparse.Namespace) -> int:
     from sim.run import run_unit_sim
 
-    rec = run_unit_sim(args.dir, args.simulator, args.vectors, args.seed, args.waves)
+    rec = run_unit_sim(args.dir, args.simulator, args.vectors, args.seed, args.waves, args.harness, args.gap,
+                       args.stall)
     rate = f", {rec['vectors_per_second']:.0f} vectors/s" if rec["vectors_per_second"] else ""
-    print(f"{rec['unit']} on {rec['simulator']}: {rec['vectors']} vectors, {rec['output_words']} output words, "
+    on = rec["simulator"] + (" (C++ harness)" if args.harness == "cpp" else "")
+    print(f"{rec['unit']} on {on}: {rec['vectors']} vectors, {rec['output_words']} output words, "
           f"{rec['mismatches']} mismatches{rate}")
     if rec["mismatches"]:
         f = rec["first_mismatch"]
@@ -268,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--from", dest="from_model", default=None, help="an .fxpm to take the layer from")
     u.add_argument("--layer", default=None, help="with --from: the dense/binary_dense layer to build")
+    u.add_argument("--weights-in", default="logic", choices=("logic", "bram"),
+                   help="weights as constant logic (LUTs) or in block RAM")
+    u.add_argument("--pipeline", action="store_true", help="pipeline registers for Fmax (more latency)")
+    u.add_argument("--popcount", default=None, choices=("tree", "chain"),
+                   help="xnor: balanced adder tree (default) or the naive chained sum")
     u.add_argument("--top", default=None, help="module name (default fxp_xnor / fxp_mac)")
     u.add_argument("--out", required=True)
     u.set_defaults(func=_cmd_gen)
@@ -277,7 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--simulator", default="amaranth", choices=("amaranth", "icarus", "verilator"))
     sm.add_argument("--vectors", type=int, default=1000)
     sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--waves", action="store_true", help="write waveforms (VCD)")
+    sm.add_argument("--waves", action="store_true", help="write waveforms (VCD; FST on icarus)")
+    sm.add_argument("--harness", default="cocotb", choices=("cocotb", "cpp"),
+                    help="cocotb (default) or cpp: a compiled Verilator replay harness for millions of vectors "
+                         "(--simulator verilator only)")
+    sm.add_argument("--gap", type=float, default=None,
+                    help="probability of an idle input cycle before a vector (default 0.3; 0 with --harness cpp)")
+    sm.add_argument("--stall", type=float, default=None,
+                    help="probability of output backpressure in a cycle (default 0.3; 0 with --harness cpp)")
     sm.set_defaults(func=_cmd_sim)
 
     b = sub.add_parser("boards", help="list the board profiles fxp can build for")

@@ -52,7 +52,8 @@ def test_bad_unit_requests_exit_2(tmp_path):
     assert main(["sim", str(tmp_path), "--simulator", "icarus"]) == 2
 
 
-@pytest.mark.parametrize("simulator,wave", [("amaranth", "amaranth.vcd"), ("icarus", "sim_build_icarus/fxp_xnor_top.fst")])
+@pytest.mark.parametrize("simulator,wave", [("amaranth", "amaranth.vcd"), ("icarus", "sim_build_icarus/fxp_xnor_top.fst"),
+                                           ("verilator", "sim_build_verilator/dump.vcd")])
 def test_waveforms_on_request(tmp_path, simulator, wave):
     out = tmp_path / "u"
     assert main(["gen", "unit", "xnor", "--mw", "8", "--mh", "2", "--pe", "2", "--simd", "8", "--out", str(out)]) == 0
