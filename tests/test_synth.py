@@ -1,0 +1,61 @@
+"""Synthesis and place-and-route with the YoWASP tools: counts that can be wrong, an Fmax, and clear errors.
+
+The first Yosys call of a fresh machine compiles the WebAssembly (40-70 s); later ones take a second.
+"""
+
+import sys
+
+import numpy as np
+import pytest
+
+from fxp import FxpError
+from hdl_gen import synth
+from hdl_gen.gen import random_layer
+from hdl_gen.mac import MacUnit
+from hdl_gen.verilog import emit
+from hdl_gen.xnor import XnorPopcountUnit
+
+
+def xnor_verilog() -> str:
+    rng = np.random.default_rng(0)
+    return emit(XnorPopcountUnit(rng.integers(0, 2, (4, 16)), rng.integers(0, 18, 4), pe=2, simd=8), "unit")
+
+
+def mac_verilog(pe: int, simd: int) -> str:
+    model = random_layer("mac", 8, 4, 0)
+    return emit(MacUnit.from_layer(model, "layer", pe=pe, simd=simd), "unit")
+
+
+def test_counts_on_ice40_and_fmax():
+    xnor = synth.synth_stats(xnor_verilog(), "unit", "icebreaker")
+    assert xnor["lut4"] > 0 and xnor["carry"] > 0 and xnor["ff"] > 0
+    assert xnor["dsp"] == 0 and xnor["bram"] == 0  # no multiplier; an asynchronous ROM cannot be a block RAM
+    assert xnor["lut4"] == xnor["cells"]["SB_LUT4"]
+
+    mac = synth.synth_stats(mac_verilog(1, 1), "unit", "icebreaker")
+    assert mac["dsp"] >= 1, "-dsp should put the int8 product on an SB_MAC16"
+    assert mac["dsp"] == mac["cells"]["SB_MAC16"]
+
+    pnr = synth.place_and_route(xnor_verilog(), "unit", "icebreaker")
+    assert 1 < pnr["fmax_mhz"] < 500
+    assert pnr["utilization"]["ICESTORM_LC"]["used"] > xnor["lut4"] // 2
+    assert pnr["synth"]["ff"] > xnor["ff"], "the harness' shift register is in the P&R netlist, not the unit's counts"
+
+
+def test_too_big_for_the_device_is_one_line():
+    # PE=2, SIMD=2: four products and two 32x31-bit requantization multiplies, more than the UP5K's 8 DSPs
+    with pytest.raises(FxpError, match=r"does not fit iCE40UP5K: it needs \d+ DSPs of 8; fold the unit") as err:
+        synth.place_and_route(mac_verilog(2, 2), "unit", "icebreaker")
+    assert "\n" not in str(err.value)
+
+
+def test_tool_failures_name_the_fix(tmp_path):
+    with pytest.raises(FxpError, match="no-such-yosys is not installed; pip install"):
+        synth.synth_stats(xnor_verilog(), "unit", "icebreaker", yosys="no-such-yosys")
+    oom = [sys.executable, "-c", "import sys; print('Error: thrown Wasm exception'); sys.exit(1)"]
+    with pytest.raises(FxpError, match="4 GiB WebAssembly memory .*; fold the unit"):
+        synth._run(oom, tmp_path, 10, "Yosys")
+    with pytest.raises(FxpError, match="took longer than 1 s"):
+        synth._run([sys.executable, "-c", "import time; time.sleep(5)"], tmp_path, 1, "Yosys")
+    with pytest.raises(FxpError, match="no synthesis recipe|unknown board"):
+        synth.synth_stats(xnor_verilog(), "unit", "no-such-board")
