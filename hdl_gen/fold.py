@@ -81,11 +81,15 @@ def folded_issue(m: Module, unit, in_lane_bits: int, en: Value) -> Issue:
 
 
 def stage(m: Module, en: Value, name: str, values: dict[str, Value]) -> dict[str, Signal]:
-    """One pipeline register per value, loaded when ``en``: the same names, one cycle later."""
+    """One pipeline register per value, loaded when ``en``: the same names, one cycle later.
+
+    Only ``valid`` is reset: data registers need no reset, and without one synthesis can fold them
+    into block RAM output registers and DSP pipeline registers.
+    """
     out = {}
     for key, v in values.items():
         v = Value.cast(v)
-        r = Signal(v.shape(), name=f"{name}_{key}")
+        r = Signal(v.shape(), name=f"{name}_{key}", reset_less=key != "valid")
         with m.If(en):
             m.d.sync += r.eq(v)
         out[key] = r
@@ -114,18 +118,24 @@ def _pairwise(terms: list) -> list:
     return [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)] + ([terms[-1]] if len(terms) % 2 else [])
 
 
-def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0) -> list:
+def _is_cut(level: int, first: int, every: int) -> bool:
+    return bool(every) and level >= first and (level - first) % every == 0
+
+
+def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0, first: int = 1) -> list:
     """Sum each list of ``trees`` as a balanced tree (depth log2(n)), not a chain.
 
-    With ``cut``, every ``every`` levels the partial sums of all trees pass through ``cut`` (a pipeline
-    register that also carries the caller's metadata); the last level is never cut.
+    With ``cut``, the partial sums of all trees pass through ``cut`` (a pipeline register that also
+    carries the caller's metadata) after level ``first`` and every ``every`` levels from there; the
+    last level is never cut. Leaving the first levels uncut lets synthesis compress the leaves
+    (many 1-bit terms) with full adders in LUTs instead of a register per pair.
     """
     trees = [list(t) for t in trees]
     level = 0
     while any(len(t) > 1 for t in trees):
         trees = [_pairwise(t) for t in trees]
         level += 1
-        if cut is not None and every and level % every == 0 and any(len(t) > 1 for t in trees):
+        if cut is not None and _is_cut(level, first, every) and any(len(t) > 1 for t in trees):
             flat = cut([v for t in trees for v in t])
             sizes, trees, k = [len(t) for t in trees], [], 0
             for n in sizes:
@@ -134,10 +144,10 @@ def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, ev
     return [t[0] for t in trees]
 
 
-def tree_cuts(n: int, every: int) -> int:
+def tree_cuts(n: int, every: int, first: int = 1) -> int:
     """How many pipeline registers :func:`adder_trees` puts into a tree of ``n`` terms."""
     levels = max(n - 1, 0).bit_length()
-    return (levels - 1) // every if every and levels > 1 else 0
+    return sum(_is_cut(level, first, every) for level in range(1, levels))
 
 
 def adder_tree(terms: list) -> object:

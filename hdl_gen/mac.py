@@ -67,7 +67,13 @@ class MacUnit(wiring.Component):
         self.acc_bits, self.pe, self.simd = acc_bits, pe, simd
         self.weights_in, self.pipeline = weights_in, bool(pipeline)
         self.nf, self.sf = self.mh // pe, self.mw // simd
-        stages = (weights_in == "bram") + ((1 + tree_cuts(simd, self.tree_every) + 3) if self.pipeline else 0)
+        if self.mult.min() < 1 or self.mult.max() >= 1 << 31 or self.shift.min() < 0 or self.shift.max() > 62:
+            raise FxpError("multipliers must be in 1..2**31-1 and shifts in 0..62 (the description's ranges)")
+        self.mult_bits = int(self.mult.max()).bit_length()
+        # power-of-two requantization (dynamic fixed point): every multiplier 1, a shift and no multiply
+        self.shift_only = bool((self.mult == 1).all())
+        stages = (weights_in == "bram") + ((1 + tree_cuts(simd, self.tree_every) + 3 - self.shift_only)
+                                           if self.pipeline else 0)
         self.latency = self.sf + stages
         super().__init__({"i": In(stream.Signature(unsigned(8 * self.mw))),
                           "o": Out(stream.Signature(unsigned(8 * pe)))})
@@ -139,10 +145,12 @@ class MacUnit(wiring.Component):
     def _requantize(self, m: Module, en, totals: list, out: dict) -> None:
         """(acc + bias) · M, add half, shift right by S, add the zero point, clamp; into ``o``."""
         pe, acc_w = self.pe, self.acc_bits
-        # per output: bias (acc_bits), multiplier (31 bits), shift (6 bits)
-        cw = acc_w + 31 + 6
+        # per output: bias (acc_bits), multiplier (as wide as the largest: a 31-bit multiplier needs
+        # four 16x16 or 18x18 DSPs, a power-of-two scale none), shift (6 bits)
+        mw_ = self.mult_bits
+        cw = acc_w + mw_ + 6
         cwords = [_pack([(int(self.bias[n * pe + p]) & ((1 << acc_w) - 1)) | (int(self.mult[n * pe + p]) << acc_w)
-                         | (int(self.shift[n * pe + p]) << (acc_w + 31)) for p in range(pe)], cw) for n in range(self.nf)]
+                         | (int(self.shift[n * pe + p]) << (acc_w + mw_)) for p in range(pe)], cw) for n in range(self.nf)]
         consts, caddr = rom(m, "crom", cw * pe, cwords)
         if caddr is not None:
             m.d.comb += caddr.eq(out["nf"])
@@ -152,19 +160,26 @@ class MacUnit(wiring.Component):
              **{f"c{p}": c[p][acc_w:] for p in range(pe)}}
         if self.pipeline:
             v = stage(m, en, "biased", v)
-        v = {**v, **{f"s{p}": v[f"s{p}"] * v[f"c{p}"][:31].as_unsigned() for p in range(pe)}}
-        if self.pipeline:
-            v = stage(m, en, "scaled", v)
+        if not self.shift_only:
+            v = {**v, **{f"s{p}": v[f"s{p}"] * v[f"c{p}"][:mw_].as_unsigned() for p in range(pe)}}
+            if self.pipeline:
+                v = stage(m, en, "scaled", v)
         lo = self.oz if self.relu else self.out_fmt.raw_min
         hi = self.out_fmt.raw_max
         ys = []
+        uniform = len(set(self.shift.tolist())) == 1  # one shift for the layer: wires, not a barrel shifter
         for p in range(pe):
-            prod, sh = v[f"s{p}"], v[f"c{p}"][31:37]
-            shm1 = Signal(6, name=f"shm1_{p}")
-            m.d.comb += shm1.eq(sh - 1)  # unused (wraps) when the shift is 0
-            half = Mux(sh.any(), Const(1, 1) << shm1, 0)
+            prod = v[f"s{p}"]
             rounded = Signal(signed(acc_w + 33), name=f"rounded{p}")
-            m.d.comb += rounded.eq((prod + half) >> sh)
+            if uniform:
+                sh = int(self.shift[0])
+                m.d.comb += rounded.eq((prod + ((1 << sh) >> 1)) >> sh)
+            else:
+                sh = v[f"c{p}"][mw_ : mw_ + 6]
+                shm1 = Signal(6, name=f"shm1_{p}")
+                m.d.comb += shm1.eq(sh - 1)  # unused (wraps) when the shift is 0
+                half = Mux(sh.any(), Const(1, 1) << shm1, 0)
+                m.d.comb += rounded.eq((prod + half) >> sh)
             y = Signal(signed(acc_w + 34), name=f"y{p}")
             m.d.comb += y.eq(rounded + self.oz)
             ys.append(Mux(y < lo, lo, Mux(y > hi, hi, y)))

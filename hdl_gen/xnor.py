@@ -38,8 +38,10 @@ class XnorPopcountUnit(wiring.Component):
         ``"logic"``: constants in LUTs (free XNORs when nothing is folded); ``"bram"``: a block RAM
         read one cycle ahead (one more pipeline stage).
     pipeline:
-        Registers after the XNORs, every ``tree_every`` levels of the popcount tree, and before the
-        threshold compare, for Fmax. Results are identical; only the latency grows.
+        Registers after the XNORs, after every popcount-tree level from ``tree_first`` on (the first
+        levels stay combinational so synthesis compresses the 1-bit leaves with full adders), between
+        the popcount and the accumulator, and before the threshold compare, for Fmax. Results are
+        identical; only the latency grows.
     popcount:
         ``"tree"``: a balanced adder tree; ``"chain"``: a chained sum of bits, the naive baseline.
 
@@ -51,7 +53,7 @@ class XnorPopcountUnit(wiring.Component):
         (no stalls): SF plus the pipeline stages.
     """
 
-    tree_every = 2
+    tree_first, tree_every = 3, 1
 
     def __init__(self, weights: np.ndarray, thresholds: np.ndarray | None, pe: int, simd: int, *,
                  weights_in: str = "logic", pipeline: bool = False, popcount: str = "tree") -> None:
@@ -71,9 +73,9 @@ class XnorPopcountUnit(wiring.Component):
         self.nf, self.sf = self.mh // pe, self.mw // simd
         self.acc_width = bits_for(self.mw)  # popcounts reach MW exactly: the least width that cannot overflow
         self.lane_width = 1 if thresholds is not None else self.acc_width
-        stages = (weights_in == "bram") + (2 if self.pipeline else 0)
+        stages = (weights_in == "bram") + (3 if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
-            stages += tree_cuts(simd, self.tree_every)
+            stages += tree_cuts(simd, self.tree_every, self.tree_first)
         self.latency = self.sf + stages
         super().__init__({
             "i": In(stream.Signature(unsigned(self.mw))),
@@ -125,6 +127,9 @@ class XnorPopcountUnit(wiring.Component):
                 counts.append(total)
         else:
             counts, s = self._tree(m, en, lanes, s, meta)
+        if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
+            s = stage(m, en, "count", {**{k: s[k] for k in meta}, **{f"c{p}": c for p, c in enumerate(counts)}})
+            counts = [s[f"c{p}"] for p in range(pe)]
 
         accs = [Signal(acc_w, name=f"acc{p}") for p in range(pe)]
         totals = []
@@ -168,7 +173,7 @@ class XnorPopcountUnit(wiring.Component):
             s = r
             return [r[f"v{i}"] for i in range(len(values))]
 
-        counts = adder_trees(lanes, cut if self.pipeline else None, self.tree_every)
+        counts = adder_trees(lanes, cut if self.pipeline else None, self.tree_every, self.tree_first)
         return counts, s
 
     @classmethod

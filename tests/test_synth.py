@@ -36,6 +36,14 @@ def test_counts_on_ice40_and_fmax():
     assert mac["dsp"] >= 1, "-dsp should put the int8 product on an SB_MAC16"
     assert mac["dsp"] == mac["cells"]["SB_MAC16"]
 
+    # one DSP per int8 product: power-of-two requantization (every multiplier 1) needs no multiply,
+    # a 31-bit multiplier four 16x16 DSPs per output on top
+    model = random_layer("mac", 8, 4, 0)
+    model.arrays["m"], model.arrays["s"] = np.ones(4, np.int64), np.full(4, 9, np.int64)  # outputs stay live
+    pow2 = synth.synth_stats(emit(MacUnit.from_layer(model, "layer", pe=2, simd=2), "unit"), "unit", "icebreaker")
+    assert pow2["dsp"] == 2 * 2
+    assert mac["dsp"] == 1 + 4
+
     pnr = synth.place_and_route(xnor_verilog(), "unit", "icebreaker")
     assert 1 < pnr["fmax_mhz"] < 500
     assert pnr["utilization"]["ICESTORM_LC"]["used"] > xnor["lut4"] // 2
