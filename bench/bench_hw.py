@@ -47,7 +47,7 @@ LUT_TARGET = {"logic": 1.5, "bram": 2.5}  # LUT4 per synapse per cycle, XNOR wit
 DEFAULTS = {"weights_in": "logic", "pipeline": False, "popcount": "tree"}
 
 # (MW, MH, PE, SIMD, place-and-route?): fully parallel (NF = SF = 1: weights are plain constants),
-# then folded over outputs and inputs (NF = 4, SF = 2: a weight ROM and an input mux appear).
+# then folded over outputs and inputs (NF = 4, SF = 2: a weight ROM and the rotating input vector appear).
 XNOR_SIZES = [(64, 1, 1, 64, True), (64, 4, 4, 64, True), (64, 16, 16, 64, False),
               (128, 4, 1, 64, True), (128, 16, 4, 64, True), (128, 64, 16, 64, False), (64, 16, 4, 16, True)]
 XNOR_VARIANTS = [{}, {"pipeline": True}, {"weights_in": "bram"}, {"weights_in": "bram", "pipeline": True},
@@ -129,7 +129,6 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
     """Where the LUTs of a folded XNOR unit (PE = 1) go, part by part."""
     rng = np.random.default_rng(0)
     depth, abits, pc_w, acc_w = nf * sf, max(1, (nf * sf - 1).bit_length()), simd.bit_length(), (simd * sf).bit_length()
-    sbits = max(1, (sf - 1).bit_length())
     init = [int.from_bytes(rng.bytes((simd + 7) // 8), "little") % (1 << simd) for _ in range(depth)]
 
     def rom(m, addr):
@@ -138,11 +137,9 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
         m.d.comb += port.addr.eq(addr)
         return port.data
 
-    def in_mux(m, x):
-        sel = x[:simd]
-        for k in range(1, sf):
-            sel = Mux(x[-sbits:] == k, x[k * simd:(k + 1) * simd], sel)
-        return sel
+    def in_rotate(m, x):  # the latched vector: load a new one, or rotate by one slice (fold.folded_issue)
+        vec, new = x[: simd * sf], x[simd * sf : 2 * simd * sf]
+        return Mux(x[-1], new, vec.rotate_right(simd))
 
     return [
         (f"popcount of {simd} bits, balanced tree (fold.adder_tree)",
@@ -152,8 +149,8 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
          _Piece(abits, simd, lambda m, x: rom(m, x))),
         (f"weight ROM {depth} x {simd} + XNOR with the input",
          _Piece(abits + simd, simd, lambda m, x: ~(rom(m, x[:abits]) ^ x[abits:]))),
-        (f"input mux {sf}:1 x {simd} bits (the SF slices of the latched vector)",
-         _Piece(simd * sf + sbits, simd, in_mux)),
+        (f"input vector {sf} x {simd} bits: load or rotate by a slice (per bit of MW = SF x SIMD)",
+         _Piece(2 * simd * sf + 1, simd * sf, in_rotate)),
         (f"accumulate ({pc_w} into {acc_w} bits) and compare with a threshold",
          _Piece(pc_w + 2 * acc_w, acc_w + 1, lambda m, x: _acc_cmp(x, pc_w, acc_w))),
     ]
