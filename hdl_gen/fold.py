@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from amaranth import Const, Module, Signal, Value, unsigned
+from amaranth import Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib.memory import Memory
 
 from fxp.errors import FxpError
@@ -32,9 +32,14 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise FxpError(f"{name}={value!r} is not known; use {' or '.join(allowed)}")
 
 
-class Issue(NamedTuple):
-    """One issued slice: ``x`` (SIMD lanes), its ROM address, output group ``nf``, first/last slice, valid."""
+META = ("nf", "first", "last", "valid")  # what travels beside a slice's data through the pipeline
 
+
+class Issue(NamedTuple):
+    """One issued slice: the unit's enable, ``x`` (SIMD lanes), its ROM address, output group ``nf``,
+    first/last slice, valid."""
+
+    en: Value
     x: Value
     addr: Value
     nf: Value
@@ -43,13 +48,15 @@ class Issue(NamedTuple):
     valid: Value
 
 
-def folded_issue(m: Module, unit, in_lane_bits: int, en: Value) -> Issue:
+def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
     """Latch an input vector, then issue its ``NF x SF`` slices, one per enabled cycle.
 
     ``unit`` has ``i``/``o`` streams and ``nf``, ``sf``, ``simd``. The next vector is accepted in the
     cycle that issues the last slice of the current one, so back-to-back vectors flow without a bubble
-    (one vector per ``NF x SF`` cycles).
+    (one vector per ``NF x SF`` cycles). The enable of the whole unit is made here.
     """
+    en = Signal()
+    m.d.comb += en.eq(~(unit.o.valid & ~unit.o.ready))
     vec = Signal(len(unit.i.payload))
     busy = Signal()
     nf = Signal(range(max(unit.nf, 2)))
@@ -77,7 +84,7 @@ def folded_issue(m: Module, unit, in_lane_bits: int, en: Value) -> Issue:
     with m.If(unit.i.valid & unit.i.ready):  # after the advance above, so a new vector wins
         m.d.sync += [vec.eq(unit.i.payload), busy.eq(1), nf.eq(0), sf.eq(0)]
     x = vec[:width]
-    return Issue(x, group * unit.sf + (sf if unit.sf > 1 else 0), group, first, last, busy)
+    return Issue(en, x, group * unit.sf + (sf if unit.sf > 1 else 0), group, first, last, busy)
 
 
 def stage(m: Module, en: Value, name: str, values: dict[str, Value]) -> dict[str, Signal]:
@@ -96,22 +103,63 @@ def stage(m: Module, en: Value, name: str, values: dict[str, Value]) -> dict[str
     return out
 
 
-def rom(m: Module, name: str, width: int, words: list[int], domain: str = "comb", en: Value | None = None,
-        block_ram: bool = False) -> tuple[Value, Value | None]:
-    """A constant table: (data, addr). ``domain="sync"`` reads one cycle late.
+def carry(m: Module, en: Value, name: str, s: dict, values: list) -> tuple[dict, list]:
+    """One pipeline stage for ``values`` and the slice metadata of ``s``: (metadata, values), a cycle later."""
+    r = stage(m, en, name, {**{k: s[k] for k in META}, **{f"v{i}": v for i, v in enumerate(values)}})
+    return r, [r[f"v{i}"] for i in range(len(values))]
+
+
+def rom(m: Module, name: str, width: int, words: list[int], addr: Value, *, sync_en: Value | None = None,
+        block_ram: bool = False) -> Value:
+    """A constant table read at ``addr``; with ``sync_en`` the read is synchronous (one cycle late).
 
     ``block_ram`` asks Yosys for block RAM (``ram_style``), which only a synchronous read can use.
-    A single word is a plain constant (addr None) either way: nothing to address, nothing to store.
+    A single word is a plain constant either way: nothing to address, nothing to store.
     """
     if len(words) == 1:
-        return Const(words[0], width), None
+        return Const(words[0], width)
     mem = Memory(shape=unsigned(width), depth=len(words), init=words,
                  attrs={"ram_style": "block"} if block_ram else None)
     m.submodules[name] = mem
-    port = mem.read_port(domain=domain)
-    if domain != "comb" and en is not None:
-        m.d.comb += port.en.eq(en)
-    return port.data, port.addr
+    port = mem.read_port(domain="comb" if sync_en is None else "sync")
+    m.d.comb += port.addr.eq(addr)
+    if sync_en is not None:
+        m.d.comb += port.en.eq(sync_en)
+    return port.data
+
+
+def fetch_weights(m: Module, iss: Issue, width: int, words: list[int], block_ram: bool) -> tuple[Value, dict]:
+    """The weight word of the issued slice, and the slice (``x`` and metadata) it lines up with.
+
+    From block RAM the word arrives a cycle late, so the slice is registered once to meet it.
+    """
+    s = {"x": iss.x, **{k: getattr(iss, k) for k in META}}
+    if block_ram:
+        w = rom(m, "wrom", width, words, iss.addr, sync_en=iss.en, block_ram=True)
+        return w, stage(m, iss.en, "fetch", s)
+    return rom(m, "wrom", width, words, iss.addr), s
+
+
+def accumulate(m: Module, en: Value, s: dict, counts: list, shape) -> list[Signal]:
+    """Per lane: this slice's count plus the running sum (restarted on the first slice); the totals."""
+    totals = []
+    for p, count in enumerate(counts):
+        acc, total = Signal(shape, name=f"acc{p}"), Signal(shape, name=f"total{p}")
+        m.d.comb += total.eq(Mux(s["first"], 0, acc) + count)
+        with m.If(en & s["valid"]):
+            m.d.sync += acc.eq(total)
+        totals.append(total)
+    return totals
+
+
+def deliver(m: Module, unit, en: Value, valid: Value, lanes: list, lane_width: int) -> None:
+    """Load ``lanes`` into the output register when ``valid``; ``o.valid`` stays until taken."""
+    with m.If(unit.o.valid & unit.o.ready):  # before the set below, so a new result wins
+        m.d.sync += unit.o.valid.eq(0)
+    with m.If(en & valid):
+        m.d.sync += unit.o.valid.eq(1)
+        for p, lane in enumerate(lanes):
+            m.d.sync += unit.o.payload[p * lane_width : (p + 1) * lane_width].eq(lane)
 
 
 def _pairwise(terms: list) -> list:
@@ -142,6 +190,21 @@ def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, ev
                 trees.append(flat[k : k + n])
                 k += n
     return [t[0] for t in trees]
+
+
+def pipelined_trees(m: Module, en: Value, trees: list[list], s: dict, pipeline: bool, every: int,
+                    first: int = 1) -> tuple[list, dict]:
+    """:func:`adder_trees` with :func:`carry` stages as its cuts when ``pipeline``: (sums, metadata)."""
+    n = 0
+
+    def cut(values: list) -> list:
+        nonlocal s, n
+        s, values = carry(m, en, f"tree{n}", s, values)
+        n += 1
+        return values
+
+    sums = adder_trees(trees, cut if pipeline else None, every, first)
+    return sums, s
 
 
 def tree_cuts(n: int, every: int, first: int = 1) -> int:

@@ -65,7 +65,10 @@ def build_unit(kind: str, model: fxpm.Model, layer: str, pe: int, simd: int, opt
     return (XnorPopcountUnit if kind == "xnor" else MacUnit).from_layer(model, layer, pe=pe, simd=simd, **options)
 
 
-def sidecar(kind: str, unit, top: str, layer: str, seed: int | None, options: dict) -> dict:
+OPTIONS = ("popcount", "pipeline", "weights_in")  # the units' keyword options, as far as each has them
+
+
+def sidecar(kind: str, unit, top: str, layer: str, seed: int | None) -> dict:
     in_lw, out_lw = (1, unit.lane_width) if kind == "xnor" else (8, 8)
     return {
         "fxp_version": fxp.__version__, "kind": kind, "top": top, "wrapper": f"{top}_top", "layer": layer,
@@ -75,7 +78,7 @@ def sidecar(kind: str, unit, top: str, layer: str, seed: int | None, options: di
         "out_transfers": unit.nf, "cycles_per_output": unit.sf, "cycles_per_vector": unit.nf * unit.sf,
         # clock edges from the one accepting an input to the one raising its first output, no stalls
         "latency_cycles": unit.latency,
-        "options": {k: getattr(unit, k) for k in sorted(options)},
+        "options": {k: getattr(unit, k) for k in OPTIONS if hasattr(unit, k)},
         "signed_lanes": kind == "mac",
     }
 
@@ -96,11 +99,8 @@ def generate(kind: str, out: str | Path, *, mw: int | None = None, mh: int | Non
             raise FxpError("give --mw and --mh (or --from a model and --layer)")
         sub, layer = random_layer(kind, mw, mh, seed), "layer"
     top = top or f"fxp_{kind}"
-    options = dict(options or {})
     unit = build_unit(kind, sub, layer, pe, simd, options)  # validates everything before anything is written
-    if kind == "mac":
-        options.pop("popcount", None)
-    car = sidecar(kind, unit, top, layer, seed if model_path is None else None, options)
+    car = sidecar(kind, unit, top, layer, seed if model_path is None else None)
     verilog = emit(unit, top)
     wrapper = render("stream_top.v.j2", version=fxp.__version__, source=str(model_path or f"random seed {seed}"), **car)
     out = Path(out)

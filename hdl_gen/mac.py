@@ -17,7 +17,8 @@ from amaranth.lib.wiring import In, Out
 
 from fxp.errors import FxpError
 from fxp.format import Format
-from hdl_gen.fold import adder_trees, check_choice, check_folding, folded_issue, rom, stage, tree_cuts
+from hdl_gen.fold import (accumulate, carry, check_choice, check_folding, deliver, fetch_weights, folded_issue,
+                          pipelined_trees, rom, stage, tree_cuts)
 
 
 def _pack(values, width: int) -> int:
@@ -95,23 +96,11 @@ class MacUnit(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         pe, simd, acc_w = self.pe, self.simd, self.acc_bits
-        en = Signal()
-        m.d.comb += en.eq(~(self.o.valid & ~self.o.ready))
-        iss = folded_issue(m, self, 8, en)
-        meta = {"nf": iss.nf, "first": iss.first, "last": iss.last, "valid": iss.valid}
+        iss = folded_issue(m, self, 8)
+        en = iss.en
         wwords = [_pack([self.wadj[n * pe + p, s * simd + j] for p in range(pe) for j in range(simd)], 9)
                   for n in range(self.nf) for s in range(self.sf)]
-        if self.weights_in == "bram":
-            w, addr = rom(m, "wrom", 9 * pe * simd, wwords, domain="sync", en=en, block_ram=True)
-            if addr is not None:
-                m.d.comb += addr.eq(iss.addr)
-            s = stage(m, en, "fetch", {"x": iss.x, **meta})
-        else:
-            w, addr = rom(m, "wrom", 9 * pe * simd, wwords)
-            if addr is not None:
-                m.d.comb += addr.eq(iss.addr)
-            s = {"x": iss.x, **meta}
-
+        w, s = fetch_weights(m, iss, 9 * pe * simd, wwords, self.weights_in == "bram")
         prods = []
         for p in range(pe):
             for j in range(simd):
@@ -119,26 +108,10 @@ class MacUnit(wiring.Component):
                 wj = w[9 * (p * simd + j) : 9 * (p * simd + j) + 9].as_signed()
                 prods.append(xj * wj)
         if self.pipeline:  # the DSPs' output registers
-            s = stage(m, en, "prod", {**{k: s[k] for k in meta}, **{f"v{i}": v for i, v in enumerate(prods)}})
-            prods = [s[f"v{i}"] for i in range(len(prods))]
-        n_cut = 0
-
-        def cut(values: list) -> list:
-            nonlocal s, n_cut
-            s = stage(m, en, f"tree{n_cut}", {**{k: s[k] for k in meta}, **{f"v{i}": v for i, v in enumerate(values)}})
-            n_cut += 1
-            return [s[f"v{i}"] for i in range(len(values))]
-
-        sums = adder_trees([prods[p * simd : (p + 1) * simd] for p in range(pe)], cut if self.pipeline else None,
-                           self.tree_every)
-        accs = [Signal(signed(acc_w), name=f"acc{p}") for p in range(pe)]
-        totals = []
-        for p in range(pe):
-            total = Signal(signed(acc_w), name=f"total{p}")
-            m.d.comb += total.eq(Mux(s["first"], 0, accs[p]) + sums[p])
-            with m.If(en & s["valid"]):
-                m.d.sync += accs[p].eq(total)
-            totals.append(total)
+            s, prods = carry(m, en, "prod", s, prods)
+        sums, s = pipelined_trees(m, en, [prods[p * simd : (p + 1) * simd] for p in range(pe)], s, self.pipeline,
+                                  self.tree_every)
+        totals = accumulate(m, en, s, sums, signed(acc_w))
         self._requantize(m, en, totals, {"nf": s["nf"], "valid": s["valid"] & s["last"]})
         return m
 
@@ -151,9 +124,7 @@ class MacUnit(wiring.Component):
         cw = acc_w + mw_ + 6
         cwords = [_pack([(int(self.bias[n * pe + p]) & ((1 << acc_w) - 1)) | (int(self.mult[n * pe + p]) << acc_w)
                          | (int(self.shift[n * pe + p]) << (acc_w + mw_)) for p in range(pe)], cw) for n in range(self.nf)]
-        consts, caddr = rom(m, "crom", cw * pe, cwords)
-        if caddr is not None:
-            m.d.comb += caddr.eq(out["nf"])
+        consts = rom(m, "crom", cw * pe, cwords, out["nf"])
         # the constants travel beside the data, so the ROM is read once, where nf is current
         c = [consts[cw * p : cw * (p + 1)] for p in range(pe)]
         v = {**out, **{f"s{p}": totals[p] + c[p][:acc_w].as_signed() for p in range(pe)},
@@ -186,9 +157,4 @@ class MacUnit(wiring.Component):
         if self.pipeline:
             v = stage(m, en, "clamped", {"valid": v["valid"], **{f"y{p}": y[:8] for p, y in enumerate(ys)}})
             ys = [v[f"y{p}"] for p in range(pe)]
-        with m.If(self.o.valid & self.o.ready):  # before the set below, so a new result wins
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(en & v["valid"]):
-            m.d.sync += self.o.valid.eq(1)
-            for p, y in enumerate(ys):
-                m.d.sync += self.o.payload[8 * p : 8 * p + 8].eq(y)
+        deliver(m, self, en, v["valid"], ys, 8)

@@ -14,13 +14,14 @@ description, which tests check in simulation.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Const, Module, Mux, Signal, unsigned
+from amaranth import Const, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from fxp.errors import FxpError
-from hdl_gen.fold import adder_trees, check_choice, check_folding, folded_issue, rom, stage, tree_cuts
+from hdl_gen.fold import (accumulate, carry, check_choice, check_folding, deliver, fetch_weights, folded_issue,
+                          pipelined_trees, rom, stage, tree_cuts)
 
 
 class XnorPopcountUnit(wiring.Component):
@@ -98,25 +99,13 @@ class XnorPopcountUnit(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         pe, simd, acc_w = self.pe, self.simd, self.acc_width
-        en = Signal()
-        m.d.comb += en.eq(~(self.o.valid & ~self.o.ready))
-        iss = folded_issue(m, self, 1, en)
-        meta = {"nf": iss.nf, "first": iss.first, "last": iss.last, "valid": iss.valid}
-        if self.weights_in == "bram":
-            w, addr = rom(m, "wrom", pe * simd, self._weight_words(), domain="sync", en=en, block_ram=True)
-            if addr is not None:
-                m.d.comb += addr.eq(iss.addr)
-            s = stage(m, en, "fetch", {"x": iss.x, **meta})
-        else:
-            w, addr = rom(m, "wrom", pe * simd, self._weight_words())
-            if addr is not None:
-                m.d.comb += addr.eq(iss.addr)
-            s = {"x": iss.x, **meta}
+        iss = folded_issue(m, self, 1)
+        en = iss.en
+        w, s = fetch_weights(m, iss, pe * simd, self._weight_words(), self.weights_in == "bram")
         agree = Signal(pe * simd)
         m.d.comb += agree.eq(~(s["x"].replicate(pe) ^ w))
         if self.pipeline:
-            s = stage(m, en, "xnor", {"agree": agree, **{k: s[k] for k in meta}})
-            agree = s["agree"]
+            s, (agree,) = carry(m, en, "xnor", s, [agree])
         lanes = [[agree[p * simd + j] for j in range(simd)] for p in range(pe)]
         if self.popcount == "chain":
             counts = []
@@ -126,19 +115,10 @@ class XnorPopcountUnit(wiring.Component):
                     total = (total + b)[:acc_w]
                 counts.append(total)
         else:
-            counts, s = self._tree(m, en, lanes, s, meta)
+            counts, s = pipelined_trees(m, en, lanes, s, self.pipeline, self.tree_every, self.tree_first)
         if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
-            s = stage(m, en, "count", {**{k: s[k] for k in meta}, **{f"c{p}": c for p, c in enumerate(counts)}})
-            counts = [s[f"c{p}"] for p in range(pe)]
-
-        accs = [Signal(acc_w, name=f"acc{p}") for p in range(pe)]
-        totals = []
-        for p in range(pe):
-            total = Signal(acc_w, name=f"total{p}")
-            m.d.comb += total.eq(Mux(s["first"], 0, accs[p]) + counts[p])
-            with m.If(en & s["valid"]):
-                m.d.sync += accs[p].eq(total)
-            totals.append(total)
+            s, counts = carry(m, en, "count", s, counts)
+        totals = accumulate(m, en, s, counts, unsigned(acc_w))
         out = {"nf": s["nf"], "valid": s["valid"] & s["last"]}
         if self.pipeline:  # the threshold compare gets a cycle of its own
             out = stage(m, en, "acc", {**out, **{f"t{p}": t for p, t in enumerate(totals)}})
@@ -146,35 +126,14 @@ class XnorPopcountUnit(wiring.Component):
         if self.thresholds is not None:
             tw = bits_for(self.mw + 1)
             tinit = [sum(int(self.thresholds[n * pe + p]) << (p * tw) for p in range(pe)) for n in range(self.nf)]
-            thr, taddr = rom(m, "trom", pe * tw, tinit)
-            if taddr is not None:
-                m.d.comb += taddr.eq(out["nf"])
+            thr = rom(m, "trom", pe * tw, tinit, out["nf"])
             results = [totals[p] >= thr[p * tw : (p + 1) * tw] for p in range(pe)]
             if self.nf == 1:  # constant thresholds: T = 0 always passes (and `x >= 0` lints as constant)
                 results = [Const(1, 1) if self.thresholds[p] == 0 else r for p, r in enumerate(results)]
         else:
             results = totals
-        with m.If(self.o.valid & self.o.ready):  # before the set below, so a new result wins
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(en & out["valid"]):
-            m.d.sync += self.o.valid.eq(1)
-            for p, r in enumerate(results):
-                m.d.sync += self.o.payload[p * self.lane_width : (p + 1) * self.lane_width].eq(r)
+        deliver(m, self, en, out["valid"], results, self.lane_width)
         return m
-
-    def _tree(self, m: Module, en, lanes: list[list], s: dict, meta: dict) -> tuple[list, dict]:
-        """Popcount trees for all PE lanes, cut into pipeline stages when ``pipeline``; (counts, metadata)."""
-        n = 0
-
-        def cut(values: list) -> list:
-            nonlocal s, n
-            r = stage(m, en, f"tree{n}", {**{k: s[k] for k in meta}, **{f"v{i}": v for i, v in enumerate(values)}})
-            n += 1
-            s = r
-            return [r[f"v{i}"] for i in range(len(values))]
-
-        counts = adder_trees(lanes, cut if self.pipeline else None, self.tree_every, self.tree_first)
-        return counts, s
 
     @classmethod
     def from_layer(cls, model, name: str, pe: int, simd: int, **options) -> XnorPopcountUnit:
