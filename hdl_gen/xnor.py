@@ -45,6 +45,8 @@ class XnorPopcountUnit(wiring.Component):
         identical; only the latency grows.
     popcount:
         ``"tree"``: a balanced adder tree; ``"chain"``: a chained sum of bits, the naive baseline.
+        When the weights are constants (nothing folded) and PE > 1, the tree's leaves are 3-input
+        counters that the outputs share (see :meth:`_shared_plan`): fewer LUTs per synapse.
 
     Members
     -------
@@ -52,6 +54,7 @@ class XnorPopcountUnit(wiring.Component):
     o: ``Out(stream.Signature(PE * lane_width))`` — ``PE`` results per transfer.
     latency: clock edges from the one that accepts an input to the one that raises its first output
         (no stalls): SF plus the pipeline stages.
+    shared, counters: whether outputs share 3-input counters, and how many counters there are.
     """
 
     tree_first, tree_every = 3, 1
@@ -74,14 +77,48 @@ class XnorPopcountUnit(wiring.Component):
         self.nf, self.sf = self.mh // pe, self.mw // simd
         self.acc_width = bits_for(self.mw)  # popcounts reach MW exactly: the least width that cannot overflow
         self.lane_width = 1 if thresholds is not None else self.acc_width
+        # Constant weights (nothing folded) and more than one output: outputs share 3-input counters.
+        self.shared = popcount == "tree" and self.nf == 1 and self.sf == 1 and pe > 1
+        self.counters = len(self._shared_plan()[0]) if self.shared else 0
         stages = (weights_in == "bram") + (3 if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
-            stages += tree_cuts(simd, self.tree_every, self.tree_first)
+            stages += tree_cuts(*self._tree_shape())
         self.latency = self.sf + stages
         super().__init__({
             "i": In(stream.Signature(unsigned(self.mw))),
             "o": Out(stream.Signature(unsigned(pe * self.lane_width))),
         })
+
+    def _tree_shape(self) -> tuple[int, int, int]:
+        """Leaves per popcount tree, and where its pipeline cuts go (every, first).
+
+        Shared 3-input counters are the tree's first level already, so the first cut comes a level early.
+        """
+        if self.shared:
+            return self.simd // 3 + self.simd % 3, self.tree_every, self.tree_first - 1
+        return self.simd, self.tree_every, self.tree_first
+
+    def _shared_plan(self) -> tuple[list, list[list]]:
+        """Which 3-input counters outputs with constant weights share, and each output's popcount leaves.
+
+        The inputs go in groups of three. A group's count under output ``p`` is ``popcount(x ^ c)`` with
+        ``c = ~w`` (XNOR with a constant is XOR with its complement); ``c`` and ``~c`` give ``s`` and
+        ``3 - s``, and ``3 - s`` is ``~s`` in two bits, so one full adder per group and pattern pair
+        (at most four per group) serves all outputs: a plain inversion, no constant, tells them apart.
+        Returns the counters as (group start, pattern with bit 0 clear) and, per output, its leaves:
+        ``(counter, inverted)``, or a tail input ``(j, inverted)`` where MW is not a multiple of three.
+        """
+        counters, leaves = {}, [[] for _ in range(self.pe)]
+        full = self.simd - self.simd % 3
+        for p in range(self.pe):
+            row = self.weights[p]
+            for g in range(0, full, 3):
+                c = sum((1 - int(row[g + k])) << k for k in range(3))
+                key = (g, c ^ 7 if c & 1 else c)
+                counters.setdefault(key, None)  # a dict as an ordered set: the same Verilog every run
+                leaves[p].append((key, bool(c & 1)))
+            leaves[p] += [(j, not row[j]) for j in range(full, self.simd)]
+        return list(counters), leaves
 
     def _weight_words(self) -> list[int]:
         """ROM contents: entry ``nf * SF + sf`` holds PE x SIMD weight bits, lane-major."""
@@ -102,11 +139,23 @@ class XnorPopcountUnit(wiring.Component):
         iss = folded_issue(m, self, 1)
         en = iss.en
         w, s = fetch_weights(m, iss, pe * simd, self._weight_words(), self.weights_in == "bram")
-        agree = Signal(pe * simd)
-        m.d.comb += agree.eq(~(s["x"].replicate(pe) ^ w))
-        if self.pipeline:
-            s, (agree,) = carry(m, en, "xnor", s, [agree])
-        lanes = [[agree[p * simd + j] for j in range(simd)] for p in range(pe)]
+        if self.shared:
+            x, (counters, plan) = s["x"], self._shared_plan()
+            tail = range(simd - simd % 3, simd)
+            values = [sum(x[g + k] ^ ((c >> k) & 1) for k in range(3))[:2] for g, c in counters]
+            if self.pipeline:
+                s, values = carry(m, en, "xnor", s, [*values, *(x[j] for j in tail)])
+            else:
+                values += [x[j] for j in tail]
+            reg = dict(zip([*counters, *tail], values))
+            lanes = [[reg[src] ^ (3 if inv else 0) if isinstance(src, tuple) else reg[src] ^ inv
+                      for src, inv in leaves] for leaves in plan]
+        else:
+            agree = Signal(pe * simd)
+            m.d.comb += agree.eq(~(s["x"].replicate(pe) ^ w))
+            if self.pipeline:
+                s, (agree,) = carry(m, en, "xnor", s, [agree])
+            lanes = [[agree[p * simd + j] for j in range(simd)] for p in range(pe)]
         if self.popcount == "chain":
             counts = []
             for bits in lanes:  # the naive popcount: one adder after another
@@ -115,7 +164,8 @@ class XnorPopcountUnit(wiring.Component):
                     total = (total + b)[:acc_w]
                 counts.append(total)
         else:
-            counts, s = pipelined_trees(m, en, lanes, s, self.pipeline, self.tree_every, self.tree_first)
+            _, every, first = self._tree_shape()
+            counts, s = pipelined_trees(m, en, lanes, s, self.pipeline, every, first)
         if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
             s, counts = carry(m, en, "count", s, counts)
         totals = accumulate(m, en, s, counts, unsigned(acc_w))

@@ -61,6 +61,20 @@ def test_pipelined_and_bram_variants_match_golden(mw, mh, pe, simd, options):
         assert np.array_equal(simulate(dut, vectors, seed=pe), expected(w, t, vectors)), t is None
 
 
+@pytest.mark.parametrize("mw", [18, 19, 20])  # 3-input groups with no tail, a 1-bit and a 2-bit tail
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_outputs_share_counters_when_weights_are_constants(mw, pipeline):
+    rng = np.random.default_rng(mw)
+    w = rng.integers(0, 2, (6, mw))
+    w[1], w[2] = 1 - w[0], w[0]  # a complement (the inverted counters) and a repeat (the same counters)
+    dut = XnorPopcountUnit(w, None, 6, mw, pipeline=pipeline)
+    assert dut.shared and dut.counters <= 4 * (mw // 3) < 6 * (mw // 3)
+    vectors = rng.integers(0, 2, (16, mw))
+    vectors[0], vectors[1], vectors[2], vectors[3] = 0, 1, w[0], w[1]
+    assert np.array_equal(simulate(dut, vectors, seed=mw), expected(w, None, vectors))
+    assert not XnorPopcountUnit(w, None, 6, mw // 2 if mw % 2 == 0 else 1).shared  # folded: weights change
+
+
 def first_output_cycle(dut, word: int) -> int:
     """Cycles from the edge that accepts ``word`` to the edge after which ``o.valid`` is first high."""
     from amaranth.sim import Simulator
