@@ -31,7 +31,7 @@ from common import save_json, write_section  # noqa: E402
 
 from fxp.errors import FxpError  # noqa: E402
 from hdl_gen import synth  # noqa: E402
-from hdl_gen.fold import adder_tree  # noqa: E402
+from hdl_gen.fold import adder_tree, select  # noqa: E402
 from hdl_gen.gen import random_layer  # noqa: E402
 from hdl_gen.mac import MacUnit  # noqa: E402
 from hdl_gen.verilog import emit  # noqa: E402
@@ -48,7 +48,7 @@ DEFAULTS = {"weights_in": "logic", "pipeline": False, "popcount": "tree"}
 
 # (MW, MH, PE, SIMD, place-and-route?): fully parallel (NF = SF = 1: weights are plain constants),
 # then folded over outputs and inputs (NF = 4, SF = 2: a weight ROM and the rotating input vector appear).
-XNOR_SIZES = [(64, 1, 1, 64, True), (64, 4, 4, 64, True), (64, 16, 16, 64, False),
+XNOR_SIZES = [(64, 1, 1, 64, True), (64, 4, 4, 64, True), (64, 16, 16, 64, True), (64, 64, 64, 64, False),
               (128, 4, 1, 64, True), (128, 16, 4, 64, True), (128, 64, 16, 64, False), (64, 16, 4, 16, True)]
 XNOR_VARIANTS = [{}, {"pipeline": True}, {"weights_in": "bram"}, {"weights_in": "bram", "pipeline": True},
                  {"popcount": "chain"}]
@@ -137,9 +137,12 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
         m.d.comb += port.addr.eq(addr)
         return port.data
 
-    def in_rotate(m, x):  # the latched vector: load a new one, or rotate by one slice (fold.folded_issue)
+    def in_rotate(m, x):  # the latched vector: load a new one, or rotate by one slice (the former design)
         vec, new = x[: simd * sf], x[simd * sf : 2 * simd * sf]
         return Mux(x[-1], new, vec.rotate_right(simd))
+
+    def in_select(m, x):  # slice `sf` of the latched vector through a mux tree (fold.folded_issue)
+        return select([x.word_select(k, simd) for k in range(sf)], x[simd * sf:])
 
     return [
         (f"popcount of {simd} bits, balanced tree (fold.adder_tree)",
@@ -149,7 +152,9 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
          _Piece(abits, simd, lambda m, x: rom(m, x))),
         (f"weight ROM {depth} x {simd} + XNOR with the input",
          _Piece(abits + simd, simd, lambda m, x: ~(rom(m, x[:abits]) ^ x[abits:]))),
-        (f"input vector {sf} x {simd} bits: load or rotate by a slice (per bit of MW = SF x SIMD)",
+        (f"input vector {sf} x {simd} bits: the slice for this cycle through an SF:1 mux (fold.select)",
+         _Piece(simd * sf + max(1, (sf - 1).bit_length()), simd, in_select)),
+        (f"input vector {sf} x {simd} bits: load or rotate by a slice instead (the former design)",
          _Piece(2 * simd * sf + 1, simd * sf, in_rotate)),
         (f"accumulate ({pc_w} into {acc_w} bits) and compare with a threshold",
          _Piece(pc_w + 2 * acc_w, acc_w + 1, lambda m, x: _acc_cmp(x, pc_w, acc_w))),
