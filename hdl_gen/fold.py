@@ -61,29 +61,41 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
     busy = Signal()
     nf = Signal(range(max(unit.nf, 2)))
     sf = Signal(range(max(unit.sf, 2)))
+    depth = unit.nf * unit.sf
+    addr = Signal(range(depth), name="addr") if depth > 1 else Const(0, 1)  # nf * SF + sf, counted
     # Constants where nothing is folded, so synthesis drops the accumulators and the ROM addressing.
+    # Where folded, "last slice" and "last group" are registers set a step ahead, so the handshake
+    # (in_ready, the input register's enable) sees no counter compare: it was the iCE40's critical path.
     # (`~sf.any()`, not `sf == 0`: Verilator lints `!sf` as a truncation.)
-    first, last = (Const(1, 1), Const(1, 1)) if unit.sf == 1 else (~sf.any(), sf == unit.sf - 1)
+    first = Const(1, 1) if unit.sf == 1 else ~sf.any()
+    last = Const(1, 1) if unit.sf == 1 else Signal(name="last_slice")
+    last_group = Const(1, 1) if unit.nf == 1 else Signal(name="last_group")
     group = Const(0, 1) if unit.nf == 1 else nf
-    last_of_vector = last if unit.nf == 1 else last & (nf == unit.nf - 1)
+    last_of_vector = last & last_group
     m.d.comb += unit.i.ready.eq(en & (~busy | last_of_vector))
     width = in_lane_bits * unit.simd
     with m.If(en & busy):
+        if depth > 1:
+            m.d.sync += addr.eq(Mux(last_of_vector, 0, addr + 1))
         with m.If(last):
-            m.d.sync += sf.eq(0)
+            if unit.sf > 1:
+                m.d.sync += [sf.eq(0), last.eq(0)]
             with m.If(last_of_vector):
                 m.d.sync += busy.eq(0)
             with m.Else():
-                m.d.sync += nf.eq(nf + 1)
-        with m.Else():
-            m.d.sync += sf.eq(sf + 1)
+                if unit.nf > 1:
+                    m.d.sync += [nf.eq(nf + 1), last_group.eq(nf == unit.nf - 2)]
+        if unit.sf > 1:
+            with m.Else():
+                m.d.sync += [sf.eq(sf + 1), last.eq(sf == unit.sf - 2)]
     with m.If(unit.i.valid & unit.i.ready):  # after the advance above, so a new vector wins
         m.d.sync += [vec.eq(unit.i.payload), busy.eq(1), nf.eq(0), sf.eq(0)]
+        m.d.sync += [r.eq(0) for r in (addr, last, last_group) if isinstance(r, Signal)]
     # This cycle's lanes: slice `sf` of the latched vector through an SF:1 mux per lane, which the
     # vector register does not pass through (rotating the vector by a slice per issue instead costs
     # a 2:1 mux on every one of its bits: 25-35 % more LUT4 for SF = 2 on the iCE40).
     x = select([vec.word_select(k, width) for k in range(unit.sf)], sf)
-    return Issue(en, x, group * unit.sf + (sf if unit.sf > 1 else 0), group, first, last, busy)
+    return Issue(en, x, addr, group, first, last, busy)
 
 
 def select(words: list, index: Value) -> Value:
@@ -104,12 +116,15 @@ def select(words: list, index: Value) -> Value:
 def stage(m: Module, en: Value, name: str, values: dict[str, Value]) -> dict[str, Signal]:
     """One pipeline register per value, loaded when ``en``: the same names, one cycle later.
 
-    Only ``valid`` is reset: data registers need no reset, and without one synthesis can fold them
-    into block RAM output registers and DSP pipeline registers.
+    Constants pass through as they are. Only ``valid`` is reset: data registers need no reset, and
+    without one synthesis can fold them into block RAM output registers and DSP pipeline registers.
     """
     out = {}
     for key, v in values.items():
         v = Value.cast(v)
+        if isinstance(v, Const):  # e.g. first/last when nothing is folded: synthesis must still see them
+            out[key] = v
+            continue
         r = Signal(v.shape(), name=f"{name}_{key}", reset_less=key != "valid")
         with m.If(en):
             m.d.sync += r.eq(v)

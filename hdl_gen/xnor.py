@@ -40,7 +40,8 @@ class XnorPopcountUnit(wiring.Component):
         read one cycle ahead (one more pipeline stage).
     pipeline:
         Registers after the XNORs, after every popcount-tree level from ``tree_first`` on (the first
-        levels stay combinational so synthesis compresses the 1-bit leaves with full adders), between
+        level stays combinational so synthesis compresses the 1-bit leaves with full adders; shared
+        counters are that level already), between
         the popcount and the accumulator, and before the threshold compare, for Fmax. Results are
         identical; only the latency grows.
     popcount:
@@ -57,7 +58,7 @@ class XnorPopcountUnit(wiring.Component):
     shared, counters: whether outputs share 3-input counters, and how many counters there are.
     """
 
-    tree_first, tree_every = 3, 1
+    tree_first, tree_every = 2, 1
 
     def __init__(self, weights: np.ndarray, thresholds: np.ndarray | None, pe: int, simd: int, *,
                  weights_in: str = "logic", pipeline: bool = False, popcount: str = "tree") -> None:
