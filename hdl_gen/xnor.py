@@ -170,14 +170,16 @@ class XnorPopcountUnit(wiring.Component):
         if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
             s, counts = carry(m, en, "count", s, counts)
         totals = accumulate(m, en, s, counts, unsigned(acc_w))
-        out = {"nf": s["nf"], "valid": s["valid"] & s["last"]}
-        if self.pipeline:  # the threshold compare gets a cycle of its own
-            out = stage(m, en, "acc", {**out, **{f"t{p}": t for p, t in enumerate(totals)}})
-            totals = [out[f"t{p}"] for p in range(pe)]
-        if self.thresholds is not None:
+        out = {"valid": s["valid"] & s["last"], **{f"t{p}": t for p, t in enumerate(totals)}}
+        if self.thresholds is not None:  # read where the group is current, ahead of the compare's stage
             tw = bits_for(self.mw + 1)
             tinit = [sum(int(self.thresholds[n * pe + p]) << (p * tw) for p in range(pe)) for n in range(self.nf)]
-            thr = rom(m, "trom", pe * tw, tinit, out["nf"])
+            out["thr"] = rom(m, "trom", pe * tw, tinit, s["nf"])
+        if self.pipeline:  # the threshold compare gets a cycle of its own
+            out = stage(m, en, "acc", out)
+        totals = [out[f"t{p}"] for p in range(pe)]
+        if self.thresholds is not None:
+            thr = out["thr"]
             results = [totals[p] >= thr[p * tw : (p + 1) * tw] for p in range(pe)]
             if self.nf == 1:  # constant thresholds: T = 0 always passes (and `x >= 0` lints as constant)
                 results = [Const(1, 1) if self.thresholds[p] == 0 else r for p, r in enumerate(results)]
