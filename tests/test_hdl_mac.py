@@ -44,6 +44,8 @@ def lanes_to_signed(words, pe):
     (8, 4, 1, 1, True, False, False),    # fully folded, affine, multiplier + shift
     (12, 6, 2, 3, True, True, True),
     (16, 4, 2, 4, False, False, True),
+    (8, 6, 2, 8, False, True, False),    # folded over outputs only (NF = 3, SF = 1)
+    (16, 2, 2, 8, True, False, True),    # folded over inputs only (NF = 1, SF = 2)
 ])
 def test_mac_unit_matches_golden(mw, mh, pe, simd, zp, pow2, relu):
     model = dense_model(mw * 10 + mh, mw, mh, zp, pow2, relu)

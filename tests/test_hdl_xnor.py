@@ -32,6 +32,9 @@ def expected(weights, thresholds, vectors):
     (16, 4, 1, 1, True),     # fully folded: PE = SIMD = 1
     (24, 6, 2, 8, False),    # raw popcounts
     (32, 8, 4, 4, True),
+    (16, 8, 2, 16, True),    # folded over outputs only (NF = 4, SF = 1)
+    (32, 4, 4, 16, False),   # folded over inputs only (NF = 1, SF = 2)
+    (12, 4, 2, 6, True),     # NF = SF = 2: the last-slice and last-group flags set from the first step
 ])
 def test_unit_matches_golden_with_backpressure(mw, mh, pe, simd, thr):
     rng = np.random.default_rng(mw * 100 + mh)
