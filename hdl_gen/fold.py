@@ -71,7 +71,9 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
     last = Const(1, 1) if unit.sf == 1 else Signal(name="last_slice")
     last_group = Const(1, 1) if unit.nf == 1 else Signal(name="last_group")
     group = Const(0, 1) if unit.nf == 1 else nf
-    last_of_vector = last & last_group
+    # Folded both ways, the AND of the two flags is a register too: one LUT level less to in_ready.
+    both = unit.sf > 1 and unit.nf > 1
+    last_of_vector = Signal(name="last_of_vector") if both else last & last_group
     m.d.comb += unit.i.ready.eq(en & (~busy | last_of_vector))
     width = in_lane_bits * unit.simd
     with m.If(en & busy):
@@ -80,6 +82,8 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
         with m.If(last):
             if unit.sf > 1:
                 m.d.sync += [sf.eq(0), last.eq(0)]
+            if both:
+                m.d.sync += last_of_vector.eq(0)
             with m.If(last_of_vector):
                 m.d.sync += busy.eq(0)
             with m.Else():
@@ -88,9 +92,11 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
         if unit.sf > 1:
             with m.Else():
                 m.d.sync += [sf.eq(sf + 1), last.eq(sf == unit.sf - 2)]
+                if both:
+                    m.d.sync += last_of_vector.eq((sf == unit.sf - 2) & last_group)
     with m.If(unit.i.valid & unit.i.ready):  # after the advance above, so a new vector wins
         m.d.sync += [vec.eq(unit.i.payload), busy.eq(1), nf.eq(0), sf.eq(0)]
-        m.d.sync += [r.eq(0) for r in (addr, last, last_group) if isinstance(r, Signal)]
+        m.d.sync += [r.eq(0) for r in (addr, last, last_group, last_of_vector) if isinstance(r, Signal)]
     # This cycle's lanes: slice `sf` of the latched vector through an SF:1 mux per lane, which the
     # vector register does not pass through (rotating the vector by a slice per issue instead costs
     # a 2:1 mux on every one of its bits: 25-35 % more LUT4 for SF = 2 on the iCE40).
