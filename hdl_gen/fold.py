@@ -76,14 +76,15 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
     last_of_vector = Signal(name="last_of_vector") if both else last & last_group
     m.d.comb += unit.i.ready.eq(en & (~busy | last_of_vector))
     width = in_lane_bits * unit.simd
+
+    def cleared(*regs) -> list:  # the registers among `regs` (the rest are constants or expressions), set to 0
+        return [r.eq(0) for r in regs if isinstance(r, Signal)]
+
     with m.If(en & busy):
         if depth > 1:
             m.d.sync += addr.eq(Mux(last_of_vector, 0, addr + 1))
         with m.If(last):
-            if unit.sf > 1:
-                m.d.sync += [sf.eq(0), last.eq(0)]
-            if both:
-                m.d.sync += last_of_vector.eq(0)
+            m.d.sync += cleared(sf if unit.sf > 1 else None, last, last_of_vector)
             with m.If(last_of_vector):
                 m.d.sync += busy.eq(0)
             with m.Else():
@@ -95,8 +96,7 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
                 if both:
                     m.d.sync += last_of_vector.eq((sf == unit.sf - 2) & last_group)
     with m.If(unit.i.valid & unit.i.ready):  # after the advance above, so a new vector wins
-        m.d.sync += [vec.eq(unit.i.payload), busy.eq(1), nf.eq(0), sf.eq(0)]
-        m.d.sync += [r.eq(0) for r in (addr, last, last_group, last_of_vector) if isinstance(r, Signal)]
+        m.d.sync += [vec.eq(unit.i.payload), busy.eq(1), *cleared(nf, sf, addr, last, last_group, last_of_vector)]
     # This cycle's lanes: slice `sf` of the latched vector through an SF:1 mux per lane, which the
     # vector register does not pass through (rotating the vector by a slice per issue instead costs
     # a 2:1 mux on every one of its bits: 25-35 % more LUT4 for SF = 2 on the iCE40).

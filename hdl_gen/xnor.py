@@ -80,7 +80,8 @@ class XnorPopcountUnit(wiring.Component):
         self.lane_width = 1 if thresholds is not None else self.acc_width
         # Constant weights (nothing folded) and more than one output: outputs share 3-input counters.
         self.shared = popcount == "tree" and self.nf == 1 and self.sf == 1 and pe > 1
-        self.counters = len(self._shared_plan()[0]) if self.shared else 0
+        self._plan = self._shared_plan() if self.shared else None
+        self.counters = len(self._plan[0]) if self.shared else 0
         stages = (weights_in == "bram") + (3 if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
             stages += tree_cuts(*self._tree_shape())
@@ -106,8 +107,9 @@ class XnorPopcountUnit(wiring.Component):
         ``c = ~w`` (XNOR with a constant is XOR with its complement); ``c`` and ``~c`` give ``s`` and
         ``3 - s``, and ``3 - s`` is ``~s`` in two bits, so one full adder per group and pattern pair
         (at most four per group) serves all outputs: a plain inversion, no constant, tells them apart.
-        Returns the counters as (group start, pattern with bit 0 clear) and, per output, its leaves:
-        ``(counter, inverted)``, or a tail input ``(j, inverted)`` where MW is not a multiple of three.
+        Returns the counters as (group start, pattern with bit 0 clear) and, per output, its leaves as
+        ``(source, mask)``: a counter and 3 (inverted) or 0, or a tail input ``j`` (where MW is not a
+        multiple of three) and 1 or 0; the leaf is ``source ^ mask``.
         """
         counters, leaves = {}, [[] for _ in range(self.pe)]
         full = self.simd - self.simd % 3
@@ -117,8 +119,8 @@ class XnorPopcountUnit(wiring.Component):
                 c = sum((1 - int(row[g + k])) << k for k in range(3))
                 key = (g, c ^ 7 if c & 1 else c)
                 counters.setdefault(key, None)  # a dict as an ordered set: the same Verilog every run
-                leaves[p].append((key, bool(c & 1)))
-            leaves[p] += [(j, not row[j]) for j in range(full, self.simd)]
+                leaves[p].append((key, 3 * (c & 1)))
+            leaves[p] += [(j, 1 - int(row[j])) for j in range(full, self.simd)]
         return list(counters), leaves
 
     def _weight_words(self) -> list[int]:
@@ -141,16 +143,14 @@ class XnorPopcountUnit(wiring.Component):
         en = iss.en
         w, s = fetch_weights(m, iss, pe * simd, self._weight_words(), self.weights_in == "bram")
         if self.shared:
-            x, (counters, plan) = s["x"], self._shared_plan()
+            x, (counters, plan) = s["x"], self._plan
             tail = range(simd - simd % 3, simd)
-            values = [sum(x[g + k] ^ ((c >> k) & 1) for k in range(3))[:2] for g, c in counters]
+            values = [*(sum(x[g + k] ^ ((c >> k) & 1) for k in range(3))[:2] for g, c in counters),
+                      *(x[j] for j in tail)]
             if self.pipeline:
-                s, values = carry(m, en, "xnor", s, [*values, *(x[j] for j in tail)])
-            else:
-                values += [x[j] for j in tail]
+                s, values = carry(m, en, "xnor", s, values)
             reg = dict(zip([*counters, *tail], values))
-            lanes = [[reg[src] ^ (3 if inv else 0) if isinstance(src, tuple) else reg[src] ^ inv
-                      for src, inv in leaves] for leaves in plan]
+            lanes = [[reg[src] ^ mask for src, mask in leaves] for leaves in plan]
         else:
             agree = Signal(pe * simd)
             m.d.comb += agree.eq(~(s["x"].replicate(pe) ^ w))
