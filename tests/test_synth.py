@@ -27,8 +27,10 @@ def mac_verilog(pe: int, simd: int) -> str:
 
 
 def test_counts_on_ice40_and_fmax():
-    xnor = synth.synth_stats(xnor_verilog(), "unit", "icebreaker")
+    xnor = synth.synth_stats(xnor_verilog(), "unit", "icebreaker", pack=True)
     assert xnor["lut4"] > 0 and xnor["carry"] > 0 and xnor["ff"] > 0
+    # packed: every LUT4 in a cell of its own or beside a carry; a carry that no sum LUT shares takes one more
+    assert xnor["lut4"] <= xnor["lut_sites"] <= xnor["lut4"] + xnor["carry"]
     assert xnor["dsp"] == 0 and xnor["bram"] == 0  # no multiplier; an asynchronous ROM cannot be a block RAM
     assert xnor["lut4"] == xnor["cells"]["SB_LUT4"]
 
@@ -48,6 +50,11 @@ def test_counts_on_ice40_and_fmax():
     assert 1 < pnr["fmax_mhz"] < 500
     assert pnr["utilization"]["ICESTORM_LC"]["used"] > xnor["lut4"] // 2
     assert pnr["synth"]["ff"] > xnor["ff"], "the harness' shift register is in the P&R netlist, not the unit's counts"
+
+
+def test_lut_sites_on_ecp5_count_each_carry_cell_twice():
+    stats = synth.synth_stats(xnor_verilog(), "unit", "ulx3s-85f", pack=True)
+    assert stats["carry"] > 0 and stats["lut_sites"] >= stats["lut4"] + 2 * stats["carry"]
 
 
 def test_too_big_for_the_device_is_one_line():
