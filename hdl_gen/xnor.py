@@ -14,7 +14,7 @@ description, which tests check in simulation.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Const, Module, Signal, unsigned
+from amaranth import Const, Module, Signal, Value, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
@@ -22,6 +22,24 @@ from amaranth.utils import bits_for
 from fxp.errors import FxpError
 from hdl_gen.fold import (accumulate, carry, check_choice, check_folding, deliver, fetch_weights, folded_issue,
                           pipelined_trees, rom, stage, tree_cuts)
+
+
+def at_least(x: Value, t: int) -> Value:
+    """``x >= t`` for a constant ``t``, as AND/OR logic from the least significant bit up.
+
+    A comparator becomes a carry chain, whose entry and exit each take a cell (on ECP5 a CCU2C is two
+    LUT4 positions); a function of a few bits fits a few LUT4s. ``G_i = x_i & G_(i-1)`` where bit
+    ``i`` of ``t`` is 1, else ``x_i | G_(i-1)``, from ``G_(-1) = 1`` (kept as None: no constants to lint).
+    """
+    if t >= 1 << len(x):
+        return Const(0, 1)
+    ge = None
+    for i in range(len(x)):
+        if (t >> i) & 1:
+            ge = x[i] if ge is None else x[i] & ge
+        elif ge is not None:
+            ge = x[i] | ge
+    return Const(1, 1) if ge is None else ge
 
 
 class XnorPopcountUnit(wiring.Component):
@@ -180,9 +198,10 @@ class XnorPopcountUnit(wiring.Component):
         totals = [out[f"t{p}"] for p in range(pe)]
         if self.thresholds is not None:
             thr = out["thr"]
-            results = [totals[p] >= thr[p * tw : (p + 1) * tw] for p in range(pe)]
-            if self.nf == 1:  # constant thresholds: T = 0 always passes (and `x >= 0` lints as constant)
-                results = [Const(1, 1) if self.thresholds[p] == 0 else r for p, r in enumerate(results)]
+            if self.nf == 1:  # constant thresholds
+                results = [at_least(totals[p], int(self.thresholds[p])) for p in range(pe)]
+            else:
+                results = [totals[p] >= thr[p * tw : (p + 1) * tw] for p in range(pe)]
         else:
             results = totals
         deliver(m, self, en, out["valid"], results, self.lane_width)

@@ -195,3 +195,28 @@ def test_cocotb_on_verilog_simulators(tmp_path, simulator):
                           exp_words, simulator, tmp_path / "bad", cycles_per_output=dut.sf)
     assert not bad["passed"]
     assert "first at output" in open(bad["log"]).read()
+
+
+@pytest.mark.parametrize("width", [1, 3, 5])
+def test_at_least_a_constant_is_exact(width):
+    from amaranth import Module, Signal
+    from amaranth.sim import Simulator
+
+    from hdl_gen.xnor import at_least
+
+    x = Signal(width)
+    thresholds = range((1 << width) + 2)  # past the top: never true
+    outs = [Signal(name=f"ge{t}") for t in thresholds]
+    m = Module()
+    m.d.comb += [o.eq(at_least(x, t)) for o, t in zip(outs, thresholds)]
+    got = {}
+
+    async def bench(ctx):
+        for v in range(1 << width):
+            ctx.set(x, v)
+            got[v] = [ctx.get(o) for o in outs]
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == {v: [int(v >= t) for t in thresholds] for v in range(1 << width)}
