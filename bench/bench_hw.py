@@ -144,6 +144,8 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
         (f"popcount of {simd} bits, balanced tree (fold.adder_tree)",
          _Piece(simd, pc_w, lambda m, x: adder_tree(list(x)))),
         (f"popcount of {simd} bits, chained sum", _Piece(simd, pc_w, lambda m, x: sum(x[i] for i in range(simd)))),
+        (f"XNOR with a weight that changes every cycle (block RAM) + popcount of {simd}",
+         _Piece(2 * simd, pc_w, lambda m, x: adder_tree(list(~(x[:simd] ^ x[simd:]))))),
         (f"weight ROM {depth} x {simd} bits, asynchronous read (constant weights in LUTs)",
          _Piece(abits, simd, lambda m, x: rom(m, x))),
         (f"weight ROM {depth} x {simd} + XNOR with the input",
