@@ -125,24 +125,23 @@ def synth_stats(verilog: str, top: str, board: str, *, timeout: float = 600,
     ``workdir`` keeps the Verilog, netlist and statistics there instead of in a temporary folder.
 
     Returns ``lut4``, ``carry`` (SB_CARRY / CCU2C), ``ff``, ``dsp``, ``bram`` and every ``cells``
-    type with its count. With ``pack``, also ``lut_sites`` from :func:`lut_sites`.
+    type with its count. With ``pack``, also ``lut_sites``: the LUT4 positions nextpnr packs it into (:func:`_lut_sites`).
     """
     profile = _board(board)
     with _workdir(workdir) as wd:
         stats = _synth({f"{top}.v": verilog}, top, profile, Path(wd), timeout, yosys, synth_opts)
         if pack:
-            stats["lut_sites"] = lut_sites(Path(wd), top, profile, timeout)
+            stats["lut_sites"] = _lut_sites(Path(wd), top, profile, timeout)
         return stats
 
 
-def lut_sites(workdir: Path, top: str, profile: dict, timeout: float) -> int:
+def _lut_sites(workdir: Path, top: str, profile: dict, timeout: float) -> int:
     """LUT4 positions the synthesised ``top`` occupies once nextpnr has packed it (``--pack-only``).
 
     Yosys' cell counts miss what packing adds: a carry chain's entry from and exit to the fabric
     take a cell each, and on ECP5 a CCU2C holds two LUT4 positions. ECP5: the TRELLIS_COMB used.
-    iCE40: the logic cells that compute, that is the carry cells (their LUT is the sum or a
-    feed-through) and the cells whose LUT has two or more inputs, but not those that only hold a
-    flip-flop (nothing else could use their LUT either, but they are flip-flops, counted as ``ff``).
+    iCE40: every logic cell whose LUT is in use (carry cells: the sum or a feed-through; inverters;
+    anything of two or more inputs), not those whose LUT only passes one input to the flip-flop.
     """
     family = profile["family"]
     cmd = [*_nextpnr(profile), "--json", f"{top}.netlist.json",
@@ -153,12 +152,20 @@ def lut_sites(workdir: Path, top: str, profile: dict, timeout: float) -> int:
         return json.loads((workdir / "pack.json").read_text())["utilization"]["TRELLIS_COMB"]["used"]
     cells = [c for m in json.loads((workdir / "packed.json").read_text())["modules"].values()
              for c in m["cells"].values() if c["type"] == "ICESTORM_LC"]
+    return sum(map(_lut_in_use, cells))
 
-    def computes(cell: dict) -> bool:
-        inputs = sum(any(isinstance(b, int) for b in cell["connections"].get(f"I{k}", [])) for k in range(4))
-        return int(cell["parameters"].get("CARRY_ENABLE", "0"), 2) != 0 or inputs >= 2
 
-    return sum(map(computes, cells))
+def _lut_in_use(cell: dict) -> bool:
+    """Whether an iCE40 logic cell's LUT does work: not unused, not a plain pass-through of one input."""
+    params = cell["parameters"]
+    if int(params.get("CARRY_ENABLE", "0"), 2):
+        return True
+    inputs = [k for k in range(4) if cell["connections"].get(f"I{k}")]
+    if len(inputs) != 1:
+        return bool(inputs)
+    init = int(params.get("LUT_INIT", "0"), 2)  # bit i is the output for inputs i (I0 the LSB); others read 0
+    passes = not init & 1 and init >> (1 << inputs[0]) & 1
+    return not passes
 
 
 def check_fit(stats: dict, board: str) -> None:

@@ -30,7 +30,10 @@ def at_least(x: Value, t: int) -> Value:
     A comparator becomes a carry chain, whose entry and exit each take a cell (on ECP5 a CCU2C is two
     LUT4 positions); a function of a few bits fits a few LUT4s. ``G_i = x_i & G_(i-1)`` where bit
     ``i`` of ``t`` is 1, else ``x_i | G_(i-1)``, from ``G_(-1) = 1`` (kept as None: no constants to lint).
+    ``t`` is not negative.
     """
+    if t < 0:
+        raise FxpError(f"at_least compares with a threshold of 0 or more, not {t}")
     if t >= 1 << len(x):
         return Const(0, 1)
     ge = None

@@ -220,3 +220,5 @@ def test_at_least_a_constant_is_exact(width):
     sim.add_testbench(bench)
     sim.run()
     assert got == {v: [int(v >= t) for t in thresholds] for v in range(1 << width)}
+    with pytest.raises(FxpError, match="threshold of 0 or more"):
+        at_least(x, -1)

@@ -52,6 +52,18 @@ def test_counts_on_ice40_and_fmax():
     assert pnr["synth"]["ff"] > xnor["ff"], "the harness' shift register is in the P&R netlist, not the unit's counts"
 
 
+def test_ice40_sites_count_every_lut_in_use():
+    def cell(init: str, inputs: tuple, carry: str = "0") -> dict:
+        return {"parameters": {"LUT_INIT": init, "CARRY_ENABLE": carry}, "connections": {f"I{k}": [7] for k in inputs}}
+
+    assert not synth._lut_in_use(cell("0000000000000010", (0,)))  # passes I0 to the flip-flop
+    assert not synth._lut_in_use(cell("0000000100000000", (3,)))  # passes I3
+    assert synth._lut_in_use(cell("0000000011111111", (3,)))  # NOT I3: an inverter does work
+    assert synth._lut_in_use(cell("0110100110010110", (0, 1, 2, 3)))
+    assert synth._lut_in_use(cell("1111111100000000", (3,), carry="1"))  # a carry chain's feed-through
+    assert not synth._lut_in_use(cell("0", ()))
+
+
 def test_lut_sites_on_ecp5_count_each_carry_cell_twice():
     stats = synth.synth_stats(xnor_verilog(), "unit", "ulx3s-85f", pack=True)
     assert stats["carry"] > 0 and stats["lut_sites"] >= stats["lut4"] + 2 * stats["carry"]
