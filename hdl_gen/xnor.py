@@ -128,21 +128,27 @@ class XnorPopcountUnit(wiring.Component):
         ``c = ~w`` (XNOR with a constant is XOR with its complement); ``c`` and ``~c`` give ``s`` and
         ``3 - s``, and ``3 - s`` is ``~s`` in two bits, so one full adder per group and pattern pair
         (at most four per group) serves all outputs: a plain inversion, no constant, tells them apart.
-        Returns the counters as (group start, pattern with bit 0 clear) and, per output, its leaves as
-        ``(source, mask)``: a counter and 3 (inverted) or 0, or a tail input ``j`` (where MW is not a
-        multiple of three) and 1 or 0; the leaf is ``source ^ mask``.
+        Each counter takes the pattern more of its outputs use (ties: bit 0 clear), so fewer leaves are
+        inverted: a pipelined tree adds registered leaves in carry chains, which cannot absorb an inversion
+        into their operands (the iCE40 spends a LUT on each).
+        Returns the counters as (group start, pattern) and, per output, its leaves as ``(source, mask)``:
+        a counter and 3 (inverted) or 0, or a tail input ``j`` (where MW is not a multiple of three) and
+        1 or 0; the leaf is ``source ^ mask``.
         """
-        counters, leaves = {}, [[] for _ in range(self.pe)]
         full = self.simd - self.simd % 3
-        for p in range(self.pe):
-            row = self.weights[p]
-            for g in range(0, full, 3):
-                c = sum((1 - int(row[g + k])) << k for k in range(3))
-                key = (g, c ^ 7 if c & 1 else c)
-                counters.setdefault(key, None)  # a dict as an ordered set: the same Verilog every run
-                leaves[p].append((key, 3 * (c & 1)))
-            leaves[p] += [(j, 1 - int(row[j])) for j in range(full, self.simd)]
-        return list(counters), leaves
+        patterns = [[sum((1 - int(self.weights[p, g + k])) << k for k in range(3)) for g in range(0, full, 3)]
+                    for p in range(self.pe)]
+        uses = {}  # (group, pattern up to complement) -> {pattern: outputs}; dicts keep the first-use order
+        for row in patterns:
+            for i, c in enumerate(row):
+                votes = uses.setdefault((3 * i, min(c, c ^ 7)), {})
+                votes[c] = votes.get(c, 0) + 1
+        chosen = {cls: min(votes, key=lambda c: (-votes[c], c & 1)) for cls, votes in uses.items()}
+        counters = {cls: (cls[0], c) for cls, c in chosen.items()}
+        leaves = [[(counters[(3 * i, min(c, c ^ 7))], 0 if c == chosen[(3 * i, min(c, c ^ 7))] else 3)
+                   for i, c in enumerate(row)] + [(j, 1 - int(self.weights[p, j])) for j in range(full, self.simd)]
+                  for p, row in enumerate(patterns)]
+        return list(counters.values()), leaves
 
     def _weight_words(self) -> list[int]:
         """ROM contents: entry ``nf * SF + sf`` holds PE x SIMD weight bits, lane-major."""
