@@ -75,6 +75,10 @@ def test_outputs_share_counters_when_weights_are_constants(mw, pipeline):
     # rows 0-2 share theirs, so at most 4 of the 6 rows' counters per group are distinct
     distinct = {(g, tuple(r[g : g + 3] ^ r[g])) for r in w for g in range(0, mw - mw % 3, 3)}
     assert dut.shared and dut.counters == len(distinct) <= 4 * (mw // 3)
+    counters, plan = dut._plan  # each counter has the pattern most of its outputs use: at most half invert it
+    for counter in counters:
+        masks = [mask for leaves in plan for src, mask in leaves if src == counter]
+        assert 2 * masks.count(3) <= len(masks), counter
     vectors = rng.integers(0, 2, (16, mw))
     vectors[0], vectors[1], vectors[2], vectors[3] = 0, 1, w[0], w[1]
     assert np.array_equal(simulate(dut, vectors, seed=mw), expected(w, None, vectors))
