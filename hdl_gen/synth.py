@@ -83,9 +83,11 @@ def _board(board: str) -> dict:
 
 
 def _nextpnr(profile: dict) -> list[str]:
-    """nextpnr and its device and package options for a board profile."""
-    package = profile["package"].lower() if profile["family"] == "ice40" else profile["package"]
-    return [_tool(profile["nextpnr"]), _NEXTPNR_DEVICE[profile["device"]], "--package", package]
+    """nextpnr with the device and package of a board profile; the unit's pins are left unconstrained."""
+    ice40 = profile["family"] == "ice40"
+    package = profile["package"].lower() if ice40 else profile["package"]
+    return [_tool(profile["nextpnr"]), _NEXTPNR_DEVICE[profile["device"]], "--package", package,
+            "--pcf-allow-unconstrained" if ice40 else "--lpf-allow-unconstrained"]
 
 
 def _counts(cells: dict[str, int], family: str) -> dict:
@@ -143,12 +145,11 @@ def _lut_sites(workdir: Path, top: str, profile: dict, timeout: float) -> int:
     iCE40: every logic cell whose LUT is in use (carry cells: the sum or a feed-through; inverters;
     anything of two or more inputs), not those whose LUT only passes one input to the flip-flop.
     """
-    family = profile["family"]
-    cmd = [*_nextpnr(profile), "--json", f"{top}.netlist.json",
-           "--pack-only", "--report", "pack.json", "--write", "packed.json",
-           "--pcf-allow-unconstrained" if family == "ice40" else "--lpf-allow-unconstrained"]
-    _run(cmd, workdir, timeout, f"nextpnr packing for {profile['device']}")
-    if family == "ecp5":
+    ecp5 = profile["family"] == "ecp5"  # ECP5: the report's count; iCE40: the packed netlist, cell by cell
+    out = ["--report", "pack.json"] if ecp5 else ["--write", "packed.json"]
+    _run([*_nextpnr(profile), "--json", f"{top}.netlist.json", "--pack-only", *out], workdir, timeout,
+         f"nextpnr packing for {profile['device']}")
+    if ecp5:
         return json.loads((workdir / "pack.json").read_text())["utilization"]["TRELLIS_COMB"]["used"]
     cells = [c for m in json.loads((workdir / "packed.json").read_text())["modules"].values()
              for c in m["cells"].values() if c["type"] == "ICESTORM_LC"]
@@ -251,9 +252,8 @@ def place_and_route(verilog: str, top: str, board: str, *, freq_mhz: float | Non
         synth = _synth({f"{top}.v": verilog, f"{HARNESS_TOP}.v": harness(verilog, top)}, HARNESS_TOP, profile,
                        wd, timeout, yosys, synth_opts)
         check_fit(synth, board)
-        free_pins = "--pcf-allow-unconstrained" if profile["family"] == "ice40" else "--lpf-allow-unconstrained"
         _run([*_nextpnr(profile), "--json", f"{HARNESS_TOP}.netlist.json", "--report", "report.json",
-              "--seed", str(seed), "--freq", f"{target:g}", "--timing-allow-fail", free_pins],
+              "--seed", str(seed), "--freq", f"{target:g}", "--timing-allow-fail"],
              wd, timeout, f"nextpnr for {profile['device']}")
         report = json.loads((wd / "report.json").read_text())
     clocks = report.get("fmax", {})

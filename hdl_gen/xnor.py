@@ -136,19 +136,20 @@ class XnorPopcountUnit(wiring.Component):
         1 or 0; the leaf is ``source ^ mask``.
         """
         full = self.simd - self.simd % 3
-        patterns = [[sum((1 - int(self.weights[p, g + k])) << k for k in range(3)) for g in range(0, full, 3)]
-                    for p in range(self.pe)]
-        uses = {}  # (group, pattern up to complement) -> {pattern: outputs}; dicts keep the first-use order
-        for row in patterns:
-            for i, c in enumerate(row):
-                votes = uses.setdefault((3 * i, min(c, c ^ 7)), {})
-                votes[c] = votes.get(c, 0) + 1
-        chosen = {cls: min(votes, key=lambda c: (-votes[c], c & 1)) for cls, votes in uses.items()}
-        counters = {cls: (cls[0], c) for cls, c in chosen.items()}
-        leaves = [[(counters[(3 * i, min(c, c ^ 7))], 0 if c == chosen[(3 * i, min(c, c ^ 7))] else 3)
-                   for i, c in enumerate(row)] + [(j, 1 - int(self.weights[p, j])) for j in range(full, self.simd)]
-                  for p, row in enumerate(patterns)]
-        return list(counters.values()), leaves
+        # per output, its groups as (group start, pattern): c = ~w over the group's three inputs
+        groups = [[(g, sum((1 - int(self.weights[p, g + k])) << k for k in range(3))) for g in range(0, full, 3)]
+                  for p in range(self.pe)]
+        votes = {}  # (group start, pattern up to complement) -> {pattern: outputs}; dicts keep first-use order
+        for row in groups:
+            for g, c in row:
+                tally = votes.setdefault((g, min(c, c ^ 7)), {})
+                tally[c] = tally.get(c, 0) + 1
+        chosen = {cls: min(tally, key=lambda c: (-tally[c], c & 1)) for cls, tally in votes.items()}
+        leaves = []
+        for p, row in enumerate(groups):
+            counted = [((g, chosen[g, min(c, c ^ 7)]), 0 if c == chosen[g, min(c, c ^ 7)] else 3) for g, c in row]
+            leaves.append(counted + [(j, 1 - int(self.weights[p, j])) for j in range(full, self.simd)])
+        return [(g, c) for (g, _), c in chosen.items()], leaves
 
     def _weight_words(self) -> list[int]:
         """ROM contents: entry ``nf * SF + sf`` holds PE x SIMD weight bits, lane-major."""
@@ -198,21 +199,19 @@ class XnorPopcountUnit(wiring.Component):
             s, counts = carry(m, en, "count", s, counts)
         totals = accumulate(m, en, s, counts, unsigned(acc_w))
         out = {"valid": s["valid"] & s["last"], **{f"t{p}": t for p, t in enumerate(totals)}}
-        if self.thresholds is not None:  # read where the group is current, ahead of the compare's stage
-            tw = bits_for(self.mw + 1)
+        tw = bits_for(self.mw + 1)
+        if self.thresholds is not None and self.nf > 1:  # read where the group is current, ahead of the compare
             tinit = [sum(int(self.thresholds[n * pe + p]) << (p * tw) for p in range(pe)) for n in range(self.nf)]
             out["thr"] = rom(m, "trom", pe * tw, tinit, s["nf"])
         if self.pipeline:  # the threshold compare gets a cycle of its own
             out = stage(m, en, "acc", out)
         totals = [out[f"t{p}"] for p in range(pe)]
-        if self.thresholds is not None:
-            thr = out["thr"]
-            if self.nf == 1:  # constant thresholds
-                results = [at_least(totals[p], int(self.thresholds[p])) for p in range(pe)]
-            else:
-                results = [totals[p] >= thr[p * tw : (p + 1) * tw] for p in range(pe)]
-        else:
+        if self.thresholds is None:
             results = totals
+        elif self.nf == 1:  # constant thresholds: logic, not a comparator
+            results = [at_least(totals[p], int(self.thresholds[p])) for p in range(pe)]
+        else:
+            results = [totals[p] >= out["thr"][p * tw : (p + 1) * tw] for p in range(pe)]
         deliver(m, self, en, out["valid"], results, self.lane_width)
         return m
 
