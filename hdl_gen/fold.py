@@ -59,8 +59,8 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
     m.d.comb += en.eq(~(unit.o.valid & ~unit.o.ready))
     vec = Signal(len(unit.i.payload))
     busy = Signal()
-    nf = Signal(range(max(unit.nf, 2)))
-    sf = Signal(range(max(unit.sf, 2)))
+    nf = Signal(range(unit.nf), name="nf") if unit.nf > 1 else Const(0, 1)  # counters where folded
+    sf = Signal(range(unit.sf), name="sf") if unit.sf > 1 else Const(0, 1)
     depth = unit.nf * unit.sf
     addr = Signal(range(depth), name="addr") if depth > 1 else Const(0, 1)  # nf * SF + sf, counted
     # Constants where nothing is folded, so synthesis drops the accumulators and the ROM addressing.
@@ -70,7 +70,6 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
     first = Const(1, 1) if unit.sf == 1 else ~sf.any()
     last = Const(1, 1) if unit.sf == 1 else Signal(name="last_slice")
     last_group = Const(1, 1) if unit.nf == 1 else Signal(name="last_group")
-    group = Const(0, 1) if unit.nf == 1 else nf
     # Folded both ways, the AND of the two flags is a register too: one LUT level less to in_ready.
     both = unit.sf > 1 and unit.nf > 1
     last_of_vector = Signal(name="last_of_vector") if both else last & last_group
@@ -84,7 +83,7 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
         if depth > 1:
             m.d.sync += addr.eq(Mux(last_of_vector, 0, addr + 1))
         with m.If(last):
-            m.d.sync += cleared(sf if unit.sf > 1 else None, last, last_of_vector)
+            m.d.sync += cleared(sf, last, last_of_vector)
             with m.If(last_of_vector):
                 m.d.sync += busy.eq(0)
             with m.Else():
@@ -101,7 +100,7 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
     # vector register does not pass through (rotating the vector by a slice per issue instead costs
     # a 2:1 mux on every one of its bits: 25-35 % more LUT4 for SF = 2 on the iCE40).
     x = select([vec.word_select(k, width) for k in range(unit.sf)], sf)
-    return Issue(en, x, addr, group, first, last, busy)
+    return Issue(en, x, addr, nf, first, last, busy)
 
 
 def select(words: list, index: Value) -> Value:
