@@ -44,20 +44,22 @@ TARGETS = {"ice40": ("icebreaker", None, "iCE40 UP5K"), "ecp5": ("ulx3s-85f", No
            "ecp5-widelut": ("ulx3s-85f", "", "ECP5-85F LUT5-7")}
 WIDELUT_VARIANTS = [{}, {"pipeline": True}]  # the only XNOR variants also measured with Yosys' default
 FMAX_TARGET = {"icebreaker": 60.0, "ulx3s-85f": 150.0}
-LUT_TARGET = {"logic": 1.5, "bram": 2.5}  # LUT4 per synapse per cycle, XNOR with SIMD >= 64
+LUT_TARGET = {"logic": 1.5, "bram": 2.5, "dp16kd": 2.5}  # LUT4 per synapse per cycle, XNOR with SIMD >= 64
 DEFAULTS = {"weights_in": "logic", "pipeline": False, "popcount": "tree"}
 
 # (MW, MH, PE, SIMD, place-and-route?): fully parallel (NF = SF = 1: weights are plain constants),
 # then folded over outputs and inputs (NF = 4, SF = 2: a weight ROM and the rotating input vector appear).
 XNOR_SIZES = [(64, 1, 1, 64, True), (64, 4, 4, 64, True), (64, 16, 16, 64, True), (64, 64, 64, 64, False),
               (128, 4, 1, 64, True), (128, 16, 4, 64, True), (128, 64, 16, 64, False), (64, 16, 4, 16, True)]
+# "dp16kd": ECP5 block RAM instantiated with its output register (hdl_gen.dp16kd), ECP5 rows only
 XNOR_VARIANTS = [{}, {"pipeline": True}, {"weights_in": "bram"}, {"weights_in": "bram", "pipeline": True},
-                 {"popcount": "chain"}]
+                 {"weights_in": "dp16kd", "pipeline": True}, {"popcount": "chain"}]
 MAC_SIZES = [(16, 4, 1, 1, True), (16, 4, 1, 4, True), (32, 8, 2, 4, True), (64, 16, 4, 8, True)]
 # requant "pow2": every multiplier 1 (dynamic fixed point), a shift and no multiply; "mult": 31-bit
 # multipliers (gemmlowp), four 16x16 / 18x18 DSPs per output on top of one per product.
 MAC_VARIANTS = [{}, {"pipeline": True}, {"weights_in": "bram", "pipeline": True},
-                {"requant": "pow2"}, {"requant": "pow2", "pipeline": True}]
+                {"weights_in": "dp16kd", "pipeline": True}, {"requant": "pow2"}, {"requant": "pow2", "pipeline": True}]
+ECP5_ONLY = {"dp16kd"}  # weights_in values that are ECP5 primitives
 QUICK_XNOR = [(64, 1, 1, 64, True), (128, 4, 1, 64, True)]
 QUICK_MAC = [(16, 4, 1, 1, True)]
 
@@ -210,7 +212,9 @@ def markdown(rows: list[dict], piece_rows: list[dict], argv: list[str], wall_s: 
              "The divisor is PE × SIMD: synapses (XNOR) or products (MAC) per cycle. *ECP5-85F LUT5-7* rows "
              "synthesise with Yosys' default `synth_ecp5` (LUT5-7 built from PFUMX/L6MUX21 over LUT4s), with Fmax "
              "where pipelining is on. The largest sizes are synthesised only (P&R would take most of the "
-             "time budget; the iCE40 cannot hold them anyway). Weights and thresholds "
+             "time budget; the iCE40 cannot hold them anyway). Weights *bram*: block RAM that Yosys infers "
+             "(a synchronous read); *dp16kd*: ECP5 DP16KD instantiated with its output register, which Yosys "
+             "does not infer (`hdl_gen/dp16kd.py`), on ECP5 only. Weights and thresholds "
              "are random (seed 0). Targets: XNOR ≤ 1.5 LUT4 sites/syn with constant weights and ≤ 2.5 with BRAM weights "
              "for SIMD ≥ 64, fewer LUT4 sites than the chained popcount; Fmax ≥ 60 MHz (iCE40) and ≥ 150 MHz (ECP5) "
               "with pipelining on; MAC one DSP per int8 product (its Fmax is reported, not judged). The MAC's *popcount* column gives its requantization "
@@ -267,6 +271,8 @@ def main() -> int:
         verilog = emit(unit, "unit") if unit is not None else None
         for target in TARGETS:
             if target == "ecp5-widelut" and (kind != "xnor" or variant not in WIDELUT_VARIANTS):
+                continue
+            if weights in ECP5_ONLY and target != "ecp5":
                 continue
             rows.append(dict(base, target=target, note=reason or ""))
             if verilog is not None:  # with LUT5-7, Fmax only where its target applies

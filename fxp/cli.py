@@ -273,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--from", dest="from_model", default=None, help="an .fxpm to take the layer from")
     u.add_argument("--layer", default=None, help="with --from: the dense/binary_dense layer to build")
-    u.add_argument("--weights-in", default="logic", choices=("logic", "bram"),
-                   help="weights as constant logic (LUTs) or in block RAM")
+    u.add_argument("--weights-in", default="logic", choices=("logic", "bram", "dp16kd"),
+                   help="weights as constant logic (LUTs), in block RAM (inferred), or in ECP5 DP16KD block RAM "
+                        "through its output register (ECP5 only; icarus/verilator only)")
     u.add_argument("--pipeline", action="store_true", help="pipeline registers for Fmax (more latency)")
     u.add_argument("--popcount", default=None, choices=("tree", "chain"),
                    help="xnor: balanced adder tree (default) or the naive chained sum")

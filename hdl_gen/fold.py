@@ -14,6 +14,7 @@ from amaranth import Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib.memory import Memory
 
 from fxp.errors import FxpError
+from hdl_gen import dp16kd
 
 
 def check_folding(mh: int, mw: int, pe: int, simd: int) -> None:
@@ -30,6 +31,16 @@ def check_folding(mh: int, mw: int, pe: int, simd: int) -> None:
 def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise FxpError(f"{name}={value!r} is not known; use {' or '.join(allowed)}")
+
+
+WEIGHTS_IN = {"logic": 0, "bram": 1, "dp16kd": 2}  # where the weights are held: the cycles a read takes
+
+
+def check_weights_in(weights_in: str, words: int) -> None:
+    """A known place for ``words`` weight words (one per issued slice), with room for them."""
+    check_choice("weights_in", weights_in, tuple(WEIGHTS_IN))
+    if weights_in == "dp16kd":
+        dp16kd.check_depth(words)
 
 
 META = ("nf", "first", "last", "valid")  # what travels beside a slice's data through the pipeline
@@ -162,16 +173,23 @@ def rom(m: Module, name: str, width: int, words: list[int], addr: Value, *, sync
     return port.data
 
 
-def fetch_weights(m: Module, iss: Issue, width: int, words: list[int], block_ram: bool) -> tuple[Value, dict]:
+def fetch_weights(m: Module, iss: Issue, width: int, words: list[int], weights_in: str) -> tuple[Value, dict]:
     """The weight word of the issued slice, and the slice (``x`` and metadata) it lines up with.
 
-    From block RAM the word arrives a cycle late, so the slice is registered once to meet it.
+    ``weights_in`` (a key of :data:`WEIGHTS_IN`): ``"logic"``, a table in LUTs; ``"bram"``, block RAM
+    that Yosys infers, a cycle late; ``"dp16kd"``, ECP5 block RAM through its output register
+    (:mod:`hdl_gen.dp16kd`), two cycles late. The slice is registered as often to meet the word.
     """
     s = {"x": iss.x, **{k: getattr(iss, k) for k in META}}
-    if block_ram:
+    if weights_in == "logic" or len(words) == 1:
+        w = rom(m, "wrom", width, words, iss.addr)
+    elif weights_in == "bram":
         w = rom(m, "wrom", width, words, iss.addr, sync_en=iss.en, block_ram=True)
-        return w, stage(m, iss.en, "fetch", s)
-    return rom(m, "wrom", width, words, iss.addr), s
+    else:
+        w = dp16kd.rom(m, "wrom", width, words, iss.addr, iss.en)
+    for k in range(WEIGHTS_IN[weights_in]):
+        s = stage(m, iss.en, f"fetch{k}" if k else "fetch", s)
+    return w, s
 
 
 def accumulate(m: Module, en: Value, s: dict, counts: list, shape) -> list[Signal]:

@@ -12,6 +12,8 @@ A unit folder holds everything ``fxp sim`` needs and nothing generated elsewhere
 ``layer.fxpm``
     The one-layer integer model description the unit computes (given or random), from which the
     golden model makes the expected outputs.
+``dp16kd_sim.v`` (with ``--weights-in dp16kd`` only)
+    A simulation model of the ECP5 block RAM primitive, for the simulators; not for synthesis.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import fxp
 from fxp import fxpm
 from fxp.errors import FxpError
 from fxp.resources import render, write_atomic
+from hdl_gen import dp16kd
 
 KINDS = ("xnor", "mac")
 
@@ -80,6 +83,8 @@ def sidecar(kind: str, unit, top: str, layer: str, seed: int | None) -> dict:
         "latency_cycles": unit.latency,
         "options": {k: getattr(unit, k) for k in OPTIONS if hasattr(unit, k)},
         "signed_lanes": kind == "mac",
+        # Verilog the simulators need beside the unit (primitive models); synthesis has its own
+        "sim_models": [dp16kd.SIM_MODEL] if getattr(unit, "weights_in", "logic") == "dp16kd" else [],
     }
 
 
@@ -107,6 +112,8 @@ def generate(kind: str, out: str | Path, *, mw: int | None = None, mh: int | Non
     fxpm.save(out / "layer.fxpm", sub.spec, sub.arrays)
     write_atomic(out / f"{top}.v", verilog)
     write_atomic(out / f"{top}_top.v", wrapper)
+    if car["sim_models"]:
+        write_atomic(out / dp16kd.SIM_MODEL, dp16kd.sim_model())
     write_atomic(out / f"{top}.json", json.dumps(car, indent=2) + "\n")
     return car
 

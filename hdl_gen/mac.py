@@ -17,8 +17,8 @@ from amaranth.lib.wiring import In, Out
 
 from fxp.errors import FxpError
 from fxp.format import Format
-from hdl_gen.fold import (accumulate, carry, check_choice, check_folding, deliver, fetch_weights, folded_issue,
-                          pipelined_trees, rom, stage, tree_cuts)
+from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_folding, check_weights_in, deliver,
+                          fetch_weights, folded_issue, pipelined_trees, rom, stage, tree_cuts)
 
 
 def _pack(values, width: int) -> int:
@@ -58,7 +58,7 @@ class MacUnit(wiring.Component):
         w = np.asarray(weights, dtype=np.int64)
         self.mh, self.mw = w.shape
         check_folding(self.mh, self.mw, pe, simd)
-        check_choice("weights_in", weights_in, ("logic", "bram"))
+        check_weights_in(weights_in, self.mh // pe * (self.mw // simd))
         wz = np.zeros(self.mh, np.int64) if weight_zero_point is None else np.asarray(weight_zero_point, np.int64)
         self.wadj = w - wz[:, None]  # (w - wz) fits 9 bits signed
         self.bias = np.zeros(self.mh, np.int64) if bias is None else np.asarray(bias, np.int64)
@@ -73,7 +73,7 @@ class MacUnit(wiring.Component):
         self.mult_bits = int(self.mult.max()).bit_length()
         # power-of-two requantization (dynamic fixed point): every multiplier 1, a shift and no multiply
         self.shift_only = bool((self.mult == 1).all())
-        stages = (weights_in == "bram") + ((1 + tree_cuts(simd, self.tree_every) + 3 - self.shift_only)
+        stages = WEIGHTS_IN[weights_in] + ((1 + tree_cuts(simd, self.tree_every) + 3 - self.shift_only)
                                            if self.pipeline else 0)
         self.latency = self.sf + stages
         super().__init__({"i": In(stream.Signature(unsigned(8 * self.mw))),
@@ -100,7 +100,7 @@ class MacUnit(wiring.Component):
         en = iss.en
         wwords = [_pack([self.wadj[n * pe + p, s * simd + j] for p in range(pe) for j in range(simd)], 9)
                   for n in range(self.nf) for s in range(self.sf)]
-        w, s = fetch_weights(m, iss, 9 * pe * simd, wwords, self.weights_in == "bram")
+        w, s = fetch_weights(m, iss, 9 * pe * simd, wwords, self.weights_in)
         prods = []
         for p in range(pe):
             for j in range(simd):

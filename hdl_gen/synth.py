@@ -97,11 +97,19 @@ def _counts(cells: dict[str, int], family: str) -> dict:
     return out
 
 
+# Primitives a unit may instantiate, by the family that has them (hdl_gen.dp16kd)
+_PRIMITIVES = {"DP16KD": ("ecp5", "weights_in='dp16kd' is ECP5 block RAM", "weights_in='bram'")}
+
+
 def _synth(files: dict[str, str], top: str, profile: dict, workdir: Path, timeout: float, yosys: str,
            synth_opts: str | None) -> dict:
-    for name, text in files.items():
-        (workdir / name).write_text(text)
     family = profile["family"]
+    for name, text in files.items():
+        for cell, (owner, what, instead) in _PRIMITIVES.items():
+            if owner != family and re.search(rf"^\s*{cell}\s", text, re.M):
+                raise FxpError(f"{top} instantiates {cell} ({what}), which {profile['device']} does not have; "
+                               f"build it for an {owner.upper()} board or with {instead}")
+        (workdir / name).write_text(text)
     script = (" ".join(f"read_verilog {name};" for name in files)
               + f" synth_{family} {profile.get('synth_opts', '') if synth_opts is None else synth_opts} -top {top};"
               + f" tee -q -o {top}.stat.json stat -json; write_json {top}.netlist.json")

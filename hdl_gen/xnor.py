@@ -20,8 +20,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from fxp.errors import FxpError
-from hdl_gen.fold import (accumulate, carry, check_choice, check_folding, deliver, fetch_weights, folded_issue,
-                          pipelined_trees, rom, stage, tree_cuts)
+from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in, deliver,
+                          fetch_weights, folded_issue, pipelined_trees, rom, stage, tree_cuts)
 
 
 def at_least(x: Value, t: int) -> Value:
@@ -88,7 +88,7 @@ class XnorPopcountUnit(wiring.Component):
             raise FxpError("weights must be a 0/1 matrix of shape (MH, MW)")
         self.mh, self.mw = w.shape
         check_folding(self.mh, self.mw, pe, simd)
-        check_choice("weights_in", weights_in, ("logic", "bram"))
+        check_weights_in(weights_in, self.mh // pe * (self.mw // simd))
         check_choice("popcount", popcount, ("tree", "chain"))
         if thresholds is not None:
             thresholds = np.asarray(thresholds, dtype=np.int64)
@@ -103,7 +103,7 @@ class XnorPopcountUnit(wiring.Component):
         self.shared = popcount == "tree" and self.nf == 1 and self.sf == 1 and pe > 1
         self._plan = self._shared_plan() if self.shared else None
         self.counters = len(self._plan[0]) if self.shared else 0
-        stages = (weights_in == "bram") + (3 if self.pipeline else 0)
+        stages = WEIGHTS_IN[weights_in] + (3 if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
             stages += tree_cuts(*self._tree_shape())
         self.latency = self.sf + stages
@@ -169,7 +169,7 @@ class XnorPopcountUnit(wiring.Component):
         pe, simd, acc_w = self.pe, self.simd, self.acc_width
         iss = folded_issue(m, self, 1)
         en = iss.en
-        w, s = fetch_weights(m, iss, pe * simd, self._weight_words(), self.weights_in == "bram")
+        w, s = fetch_weights(m, iss, pe * simd, self._weight_words(), self.weights_in)
         if self.shared:
             x, (counters, plan) = s["x"], self._plan
             tail = range(simd - simd % 3, simd)

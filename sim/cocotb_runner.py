@@ -18,7 +18,7 @@ def run_stream_test(verilog: str | list[Path], top: str, inputs: list[int], expe
     """Build the Verilog (text, or a list of files) for ``simulator`` and run the stream testbench.
 
     ``ports`` maps in_valid/in_ready/in_data/out_valid/out_ready/out_data to the top's port names
-    (default: the unit's ``i__*``/``o__*``). Returns outputs and pass/fail; raises FxpError if the
+    (default: the unit's ``i__*``/``o__*``). Returns outputs, the measured latency and pass/fail; raises FxpError if the
     simulator is unknown or its build fails.
     """
     from cocotb_tools.runner import get_results, get_runner
@@ -61,5 +61,6 @@ def run_stream_test(verilog: str | list[Path], top: str, inputs: list[int], expe
         n_tests, n_failed = get_results(results)
     except SystemExit:  # the runner exits when a test fails; the results file still says how
         n_tests, n_failed = get_results(build_dir / "results.xml")
-    outputs = [int(w) for w in json.loads(res.read_text())["outputs"]] if res.exists() else []
-    return {"passed": n_tests > 0 and n_failed == 0, "outputs": outputs, "log": str(build_dir / "test.log")}
+    result = json.loads(res.read_text()) if res.exists() else {"outputs": [], "latency_cycles": None}
+    return {"passed": n_tests > 0 and n_failed == 0, "outputs": [int(w) for w in result["outputs"]],
+            "latency_cycles": result["latency_cycles"], "log": str(build_dir / "test.log")}

@@ -32,7 +32,7 @@ from fxp.errors import FxpError
 from fxp.fxpm import Model
 from fxp.resources import render, write_atomic
 from sim import golden
-from sim.run import BLOCK_LANES, block_rows, input_block, pack_lanes, pad_words, unpack_lanes
+from sim.run import BLOCK_LANES, block_rows, input_block, pack_lanes, pad_words, sim_sources, unpack_lanes
 from sim.tools import verilator_env
 
 BUILD_DIR = "replay_build"
@@ -60,7 +60,7 @@ def harness_source(car: dict) -> str:
 def build(folder: Path, car: dict) -> tuple[Path, float, bool]:
     """Compile the harness for the unit in ``folder``; (executable, seconds, whether it was rebuilt)."""
     bdir = folder / BUILD_DIR
-    names = [f"{car['top']}.v", f"{car['wrapper']}.v"]
+    names = sim_sources(car)
     for name in names:
         if not (folder / name).is_file():
             raise FxpError(f"{folder / name} is missing; regenerate the unit folder with fxp gen unit")

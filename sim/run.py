@@ -31,6 +31,11 @@ def _sidecar(folder: Path) -> dict:
     return json.loads(cars[0].read_text())
 
 
+def sim_sources(car: dict) -> list[str]:
+    """The Verilog files of a unit folder that a simulator compiles: unit, wrapper, primitive models."""
+    return [f"{car['top']}.v", f"{car['wrapper']}.v", *car.get("sim_models", [])]
+
+
 # Random vectors come in blocks, each seeded by (seed, block number): any block can be made again on
 # its own (the replay harness names a failing vector out of millions), and a block holds about 2**21
 # lanes whatever the width, which bounds the memory of the golden model's float64 input.
@@ -137,6 +142,9 @@ def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed
         if p is not None and not 0 <= p < 1:
             raise FxpError(f"--{name} is a probability in [0, 1), got {p}")
     car = _sidecar(folder)
+    if simulator == "amaranth" and car.get("sim_models"):
+        raise FxpError(f"{folder} instantiates FPGA primitives ({', '.join(car['sim_models'])}) that Amaranth's "
+                       "simulator cannot run; use --simulator icarus or verilator")
     model = fxpm.load(folder / "layer.fxpm")
     pe, nf = car["pe"], car["nf"]
     extra: dict = {}
@@ -151,9 +159,11 @@ def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed
                  "cycles_per_second": r["cycles"] / seconds if seconds else None, "gap": gap or 0.0,
                  "stall": stall or 0.0, "seed": seed}
     else:
-        got, exp_words, seconds, log = _simulate_in_python(folder, car, model, simulator, n_vectors, seed, waves,
-                                                           {k: v for k, v in (("gap", gap), ("stall", stall))
-                                                            if v is not None})
+        got, exp_words, seconds, log, latency = _simulate_in_python(
+            folder, car, model, simulator, n_vectors, seed, waves,
+            {k: v for k, v in (("gap", gap), ("stall", stall)) if v is not None})
+        if latency is not None:  # measured by the cocotb testbench
+            extra["latency_cycles"] = latency
         bad = [i for i, (a, b) in enumerate(zip(got, exp_words)) if a != b]
         n_bad, first, received = len(bad), (bad[0] if bad else None), len(got)
         got_word = got[first] if bad else None
@@ -178,8 +188,8 @@ def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed
 
 
 def _simulate_in_python(folder: Path, car: dict, model, simulator: str, n_vectors: int, seed: int, waves: bool,
-                        stream_args: dict) -> tuple[list[int], list[int], float, str | None]:
-    """Amaranth's simulator or cocotb: (output words, expected words, seconds, log)."""
+                        stream_args: dict) -> tuple[list[int], list[int], float, str | None, int | None]:
+    """Amaranth's simulator or cocotb: (output words, expected words, seconds, log, measured latency)."""
     x = vectors(car, n_vectors, seed)
     want = golden.run(model, x.astype(np.float64))[-1]
     in_words = words_to_ints(pack_lanes(x, car["in_lane_width"]))
@@ -192,13 +202,13 @@ def _simulate_in_python(folder: Path, car: dict, model, simulator: str, n_vector
         unit = build_unit(car["kind"], model, car["layer"], car["pe"], car["simd"], car.get("options"))
         got = run_stream(unit, in_words, len(exp_words), seed=seed, vcd=str(folder / "amaranth.vcd") if waves else None,
                          **stream_args)
-        log = None
+        log, latency = None, None
     else:
         from sim.cocotb_runner import run_stream_test
 
         ports = {k: k for k in ("in_valid", "in_ready", "in_data", "out_valid", "out_ready", "out_data")}
-        r = run_stream_test([folder / f"{car['top']}.v", folder / f"{car['top']}_top.v"], car["wrapper"], in_words,
+        r = run_stream_test([folder / name for name in sim_sources(car)], car["wrapper"], in_words,
                             exp_words, simulator, folder / f"sim_build_{simulator}", seed=seed,
                             cycles_per_output=car["cycles_per_output"], waves=waves, ports=ports, **stream_args)
-        got, log = r["outputs"], r["log"]
-    return got, exp_words, time.perf_counter() - t, log
+        got, log, latency = r["outputs"], r["log"], r["latency_cycles"]
+    return got, exp_words, time.perf_counter() - t, log, latency

@@ -3,7 +3,9 @@
 
 Reads ``FXP_TB_CONFIG`` (JSON: input words, expected output words, gap and stall probabilities,
 seed), drives the input stream with random gaps and the output with random backpressure, and checks
-every output word against the expected one; a mismatch names the first differing output.
+every output word against the expected one; a mismatch names the first differing output. It also
+measures the latency: clock edges from the one that accepts the first input to the one that raises
+the first ``out_valid`` (backpressure cannot delay that: nothing is held before a result is waiting).
 Runs on Verilator and Icarus through :mod:`sim.cocotb_runner`.
 """
 
@@ -36,6 +38,7 @@ async def stream_matches_golden(dut):
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     got: list[int] = []
+    edges = {"now": 0, "accepted": None, "raised": None}  # clock edges since reset; the first accept and out_valid
 
     async def drive():
         for word in inputs:
@@ -47,6 +50,8 @@ async def stream_matches_golden(dut):
             while True:
                 await ReadOnly()
                 taken = int(in_ready.value)
+                if taken and edges["accepted"] is None:
+                    edges["accepted"] = edges["now"] + 1  # the coming edge takes it
                 await RisingEdge(dut.clk)
                 if taken:
                     break
@@ -59,11 +64,15 @@ async def stream_matches_golden(dut):
             break
         out_ready.value = int(rng.random() >= cfg["stall"])
         await ReadOnly()
+        if int(out_valid.value) and edges["raised"] is None:
+            edges["raised"] = edges["now"]
         if int(out_valid.value) and int(out_ready.value):
             got.append(int(out_data.value))
         await RisingEdge(dut.clk)
+        edges["now"] += 1
+    latency = None if None in (edges["accepted"], edges["raised"]) else edges["raised"] - edges["accepted"]
     with open(os.environ["FXP_TB_RESULT"], "w") as fh:
-        json.dump({"outputs": got}, fh)
+        json.dump({"outputs": got, "latency_cycles": latency}, fh)
     assert len(got) == len(expected), f"only {len(got)} of {len(expected)} outputs arrived"
     bad = [n for n, (a, b) in enumerate(zip(got, expected)) if a != b]
     assert not bad, f"{len(bad)} mismatches; first at output {bad[0]}: got {got[bad[0]]:#x}, expected {expected[bad[0]]:#x}"

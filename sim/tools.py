@@ -30,8 +30,9 @@ def verilator_env() -> dict[str, str]:
     return env
 
 
-def lint(path: str | Path, top: str) -> tuple[int, str]:
-    """``verilator --lint-only -Wall`` with the documented waivers; (exit status, messages)."""
-    cmd = ["verilator", "--lint-only", "-Wall", *(f"-Wno-{w}" for w in LINT_WAIVERS), "--top-module", top, str(path)]
+def lint(paths: str | Path | list, top: str) -> tuple[int, str]:
+    """``verilator --lint-only -Wall`` with the documented waivers on one file or several; (exit status, messages)."""
+    files = [str(p) for p in (paths if isinstance(paths, list) else [paths])]
+    cmd = ["verilator", "--lint-only", "-Wall", *(f"-Wno-{w}" for w in LINT_WAIVERS), "--top-module", top, *files]
     r = subprocess.run(cmd, capture_output=True, text=True, env=verilator_env())
     return r.returncode, r.stdout + r.stderr

@@ -145,7 +145,7 @@ def test_folding_is_checked():
         XnorPopcountUnit(w, None, 4, 8)
     with pytest.raises(FxpError, match="MW=16 is not a multiple of SIMD=5"):
         XnorPopcountUnit(w, None, 2, 5)
-    with pytest.raises(FxpError, match="weights_in='rom' is not known; use logic or bram"):
+    with pytest.raises(FxpError, match="weights_in='rom' is not known; use logic or bram or dp16kd"):
         XnorPopcountUnit(w, None, 2, 8, weights_in="rom")
 
 

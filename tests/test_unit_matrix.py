@@ -13,13 +13,17 @@ from fxp.cli import main
 from sim.tools import lint
 
 # (kind, MW, MH, PE, SIMD, options): fully parallel (PE = MH, SIMD = MW), fully folded (PE = SIMD = 1),
-# and folds in between, each with and without pipeline registers and block-RAM weights.
+# and folds in between, each with and without pipeline registers and block-RAM weights (inferred, or
+# ECP5 DP16KD through its output register: Icarus and Verilator with fxp's model of the primitive).
 SHAPES = [(16, 8, 8, 16), (16, 8, 1, 1), (64, 16, 4, 16), (48, 6, 3, 8), (96, 4, 2, 32)]
-OPTIONS = [[], ["--pipeline"], ["--weights-in", "bram"], ["--weights-in", "bram", "--pipeline"]]
+OPTIONS = [[], ["--pipeline"], ["--weights-in", "bram"], ["--weights-in", "bram", "--pipeline"],
+           ["--weights-in", "dp16kd", "--pipeline"]]
 MATRIX = [(kind, *shape, tuple(opt)) for kind in ("xnor", "mac") for shape in SHAPES for opt in OPTIONS]
 MATRIX += [("xnor", 64, 8, 2, 16, ("--popcount", "chain"))]
 SAMPLE = {("xnor", 16, 8, 8, 16, ()), ("xnor", 48, 6, 3, 8, ("--weights-in", "bram", "--pipeline")),
-          ("mac", 16, 8, 1, 1, ("--pipeline",)), ("mac", 64, 16, 4, 16, ("--weights-in", "bram"))}
+          ("mac", 16, 8, 1, 1, ("--pipeline",)), ("mac", 64, 16, 4, 16, ("--weights-in", "bram")),
+          ("xnor", 96, 4, 2, 32, ("--weights-in", "dp16kd", "--pipeline")),
+          ("mac", 48, 6, 3, 8, ("--weights-in", "dp16kd", "--pipeline"))}
 
 
 def _cases():
@@ -35,9 +39,13 @@ def test_unit_on_every_simulator(tmp_path, kind, mw, mh, pe, simd, options):
                  "--seed", str(mw + mh + pe), "--out", str(out), *options]) == 0
     car = json.loads((out / f"fxp_{kind}.json").read_text())
     assert car["options"]["pipeline"] == ("--pipeline" in options)
-    rc, messages = lint(out / f"fxp_{kind}.v", f"fxp_{kind}")  # -Wall, only the documented waivers
+    models = [out / name for name in car["sim_models"]]
+    assert bool(models) == ("dp16kd" in options)
+    rc, messages = lint([out / f"fxp_{kind}.v", *models], f"fxp_{kind}")  # -Wall, only the documented waivers
     assert rc == 0, messages
-    for sim in ("amaranth", "icarus", "verilator"):
+    for sim in ("icarus", "verilator") if models else ("amaranth", "icarus", "verilator"):
         assert main(["sim", str(out), "--simulator", sim, "--vectors", "40", "--seed", str(pe)]) == 0, sim
         rec = json.loads((out / f"sim_{sim}.json").read_text())
         assert rec["mismatches"] == 0 and rec["output_words"] == 40 * car["out_transfers"]
+        if sim != "amaranth":  # the cocotb testbench measures it (Amaranth's: tests/test_hdl_*.py)
+            assert rec["latency_cycles"] == car["latency_cycles"], sim
