@@ -169,7 +169,8 @@ def _cmd_gen(args: argparse.Namespace) -> int:
         options["popcount"] = args.popcount
     car = generate(args.kind, args.out, mw=args.mw, mh=args.mh, pe=args.pe, simd=args.simd, seed=args.seed,
                    model_path=args.from_model, layer=args.layer, top=args.top, options=options)
-    print(f"wrote {args.out}: {car['top']}.v, {car['wrapper']}.v, {car['top']}.json, layer.fxpm — "
+    print(f"wrote {args.out}: {car['top']}.v, {car['wrapper']}.v, {car['top']}.json, layer.fxpm"
+          f"{''.join(', ' + name for name in car['sim_models'])} — "
           f"MW={car['mw']} MH={car['mh']} PE={car['pe']} SIMD={car['simd']}, {car['cycles_per_vector']} cycles per vector")
     return 0
 

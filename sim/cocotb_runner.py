@@ -18,8 +18,8 @@ def run_stream_test(verilog: str | list[Path], top: str, inputs: list[int], expe
     """Build the Verilog (text, or a list of files) for ``simulator`` and run the stream testbench.
 
     ``ports`` maps in_valid/in_ready/in_data/out_valid/out_ready/out_data to the top's port names
-    (default: the unit's ``i__*``/``o__*``). Returns outputs, the measured latency and pass/fail; raises FxpError if the
-    simulator is unknown or its build fails.
+    (default: the unit's ``i__*``/``o__*``). Returns outputs, the measured latency and pass/fail;
+    raises FxpError if the simulator is unknown or its build fails.
     """
     from cocotb_tools.runner import get_results, get_runner
 

@@ -143,8 +143,9 @@ def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed
             raise FxpError(f"--{name} is a probability in [0, 1), got {p}")
     car = _sidecar(folder)
     if simulator == "amaranth" and car.get("sim_models"):
-        raise FxpError(f"{folder} instantiates FPGA primitives ({', '.join(car['sim_models'])}) that Amaranth's "
-                       "simulator cannot run; use --simulator icarus or verilator")
+        raise FxpError(f"{folder} holds a unit built on an FPGA primitive (simulation model: "
+                       f"{', '.join(car['sim_models'])}), which Amaranth's simulator cannot run; "
+                       "use --simulator icarus or verilator")
     model = fxpm.load(folder / "layer.fxpm")
     pe, nf = car["pe"], car["nf"]
     extra: dict = {}
