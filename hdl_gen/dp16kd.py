@@ -69,6 +69,7 @@ def rom(m: Module, name: str, width: int, words: list[int], addr: Value, en: Val
         init = initvals(halves[0] + [0] * (HALF - len(words)) + halves[1])
         m.submodules[f"{name}{b}"] = Instance(
             "DP16KD", p_DATA_WIDTH_A=BITS, p_DATA_WIDTH_B=BITS, p_REGMODE_A="OUTREG", p_REGMODE_B="OUTREG",
+            p_GSR="DISABLED",  # nextpnr's default too; Yosys' declaration says ENABLED
             **{f"p_{k}": Const(v, 320) for k, v in init.items()}, **ports)
     return data[:width]
 

@@ -93,4 +93,4 @@ def test_model_stops_on_what_it_does_not_model(tmp_path):
     subprocess.run(["iverilog", "-o", str(tmp_path / "tb.vvp"), "-s", "tb", str(tmp_path / "m.v"),
                     str(tmp_path / "tb.v")], check=True, capture_output=True)
     log = subprocess.run(["vvp", str(tmp_path / "tb.vvp")], capture_output=True, text=True).stdout
-    assert re.search(r"only DATA_WIDTH 18 and REGMODE NOREG or OUTREG are modelled", log), log
+    assert re.search(r"only DATA_WIDTH 18, REGMODE NOREG or OUTREG and GSR DISABLED", log), log
