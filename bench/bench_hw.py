@@ -31,7 +31,7 @@ from common import save_json, write_section  # noqa: E402
 
 from fxp.errors import FxpError  # noqa: E402
 from hdl_gen import synth  # noqa: E402
-from hdl_gen.fold import adder_tree, select  # noqa: E402
+from hdl_gen.fold import adder_trees, compressor_trees, select  # noqa: E402
 from hdl_gen.gen import random_layer  # noqa: E402
 from hdl_gen.mac import MacUnit  # noqa: E402
 from hdl_gen.verilog import emit  # noqa: E402
@@ -143,11 +143,13 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
         return select([x.word_select(k, simd) for k in range(sf)], x[simd * sf:])
 
     return [
-        (f"popcount of {simd} bits, balanced tree (fold.adder_tree)",
-         _Piece(simd, pc_w, lambda m, x: adder_tree(list(x)))),
+        (f"popcount of {simd} bits, carry-save compressor (fold.compressor_trees, the unit's)",
+         _Piece(simd, pc_w, lambda m, x: compressor_trees(m, [list(x)])[0])),
+        (f"popcount of {simd} bits, balanced tree of adders (fold.adder_trees)",
+         _Piece(simd, pc_w, lambda m, x: adder_trees([list(x)])[0])),
         (f"popcount of {simd} bits, chained sum", _Piece(simd, pc_w, lambda m, x: sum(x[i] for i in range(simd)))),
         (f"XNOR with a weight that changes every cycle (block RAM) + popcount of {simd}",
-         _Piece(2 * simd, pc_w, lambda m, x: adder_tree(list(~(x[:simd] ^ x[simd:]))))),
+         _Piece(2 * simd, pc_w, lambda m, x: compressor_trees(m, [list(~(x[:simd] ^ x[simd:]))])[0])),
         (f"weight ROM {depth} x {simd} bits, asynchronous read (constant weights in LUTs)",
          _Piece(abits, simd, lambda m, x: rom(m, x))),
         (f"weight ROM {depth} x {simd} + XNOR with the input",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from amaranth import Const, Module, Mux, Signal, Value, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib.memory import Memory
 
 from fxp.errors import FxpError
@@ -218,24 +218,23 @@ def _pairwise(terms: list) -> list:
     return [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)] + ([terms[-1]] if len(terms) % 2 else [])
 
 
-def _is_cut(level: int, first: int, every: int) -> bool:
-    return bool(every) and level >= first and (level - first) % every == 0
+def _is_cut(level: int, every: int) -> bool:
+    return bool(every) and (level - 1) % every == 0
 
 
-def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0, first: int = 1) -> list:
-    """Sum each list of ``trees`` as a balanced tree (depth log2(n)), not a chain.
+def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0) -> list:
+    """Sum each list of (signed or unsigned) ``trees`` as a balanced tree of adders (depth log2(n)).
 
     With ``cut``, the partial sums of all trees pass through ``cut`` (a pipeline register that also
-    carries the caller's metadata) after level ``first`` and every ``every`` levels from there; the
-    last level is never cut. Leaving the first levels uncut lets synthesis compress the leaves
-    (many 1-bit terms) with full adders in LUTs instead of a register per pair.
+    carries the caller's metadata) after the first level and every ``every`` levels from there; the
+    last level is never cut. (The MAC's products; the XNOR popcount is :func:`compressor_trees`.)
     """
     trees = [list(t) for t in trees]
     level = 0
     while any(len(t) > 1 for t in trees):
         trees = [_pairwise(t) for t in trees]
         level += 1
-        if cut is not None and _is_cut(level, first, every) and any(len(t) > 1 for t in trees):
+        if cut is not None and _is_cut(level, every) and any(len(t) > 1 for t in trees):
             flat = cut([v for t in trees for v in t])
             sizes, trees, k = [len(t) for t in trees], [], 0
             for n in sizes:
@@ -244,9 +243,8 @@ def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, ev
     return [t[0] for t in trees]
 
 
-def pipelined_trees(m: Module, en: Value, trees: list[list], s: dict, pipeline: bool, every: int,
-                    first: int = 1) -> tuple[list, dict]:
-    """:func:`adder_trees` with :func:`carry` stages as its cuts when ``pipeline``: (sums, metadata)."""
+def pipelined(m: Module, en: Value, s: dict, pipeline: bool, build: Callable) -> tuple[list, dict]:
+    """``build(cut)`` with :func:`carry` stages as its cuts when ``pipeline`` (else None): (its result, metadata)."""
     n = 0
 
     def cut(values: list) -> list:
@@ -255,16 +253,87 @@ def pipelined_trees(m: Module, en: Value, trees: list[list], s: dict, pipeline: 
         n += 1
         return values
 
-    sums = adder_trees(trees, cut if pipeline else None, every, first)
-    return sums, s
+    return build(cut if pipeline else None), s
 
 
-def tree_cuts(n: int, every: int, first: int = 1) -> int:
+def tree_cuts(n: int, every: int) -> int:
     """How many pipeline registers :func:`adder_trees` puts into a tree of ``n`` terms."""
     levels = max(n - 1, 0).bit_length()
-    return sum(_is_cut(level, first, every) for level in range(1, levels))
+    return sum(_is_cut(level, every) for level in range(1, levels))
 
 
-def adder_tree(terms: list) -> object:
-    """The sum of ``terms`` as one balanced tree, without pipeline registers."""
-    return adder_trees([terms])[0]
+def _columns(terms: list) -> list[list]:
+    """Unsigned terms as bit columns, least significant first: column ``c`` holds every term's bit ``c``."""
+    cols: list[list] = []
+    for t in terms:
+        t = Value.cast(t)
+        for i in range(len(t)):
+            if i == len(cols):
+                cols.append([])
+            cols[i].append(t[i])
+    return cols
+
+
+def _full_adder(a, b, c) -> tuple:
+    return a ^ b ^ c, (a & b) | (a & c) | (b & c)
+
+
+def _compress(cols: list[list], full_adder: Callable = _full_adder) -> list[list]:
+    """One layer of a Wallace tree: every three bits of a column become a full adder's sum (this
+    column) and carry (the next); the one or two left over pass through."""
+    out: list[list] = [[] for _ in range(len(cols) + 1)]
+    for c, bits in enumerate(cols):
+        whole = len(bits) - len(bits) % 3
+        for k in range(0, whole, 3):
+            s, cy = full_adder(*bits[k : k + 3])
+            out[c].append(s)
+            out[c + 1].append(cy)
+        out[c].extend(bits[whole:])
+    return out if out[-1] else out[:-1]
+
+
+def _tall(trees: list[list[list]]) -> bool:
+    return any(len(bits) > 2 for cols in trees for bits in cols)
+
+
+def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0) -> list:
+    """Sum each list of unsigned ``trees`` with a carry-save compressor (a Wallace tree of full adders
+    over bit columns) down to two rows, then one adder.
+
+    With ``cut``, the bits of all trees pass through ``cut`` (a pipeline register that also carries
+    the caller's metadata) after every ``every`` layers of full adders, while some column still holds
+    more than two bits. The full adders between registers stay plain logic, which synthesis packs into
+    LUTs; a tree of two-operand adders would instead put a carry chain between every pair of registers.
+    Layers not cut are wires (``m.d.comb``): Amaranth would otherwise copy each shared subexpression
+    into every use, which grows with the depth of the tree.
+    """
+    cols = [_columns(t) for t in trees]
+    layer = 0
+    while _tall(cols):
+        cols = [_compress(c) for c in cols]
+        layer += 1
+        flat = [b for c in cols for bits in c for b in bits]
+        if cut is not None and every and layer % every == 0 and _tall(cols):
+            flat = cut(flat)
+        else:
+            wires = Signal(len(flat), name=f"csa{layer}")
+            m.d.comb += wires.eq(Cat(*flat))
+            flat = list(wires)
+        k = 0
+        for c in cols:
+            for bits in c:
+                bits[:] = flat[k : k + len(bits)]
+                k += len(bits)
+    return [Cat(*(bits[0] for bits in c)) + Cat(*(bits[1] if len(bits) > 1 else Const(0, 1) for bits in c))
+            for c in cols]
+
+
+def compressor_cuts(widths: list[int], every: int) -> int:
+    """How many pipeline registers :func:`compressor_trees` puts into a tree of terms ``widths`` bits wide."""
+    cols = [[None] * sum(w > c for w in widths) for c in range(max(widths, default=0))]
+    layers, cuts = 0, 0
+    while _tall([cols]):
+        cols = _compress(cols, lambda a, b, c: (None, None))
+        layers += 1
+        cuts += bool(every) and layers % every == 0 and _tall([cols])
+    return cuts

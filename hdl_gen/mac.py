@@ -17,8 +17,8 @@ from amaranth.lib.wiring import In, Out
 
 from fxp.errors import FxpError
 from fxp.format import Format
-from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_folding, check_weights_in, deliver,
-                          fetch_weights, folded_issue, pipelined_trees, rom, stage, tree_cuts)
+from hdl_gen.fold import (WEIGHTS_IN, accumulate, adder_trees, carry, check_folding, check_weights_in, deliver,
+                          fetch_weights, folded_issue, pipelined, rom, stage, tree_cuts)
 
 
 def _pack(values, width: int) -> int:
@@ -109,8 +109,8 @@ class MacUnit(wiring.Component):
                 prods.append(xj * wj)
         if self.pipeline:  # the DSPs' output registers
             s, prods = carry(m, en, "prod", s, prods)
-        sums, s = pipelined_trees(m, en, [prods[p * simd : (p + 1) * simd] for p in range(pe)], s, self.pipeline,
-                                  self.tree_every)
+        trees = [prods[p * simd : (p + 1) * simd] for p in range(pe)]
+        sums, s = pipelined(m, en, s, self.pipeline, lambda cut: adder_trees(trees, cut, self.tree_every))
         totals = accumulate(m, en, s, sums, signed(acc_w))
         self._requantize(m, en, totals, {"nf": s["nf"], "valid": s["valid"] & s["last"]})
         return m

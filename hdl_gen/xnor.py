@@ -20,8 +20,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from fxp.errors import FxpError
-from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in, deliver,
-                          fetch_weights, folded_issue, pipelined_trees, rom, stage, tree_cuts)
+from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in,
+                          compressor_cuts, compressor_trees, deliver, fetch_weights, folded_issue, pipelined, rom,
+                          stage)
 
 
 def at_least(x: Value, t: int) -> Value:
@@ -58,17 +59,18 @@ class XnorPopcountUnit(wiring.Component):
         Parallel outputs and parallel input bits; ``MH % PE == 0`` and ``MW % SIMD == 0``.
     weights_in:
         ``"logic"``: constants in LUTs (free XNORs when nothing is folded); ``"bram"``: a block RAM
-        read one cycle ahead (one more pipeline stage).
+        read one cycle ahead (one more pipeline stage); ``"dp16kd"``: ECP5 block RAM through its
+        output register (two more stages; :mod:`hdl_gen.dp16kd`).
     pipeline:
-        Registers after the XNORs, after every popcount-tree level from ``tree_first`` on (the first
-        level stays combinational so synthesis compresses the 1-bit leaves with full adders; shared
-        counters are that level already), between
-        the popcount and the accumulator, and before the threshold compare, for Fmax. Results are
-        identical; only the latency grows.
+        Registers after the XNORs, after every ``csa_every`` layers of the popcount's full adders,
+        between the popcount and the accumulator, and before the threshold compare, for Fmax.
+        Results are identical; only the latency grows.
     popcount:
-        ``"tree"``: a balanced adder tree; ``"chain"``: a chained sum of bits, the naive baseline.
-        When the weights are constants (nothing folded) and PE > 1, the tree's leaves are 3-input
-        counters that the outputs share (see :meth:`_shared_plan`): fewer LUTs per synapse.
+        ``"tree"``: a carry-save compressor (a Wallace tree of full adders over the bit columns of the
+        terms, then one adder: :func:`hdl_gen.fold.compressor_trees`); ``"chain"``: a chained sum of
+        bits, the naive baseline. When the weights are constants (nothing folded) and PE > 1, the
+        tree's terms are 3-input counters that the outputs share (see :meth:`_shared_plan`): fewer
+        LUTs per synapse.
 
     Members
     -------
@@ -79,7 +81,7 @@ class XnorPopcountUnit(wiring.Component):
     shared, counters: whether outputs share 3-input counters, and how many counters there are.
     """
 
-    tree_first, tree_every = 2, 1
+    csa_every = 2  # layers of full adders between pipeline registers
 
     def __init__(self, weights: np.ndarray, thresholds: np.ndarray | None, pe: int, simd: int, *,
                  weights_in: str = "logic", pipeline: bool = False, popcount: str = "tree") -> None:
@@ -105,21 +107,18 @@ class XnorPopcountUnit(wiring.Component):
         self.counters = len(self._plan[0]) if self.shared else 0
         stages = WEIGHTS_IN[weights_in] + (3 if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
-            stages += tree_cuts(*self._tree_shape())
+            stages += compressor_cuts(self._leaf_widths(), self.csa_every)
         self.latency = self.sf + stages
         super().__init__({
             "i": In(stream.Signature(unsigned(self.mw))),
             "o": Out(stream.Signature(unsigned(pe * self.lane_width))),
         })
 
-    def _tree_shape(self) -> tuple[int, int, int]:
-        """Leaves per popcount tree, and where its pipeline cuts go (every, first).
-
-        Shared 3-input counters are the tree's first level already, so the first cut comes a level early.
-        """
+    def _leaf_widths(self) -> list[int]:
+        """The widths of an output's popcount terms: 2-bit shared counters and 1-bit tail inputs, or SIMD bits."""
         if self.shared:
-            return self.simd // 3 + self.simd % 3, self.tree_every, self.tree_first - 1
-        return self.simd, self.tree_every, self.tree_first
+            return [2] * (self.simd // 3) + [1] * (self.simd % 3)
+        return [1] * self.simd
 
     def _shared_plan(self) -> tuple[list, list[list]]:
         """Which 3-input counters outputs with constant weights share, and each output's popcount leaves.
@@ -193,8 +192,7 @@ class XnorPopcountUnit(wiring.Component):
                     total = (total + b)[:acc_w]
                 counts.append(total)
         else:
-            _, every, first = self._tree_shape()
-            counts, s = pipelined_trees(m, en, lanes, s, self.pipeline, every, first)
+            counts, s = pipelined(m, en, s, self.pipeline, lambda cut: compressor_trees(m, lanes, cut, self.csa_every))
         if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
             s, counts = carry(m, en, "count", s, counts)
         totals = accumulate(m, en, s, counts, unsigned(acc_w))
