@@ -148,6 +148,17 @@ def stage(m: Module, en: Value, name: str, values: dict[str, Value]) -> dict[str
     return out
 
 
+def wires(m: Module, name: str, values: list) -> list[Signal]:
+    """Each value through a wire of its own: Amaranth copies an expression into every place that uses
+    it (the Verilog, and the simulators' work, grow with the uses); a wire is computed once."""
+    out = []
+    for i, v in enumerate(values):
+        w = Signal(Value.cast(v).shape(), name=f"{name}{i}")
+        m.d.comb += w.eq(v)
+        out.append(w)
+    return out
+
+
 def carry(m: Module, en: Value, name: str, s: dict, values: list) -> tuple[dict, list]:
     """One pipeline stage for ``values`` and the slice metadata of ``s``: (metadata, values), a cycle later."""
     r = stage(m, en, name, {**{k: s[k] for k in META}, **{f"v{i}": v for i, v in enumerate(values)}})
@@ -262,16 +273,16 @@ def tree_cuts(n: int, every: int) -> int:
     return sum(_is_cut(level, every) for level in range(1, levels))
 
 
-def _columns(terms: list) -> list[list]:
-    """Unsigned terms as bit columns, least significant first: column ``c`` holds every term's bit ``c``."""
-    cols: list[list] = []
-    for t in terms:
-        t = Value.cast(t)
-        for i in range(len(t)):
-            if i == len(cols):
-                cols.append([])
-            cols[i].append(t[i])
-    return cols
+def _columns(trees: list[list]) -> list[list]:
+    """Terms as bit columns, least significant first, every tree side by side: slot ``k`` of column
+    ``c`` is one vector holding bit ``c`` of term ``k`` of each tree (all trees have terms of the same
+    widths), so each full adder below is word-wide logic for all trees at once, which simulators
+    evaluate in one step."""
+    widths = [len(Value.cast(t)) for t in trees[0]]
+    if any([len(Value.cast(t)) for t in tree] != widths for tree in trees):
+        raise ValueError("compressor_trees sums trees whose terms have the same widths")
+    return [[Cat(*(Value.cast(tree[k])[c] for tree in trees)) for k, w in enumerate(widths) if w > c]
+            for c in range(max(widths, default=0))]
 
 
 def _full_adder(a, b, c) -> tuple:
@@ -297,35 +308,31 @@ def _tall(trees: list[list[list]]) -> bool:
 
 
 def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0) -> list:
-    """Sum each list of unsigned ``trees`` with a carry-save compressor (a Wallace tree of full adders
-    over bit columns) down to two rows, then one adder.
+    """Sum each list of unsigned ``trees`` (terms of the same widths in every tree) with a carry-save
+    compressor, a Wallace tree of full adders over bit columns, down to two rows, then one adder.
 
-    With ``cut``, the bits of all trees pass through ``cut`` (a pipeline register that also carries
+    With ``cut``, the compressor's values pass through ``cut`` (a pipeline register that also carries
     the caller's metadata) after every ``every`` layers of full adders, while some column still holds
     more than two bits. The full adders between registers stay plain logic, which synthesis packs into
     LUTs; a tree of two-operand adders would instead put a carry chain between every pair of registers.
-    Layers not cut are wires (``m.d.comb``): Amaranth would otherwise copy each shared subexpression
-    into every use, which grows with the depth of the tree.
+    Layers not cut are :func:`wires`.
     """
-    cols = [_columns(t) for t in trees]
+    cols = _columns(trees)
     layer = 0
-    while _tall(cols):
-        cols = [_compress(c) for c in cols]
+    while _tall([cols]):
+        cols = _compress(cols)
         layer += 1
-        flat = [b for c in cols for bits in c for b in bits]
-        if cut is not None and every and layer % every == 0 and _tall(cols):
+        flat = [v for slots in cols for v in slots]
+        if cut is not None and every and layer % every == 0 and _tall([cols]):
             flat = cut(flat)
         else:
-            wires = Signal(len(flat), name=f"csa{layer}")
-            m.d.comb += wires.eq(Cat(*flat))
-            flat = list(wires)
+            flat = wires(m, f"csa{layer}_", flat)
         k = 0
-        for c in cols:
-            for bits in c:
-                bits[:] = flat[k : k + len(bits)]
-                k += len(bits)
-    return [Cat(*(bits[0] for bits in c)) + Cat(*(bits[1] if len(bits) > 1 else Const(0, 1) for bits in c))
-            for c in cols]
+        for slots in cols:
+            slots[:] = flat[k : k + len(slots)]
+            k += len(slots)
+    rows = [[slots[r] if len(slots) > r else Const(0, len(trees)) for slots in cols] for r in (0, 1)]
+    return [Cat(*(v[t] for v in rows[0])) + Cat(*(v[t] for v in rows[1])) for t in range(len(trees))]
 
 
 def compressor_cuts(widths: list[int], every: int) -> int:

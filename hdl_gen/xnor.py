@@ -22,7 +22,7 @@ from amaranth.utils import bits_for
 from fxp.errors import FxpError
 from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in,
                           compressor_cuts, compressor_trees, deliver, fetch_weights, folded_issue, pipelined, rom,
-                          stage)
+                          stage, wires)
 
 
 def at_least(x: Value, t: int) -> Value:
@@ -176,6 +176,8 @@ class XnorPopcountUnit(wiring.Component):
                       *(x[j] for j in tail)]
             if self.pipeline:
                 s, values = carry(m, en, "xnor", s, values)
+            else:  # each counter feeds many outputs
+                values = wires(m, "counter", values)
             reg = dict(zip([*counters, *tail], values))
             lanes = [[reg[src] ^ mask for src, mask in leaves] for leaves in plan]
         else:
