@@ -233,6 +233,14 @@ def _is_cut(level: int, every: int) -> bool:
     return bool(every) and (level - 1) % every == 0
 
 
+def _regroup(flat: list, groups: list[list]) -> None:
+    """Put ``flat`` back into ``groups`` in place, each group keeping its length (after a cut)."""
+    k = 0
+    for g in groups:
+        g[:] = flat[k : k + len(g)]
+        k += len(g)
+
+
 def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0) -> list:
     """Sum each list of (signed or unsigned) ``trees`` as a balanced tree of adders (depth log2(n)).
 
@@ -246,11 +254,7 @@ def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, ev
         trees = [_pairwise(t) for t in trees]
         level += 1
         if cut is not None and _is_cut(level, every) and any(len(t) > 1 for t in trees):
-            flat = cut([v for t in trees for v in t])
-            sizes, trees, k = [len(t) for t in trees], [], 0
-            for n in sizes:
-                trees.append(flat[k : k + n])
-                k += n
+            _regroup(cut([v for t in trees for v in t]), trees)
     return [t[0] for t in trees]
 
 
@@ -303,8 +307,13 @@ def _compress(cols: list[list], full_adder: Callable = _full_adder) -> list[list
     return out if out[-1] else out[:-1]
 
 
-def _tall(trees: list[list[list]]) -> bool:
-    return any(len(bits) > 2 for cols in trees for bits in cols)
+def _tall(cols: list[list]) -> bool:
+    return any(len(slots) > 2 for slots in cols)
+
+
+def _csa_cut(layer: int, every: int, cols: list[list]) -> bool:
+    """Whether :func:`compressor_trees` registers after ``layer``: every ``every`` layers, not after the last."""
+    return bool(every) and layer % every == 0 and _tall(cols)
 
 
 def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0) -> list:
@@ -319,18 +328,12 @@ def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] |
     """
     cols = _columns(trees)
     layer = 0
-    while _tall([cols]):
+    while _tall(cols):
         cols = _compress(cols)
         layer += 1
         flat = [v for slots in cols for v in slots]
-        if cut is not None and every and layer % every == 0 and _tall([cols]):
-            flat = cut(flat)
-        else:
-            flat = wires(m, f"csa{layer}_", flat)
-        k = 0
-        for slots in cols:
-            slots[:] = flat[k : k + len(slots)]
-            k += len(slots)
+        cut_here = cut is not None and _csa_cut(layer, every, cols)
+        _regroup(cut(flat) if cut_here else wires(m, f"csa{layer}_", flat), cols)
     rows = [[slots[r] if len(slots) > r else Const(0, len(trees)) for slots in cols] for r in (0, 1)]
     return [Cat(*(v[t] for v in rows[0])) + Cat(*(v[t] for v in rows[1])) for t in range(len(trees))]
 
@@ -339,8 +342,8 @@ def compressor_cuts(widths: list[int], every: int) -> int:
     """How many pipeline registers :func:`compressor_trees` puts into a tree of terms ``widths`` bits wide."""
     cols = [[None] * sum(w > c for w in widths) for c in range(max(widths, default=0))]
     layers, cuts = 0, 0
-    while _tall([cols]):
+    while _tall(cols):
         cols = _compress(cols, lambda a, b, c: (None, None))
         layers += 1
-        cuts += bool(every) and layers % every == 0 and _tall([cols])
+        cuts += _csa_cut(layers, every, cols)
     return cuts

@@ -84,7 +84,7 @@ def sidecar(kind: str, unit, top: str, layer: str, seed: int | None) -> dict:
         "options": {k: getattr(unit, k) for k in OPTIONS if hasattr(unit, k)},
         "signed_lanes": kind == "mac",
         # Verilog the simulators need beside the unit (primitive models); synthesis has its own
-        "sim_models": [dp16kd.SIM_MODEL] if getattr(unit, "weights_in", "logic") == "dp16kd" else [],
+        "sim_models": [dp16kd.SIM_MODEL] if unit.weights_in == "dp16kd" else [],
     }
 
 

@@ -58,7 +58,6 @@ class MacUnit(wiring.Component):
         w = np.asarray(weights, dtype=np.int64)
         self.mh, self.mw = w.shape
         check_folding(self.mh, self.mw, pe, simd)
-        check_weights_in(weights_in, self.mh // pe * (self.mw // simd))
         wz = np.zeros(self.mh, np.int64) if weight_zero_point is None else np.asarray(weight_zero_point, np.int64)
         self.wadj = w - wz[:, None]  # (w - wz) fits 9 bits signed
         self.bias = np.zeros(self.mh, np.int64) if bias is None else np.asarray(bias, np.int64)
@@ -68,6 +67,7 @@ class MacUnit(wiring.Component):
         self.acc_bits, self.pe, self.simd = acc_bits, pe, simd
         self.weights_in, self.pipeline = weights_in, bool(pipeline)
         self.nf, self.sf = self.mh // pe, self.mw // simd
+        check_weights_in(weights_in, self.nf * self.sf)  # one weight word per issued slice
         if self.mult.min() < 1 or self.mult.max() >= 1 << 31 or self.shift.min() < 0 or self.shift.max() > 62:
             raise FxpError("multipliers must be in 1..2**31-1 and shifts in 0..62 (the description's ranges)")
         self.mult_bits = int(self.mult.max()).bit_length()

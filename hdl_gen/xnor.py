@@ -90,7 +90,6 @@ class XnorPopcountUnit(wiring.Component):
             raise FxpError("weights must be a 0/1 matrix of shape (MH, MW)")
         self.mh, self.mw = w.shape
         check_folding(self.mh, self.mw, pe, simd)
-        check_weights_in(weights_in, self.mh // pe * (self.mw // simd))
         check_choice("popcount", popcount, ("tree", "chain"))
         if thresholds is not None:
             thresholds = np.asarray(thresholds, dtype=np.int64)
@@ -99,6 +98,7 @@ class XnorPopcountUnit(wiring.Component):
         self.weights, self.thresholds, self.pe, self.simd = w.astype(np.uint8), thresholds, pe, simd
         self.weights_in, self.pipeline, self.popcount = weights_in, bool(pipeline), popcount
         self.nf, self.sf = self.mh // pe, self.mw // simd
+        check_weights_in(weights_in, self.nf * self.sf)  # one weight word per issued slice
         self.acc_width = bits_for(self.mw)  # popcounts reach MW exactly: the least width that cannot overflow
         self.lane_width = 1 if thresholds is not None else self.acc_width
         # Constant weights (nothing folded) and more than one output: outputs share 3-input counters.
@@ -128,8 +128,8 @@ class XnorPopcountUnit(wiring.Component):
         ``3 - s``, and ``3 - s`` is ``~s`` in two bits, so one full adder per group and pattern pair
         (at most four per group) serves all outputs: a plain inversion, no constant, tells them apart.
         Each counter takes the pattern more of its outputs use (ties: bit 0 clear), so fewer leaves are
-        inverted: a pipelined tree adds registered leaves in carry chains, which cannot absorb an inversion
-        into their operands (the iCE40 spends a LUT on each).
+        inverted: the compressor's full adders absorb an inversion, but a leaf bit that passes a layer
+        untouched into a pipeline register or the final adder's carry chain needs a LUT of its own.
         Returns the counters as (group start, pattern) and, per output, its leaves as ``(source, mask)``:
         a counter and 3 (inverted) or 0, or a tail input ``j`` (where MW is not a multiple of three) and
         1 or 0; the leaf is ``source ^ mask``.

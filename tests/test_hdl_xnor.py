@@ -231,7 +231,7 @@ def test_at_least_a_constant_is_exact(width):
 @pytest.mark.parametrize("widths,every", [([1] * 13, 0), ([2] * 7 + [1, 1], 2), ([3, 1, 5, 2, 2, 4, 1], 1), ([1] * 64, 3)])
 def test_compressor_tree_sums_terms_and_counts_its_cuts(widths, every):
     """The carry-save compressor on terms of mixed widths, its sum checked in simulation against Python's,
-    and its pipeline registers counted as compressor_cuts says (a cut here is a comb wire marked "cut")."""
+    and its pipeline registers counted as compressor_cuts says (the cut here only counts its calls)."""
     from amaranth import Module, Signal
     from amaranth.sim import Simulator
 
