@@ -1,9 +1,11 @@
 """What the folded matrix-vector units share: the NF x SF issue schedule, pipeline registers, adder trees.
 
-The units are stall-all pipelines: every register advances on one enable, ``en = ~(o.valid & ~o.ready)``,
-so a result that the consumer does not take freezes the whole unit for that cycle and nothing is lost
-(FINN's MVAU does the same). Metadata (valid, first/last slice, output group) travels beside the data
-through the same registers.
+The units are stall-all pipelines: every register advances on one enable, so a result that the
+consumer does not take freezes the whole unit and nothing is lost (FINN's MVAU does the same).
+:func:`deliver` makes the enable: ``~(o.valid & ~o.ready)`` directly, or, with a skid register on the
+output, ``~skid_valid``, so that ``o.ready`` reaches only the output registers and not the enable of
+every other one. Metadata (valid, first/last slice, output group) travels beside the data through
+the same registers.
 """
 
 from __future__ import annotations
@@ -64,10 +66,9 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
 
     ``unit`` has ``i``/``o`` streams and ``nf``, ``sf``, ``simd``. The next vector is accepted in the
     cycle that issues the last slice of the current one, so back-to-back vectors flow without a bubble
-    (one vector per ``NF x SF`` cycles). The enable of the whole unit is made here.
+    (one vector per ``NF x SF`` cycles). The enable of the whole unit is made by :func:`deliver`.
     """
-    en = Signal()
-    m.d.comb += en.eq(~(unit.o.valid & ~unit.o.ready))
+    en = Signal(name="en")  # driven by deliver()
     vec = Signal(len(unit.i.payload))
     busy = Signal()
     nf = Signal(range(unit.nf), name="nf") if unit.nf > 1 else Const(0, 1)  # counters where folded
@@ -215,14 +216,36 @@ def accumulate(m: Module, en: Value, s: dict, counts: list, shape) -> list[Signa
     return totals
 
 
-def deliver(m: Module, unit, en: Value, valid: Value, lanes: list, lane_width: int) -> None:
-    """Load ``lanes`` into the output register when ``valid``; ``o.valid`` stays until taken."""
-    with m.If(unit.o.valid & unit.o.ready):  # before the set below, so a new result wins
-        m.d.sync += unit.o.valid.eq(0)
-    with m.If(en & valid):
-        m.d.sync += unit.o.valid.eq(1)
-        for p, lane in enumerate(lanes):
-            m.d.sync += unit.o.payload[p * lane_width : (p + 1) * lane_width].eq(lane)
+def deliver(m: Module, unit, en: Value, valid: Value, lanes: list, lane_width: int, skid: bool = False) -> None:
+    """Load ``lanes`` into the output register when ``valid``; ``o.valid`` stays until taken. Drives ``en``.
+
+    Without ``skid``, ``en = ~(o.valid & ~o.ready)``: the consumer's ready reaches, through ``en``, every
+    register of the unit and ``i.ready`` in the same cycle. With ``skid``, a result that arrives while
+    the output register is held goes into a skid register, and ``en = ~skid_valid`` comes from a
+    register: ``o.ready`` reaches only the output registers (the iCE40's critical path before). The
+    latency is the same; the skid costs a register and a 2:1 mux per output bit.
+    """
+    o = unit.o
+    if not skid:
+        m.d.comb += en.eq(~(o.valid & ~o.ready))
+        with m.If(o.valid & o.ready):  # before the set below, so a new result wins
+            m.d.sync += o.valid.eq(0)
+        with m.If(en & valid):
+            m.d.sync += o.valid.eq(1)
+            for p, lane in enumerate(lanes):
+                m.d.sync += o.payload[p * lane_width : (p + 1) * lane_width].eq(lane)
+        return
+    new = Signal(len(o.payload), name="result")
+    for p, lane in enumerate(lanes):
+        m.d.comb += new[p * lane_width : (p + 1) * lane_width].eq(lane)
+    full = Signal(name="skid_valid")
+    held = Signal(len(o.payload), name="skid_payload", reset_less=True)
+    m.d.comb += en.eq(~full)
+    arrives = en & valid  # never while full: en is low then
+    with m.If(~o.valid | o.ready):  # the output register is free this cycle: the held result goes first
+        m.d.sync += [o.valid.eq(full | arrives), o.payload.eq(Mux(full, held, new)), full.eq(0)]
+    with m.Elif(arrives):
+        m.d.sync += [full.eq(1), held.eq(new)]
 
 
 def _pairwise(terms: list) -> list:

@@ -157,4 +157,4 @@ class MacUnit(wiring.Component):
         if self.pipeline:
             v = stage(m, en, "clamped", {"valid": v["valid"], **{f"y{p}": y[:8] for p, y in enumerate(ys)}})
             ys = [v[f"y{p}"] for p in range(pe)]
-        deliver(m, self, en, v["valid"], ys, 8)
+        deliver(m, self, en, v["valid"], ys, 8, skid=self.pipeline)

@@ -212,7 +212,7 @@ class XnorPopcountUnit(wiring.Component):
             results = [at_least(totals[p], int(self.thresholds[p])) for p in range(pe)]
         else:
             results = [totals[p] >= out["thr"][p * tw : (p + 1) * tw] for p in range(pe)]
-        deliver(m, self, en, out["valid"], results, self.lane_width)
+        deliver(m, self, en, out["valid"], results, self.lane_width, skid=self.pipeline)
         return m
 
     @classmethod
