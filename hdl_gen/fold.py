@@ -300,20 +300,38 @@ def tree_cuts(n: int, every: int) -> int:
     return sum(_is_cut(level, every) for level in range(1, levels))
 
 
+def _term(t) -> tuple[Value, int]:
+    """A compressor term as (value, mask): ``value ^ mask``, ``mask`` a constant (0: not inverted)."""
+    return (Value.cast(t[0]), int(t[1])) if isinstance(t, tuple) else (Value.cast(t), 0)
+
+
+def _inverted(v: Value, mask: int) -> Value:
+    return v ^ Const(mask, len(v)) if mask else v
+
+
+def term_value(t) -> Value:
+    """The value of a compressor term (a value, or ``(value, mask)`` for ``value ^ mask``)."""
+    return _inverted(*_term(t))
+
+
 def _columns(trees: list[list]) -> list[list]:
     """Terms as bit columns, least significant first, every tree side by side: slot ``k`` of column
     ``c`` is one vector holding bit ``c`` of term ``k`` of each tree (all trees have terms of the same
     widths), so each full adder below is word-wide logic for all trees at once, which simulators
-    evaluate in one step."""
-    widths = [len(Value.cast(t)) for t in trees[0]]
-    if any([len(Value.cast(t)) for t in tree] != widths for tree in trees):
+    evaluate in one step. A slot is (vector, mask): the trees' inversions of that bit, kept apart."""
+    trees = [[_term(t) for t in tree] for tree in trees]
+    widths = [len(v) for v, _ in trees[0]]
+    if any([len(v) for v, _ in tree] != widths for tree in trees):
         raise ValueError("compressor_trees sums trees whose terms have the same widths")
-    return [[Cat(*(Value.cast(tree[k])[c] for tree in trees)) for k, w in enumerate(widths) if w > c]
+    return [[(Cat(*(tree[k][0][c] for tree in trees)), sum(((tree[k][1] >> c) & 1) << i for i, tree in enumerate(trees)))
+             for k, w in enumerate(widths) if w > c]
             for c in range(max(widths, default=0))]
 
 
 def _full_adder(a, b, c) -> tuple:
-    return a ^ b ^ c, (a & b) | (a & c) | (b & c)
+    """A full adder of (vector, mask) slots: its sum and carry, not inverted."""
+    a, b, c = (_inverted(*x) for x in (a, b, c))
+    return (a ^ b ^ c, 0), ((a & b) | (a & c) | (b & c), 0)
 
 
 def _compress(cols: list[list], full_adder: Callable = _full_adder) -> list[list]:
@@ -334,18 +352,25 @@ def _tall(cols: list[list]) -> bool:
     return any(len(slots) > 2 for slots in cols)
 
 
-def _csa_cut(layer: int, every: int, cols: list[list]) -> bool:
-    """Whether :func:`compressor_trees` registers after ``layer``: every ``every`` layers, not after the last."""
-    return bool(every) and layer % every == 0 and _tall(cols)
+def _csa_cut(layer: int, every: int, first: int | None, cols: list[list]) -> bool:
+    """Whether :func:`compressor_trees` registers after ``layer``: after layer ``first`` (default
+    ``every``) and every ``every`` layers from there, not after the last."""
+    first = every if first is None else first
+    return bool(every) and layer >= first and (layer - first) % every == 0 and _tall(cols)
 
 
-def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0) -> list:
+def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0,
+                     first: int | None = None) -> list:
     """Sum each list of unsigned ``trees`` (terms of the same widths in every tree) with a carry-save
     compressor, a Wallace tree of full adders over bit columns, down to two rows, then one adder.
 
+    A term is a value or ``(value, mask)``, meaning ``value ^ mask`` for a constant ``mask``. The masks
+    stay outside the registers and wires: a bit that passes a layer untouched is registered as it is,
+    and the full adder that takes it later absorbs its inversion (on the iCE40 an inverted bit in
+    front of a flip-flop or a carry chain is a LUT of its own).
     With ``cut``, the compressor's values pass through ``cut`` (a pipeline register that also carries
-    the caller's metadata) after every ``every`` layers of full adders, while some column still holds
-    more than two bits. The full adders between registers stay plain logic, which synthesis packs into
+    the caller's metadata) after layer ``first`` of full adders (default ``every``) and every ``every``
+    layers from there, while some column still holds more than two bits. The full adders between registers stay plain logic, which synthesis packs into
     LUTs; a tree of two-operand adders would instead put a carry chain between every pair of registers.
     Layers not cut are :func:`wires`.
     """
@@ -354,19 +379,19 @@ def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] |
     while _tall(cols):
         cols = _compress(cols)
         layer += 1
-        flat = [v for slots in cols for v in slots]
-        cut_here = cut is not None and _csa_cut(layer, every, cols)
-        _regroup(cut(flat) if cut_here else wires(m, f"csa{layer}_", flat), cols)
-    rows = [[slots[r] if len(slots) > r else Const(0, len(trees)) for slots in cols] for r in (0, 1)]
+        flat = [v for slots in cols for v, _ in slots]
+        flat = cut(flat) if cut is not None and _csa_cut(layer, every, first, cols) else wires(m, f"csa{layer}_", flat)
+        _regroup([(v, mask) for v, (_, mask) in zip(flat, (x for slots in cols for x in slots))], cols)
+    rows = [[_inverted(*slots[r]) if len(slots) > r else Const(0, len(trees)) for slots in cols] for r in (0, 1)]
     return [Cat(*(v[t] for v in rows[0])) + Cat(*(v[t] for v in rows[1])) for t in range(len(trees))]
 
 
-def compressor_cuts(widths: list[int], every: int) -> int:
+def compressor_cuts(widths: list[int], every: int, first: int | None = None) -> int:
     """How many pipeline registers :func:`compressor_trees` puts into a tree of terms ``widths`` bits wide."""
     cols = [[None] * sum(w > c for w in widths) for c in range(max(widths, default=0))]
     layers, cuts = 0, 0
     while _tall(cols):
         cols = _compress(cols, lambda a, b, c: (None, None))
         layers += 1
-        cuts += _csa_cut(layers, every, cols)
+        cuts += _csa_cut(layers, every, first, cols)
     return cuts

@@ -22,7 +22,7 @@ from amaranth.utils import bits_for
 from fxp.errors import FxpError
 from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in,
                           compressor_cuts, compressor_trees, deliver, fetch_weights, folded_issue, pipelined, rom,
-                          stage, wires)
+                          stage, term_value, wires)
 
 
 def at_least(x: Value, t: int) -> Value:
@@ -62,9 +62,12 @@ class XnorPopcountUnit(wiring.Component):
         read one cycle ahead (one more pipeline stage); ``"dp16kd"``: ECP5 block RAM through its
         output register (two more stages; :mod:`hdl_gen.dp16kd`).
     pipeline:
-        Registers after the XNORs, after every ``csa_every`` layers of the popcount's full adders,
-        between the popcount and the accumulator, and before the threshold compare, for Fmax.
-        Results are identical; only the latency grows.
+        Registers after the XNORs (where the weights change: with constant weights an XNOR is an
+        inversion, which the popcount's full adders absorb), in the popcount's compressor (after its
+        first layer of full adders where outputs share counters, else after its second, then every
+        ``csa_every`` layers), between the popcount and the accumulator, before the threshold
+        compare, and a skid register on the output, for Fmax. Results are identical; only the
+        latency grows.
     popcount:
         ``"tree"``: a carry-save compressor (a Wallace tree of full adders over the bit columns of the
         terms, then one adder: :func:`hdl_gen.fold.compressor_trees`); ``"chain"``: a chained sum of
@@ -105,9 +108,13 @@ class XnorPopcountUnit(wiring.Component):
         self.shared = popcount == "tree" and self.nf == 1 and self.sf == 1 and pe > 1
         self._plan = self._shared_plan() if self.shared else None
         self.counters = len(self._plan[0]) if self.shared else 0
-        stages = WEIGHTS_IN[weights_in] + (3 if self.pipeline else 0)
+        # Where outputs share counters, these and the compressor's first layer make one cycle's logic
+        # (registering the counters themselves costs 15-20 % more LUT4 sites at PE = 16).
+        self._csa_first = 1 if self.shared else self.csa_every
+        self._xnor_stage = self.pipeline and self.nf * self.sf > 1  # a weight that changes: an XNOR gate
+        stages = WEIGHTS_IN[weights_in] + self._xnor_stage + (2 if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
-            stages += compressor_cuts(self._leaf_widths(), self.csa_every)
+            stages += compressor_cuts(self._leaf_widths(), self.csa_every, self._csa_first)
         self.latency = self.sf + stages
         super().__init__({
             "i": In(stream.Signature(unsigned(self.mw))),
@@ -128,8 +135,8 @@ class XnorPopcountUnit(wiring.Component):
         ``3 - s``, and ``3 - s`` is ``~s`` in two bits, so one full adder per group and pattern pair
         (at most four per group) serves all outputs: a plain inversion, no constant, tells them apart.
         Each counter takes the pattern more of its outputs use (ties: bit 0 clear), so fewer leaves are
-        inverted: the compressor's full adders absorb an inversion, but a leaf bit that passes a layer
-        untouched into a pipeline register or the final adder's carry chain needs a LUT of its own.
+        inverted: the compressor's full adders absorb an inversion (and carry it past its registers as
+        a mask), but a leaf bit that reaches the final adder's carry chain untouched needs a LUT of its own.
         Returns the counters as (group start, pattern) and, per output, its leaves as ``(source, mask)``:
         a counter and 3 (inverted) or 0, or a tail input ``j`` (where MW is not a multiple of three) and
         1 or 0; the leaf is ``source ^ mask``.
@@ -174,16 +181,14 @@ class XnorPopcountUnit(wiring.Component):
             tail = range(simd - simd % 3, simd)
             values = [*(sum(x[g + k] ^ ((c >> k) & 1) for k in range(3))[:2] for g, c in counters),
                       *(x[j] for j in tail)]
-            if self.pipeline:
-                s, values = carry(m, en, "xnor", s, values)
-            else:  # each counter feeds many outputs
-                values = wires(m, "counter", values)
-            reg = dict(zip([*counters, *tail], values))
-            lanes = [[reg[src] ^ mask for src, mask in leaves] for leaves in plan]
+            reg = dict(zip([*counters, *tail], wires(m, "counter", values)))  # each counter feeds many outputs
+            lanes = [[(reg[src], mask) for src, mask in leaves] for leaves in plan]
+        elif self.nf * self.sf == 1:  # constant weights: an XNOR is an inversion, which the popcount absorbs
+            lanes = [[(s["x"][j], 1 - int(self.weights[p, j])) for j in range(simd)] for p in range(pe)]
         else:
             agree = Signal(pe * simd)
             m.d.comb += agree.eq(~(s["x"].replicate(pe) ^ w))
-            if self.pipeline:
+            if self._xnor_stage:
                 s, (agree,) = carry(m, en, "xnor", s, [agree])
             lanes = [[agree[p * simd + j] for j in range(simd)] for p in range(pe)]
         if self.popcount == "chain":
@@ -191,10 +196,10 @@ class XnorPopcountUnit(wiring.Component):
             for bits in lanes:  # the naive popcount: one adder after another
                 total = Const(0, acc_w)
                 for b in bits:
-                    total = (total + b)[:acc_w]
+                    total = (total + term_value(b))[:acc_w]
                 counts.append(total)
         else:
-            counts, s = pipelined(m, en, s, self.pipeline, lambda cut: compressor_trees(m, lanes, cut, self.csa_every))
+            counts, s = pipelined(m, en, s, self.pipeline, lambda cut: compressor_trees(m, lanes, cut, self.csa_every, self._csa_first))
         if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
             s, counts = carry(m, en, "count", s, counts)
         totals = accumulate(m, en, s, counts, unsigned(acc_w))

@@ -228,10 +228,12 @@ def test_at_least_a_constant_is_exact(width):
         at_least(x, -1)
 
 
-@pytest.mark.parametrize("widths,every", [([1] * 13, 0), ([2] * 7 + [1, 1], 2), ([3, 1, 5, 2, 2, 4, 1], 1), ([1] * 64, 3)])
-def test_compressor_tree_sums_terms_and_counts_its_cuts(widths, every):
-    """The carry-save compressor on terms of mixed widths, its sum checked in simulation against Python's,
-    and its pipeline registers counted as compressor_cuts says (the cut here only counts its calls)."""
+@pytest.mark.parametrize("widths,every,inverted", [([1] * 13, 0, False), ([2] * 7 + [1, 1], 2, True),
+                                                   ([3, 1, 5, 2, 2, 4, 1], 1, True), ([1] * 64, 3, False)])
+def test_compressor_tree_sums_terms_and_counts_its_cuts(widths, every, inverted):
+    """The carry-save compressor on terms of mixed widths (some given as ``(value, mask)``, inverted
+    through the registers), its sum checked in simulation against Python's, and its pipeline
+    registers counted as compressor_cuts says (the cut here only counts its calls)."""
     from amaranth import Module, Signal
     from amaranth.sim import Simulator
 
@@ -239,13 +241,16 @@ def test_compressor_tree_sums_terms_and_counts_its_cuts(widths, every):
 
     m, cuts = Module(), []
     terms = [Signal(w, name=f"t{i}") for i, w in enumerate(widths)]
+    masks = [(0b101 * (i + 1)) % (1 << w) if inverted else 0 for i, w in enumerate(widths)]
+    assert not inverted or len(set(masks)) > 1
 
     def cut(values):
         cuts.append(len(values))
         return values
 
     total = Signal(16)
-    m.d.comb += total.eq(compressor_trees(m, [terms], cut if every else None, every)[0])
+    given = [(t, k) if i % 2 else t ^ k for i, (t, k) in enumerate(zip(terms, masks))]  # both spellings
+    m.d.comb += total.eq(compressor_trees(m, [given], cut if every else None, every)[0])
     assert len(cuts) == compressor_cuts(widths, every) and (len(cuts) > 0) == (every > 0)
     rng = np.random.default_rng(len(widths))
     cases = [[(1 << w) - 1 for w in widths], [0] * len(widths)]
@@ -255,7 +260,7 @@ def test_compressor_tree_sums_terms_and_counts_its_cuts(widths, every):
         for case in cases:
             for t, v in zip(terms, case):
                 ctx.set(t, v)
-            assert ctx.get(total) == sum(case), case
+            assert ctx.get(total) == sum(v ^ k for v, k in zip(case, masks)), case
 
     sim = Simulator(m)
     sim.add_testbench(bench)
