@@ -10,7 +10,8 @@ the same registers.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib.memory import Memory
@@ -375,15 +376,20 @@ def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] |
     Layers not cut are :func:`wires`.
     """
     cols = _columns(trees)
+
+    def full_adder(*slots):  # an inverted input through a wire: used three times, computed once
+        return _full_adder(*((wires(m, "inv", [_inverted(*x)])[0], 0) if x[1] else x for x in slots))
+
     layer = 0
     while _tall(cols):
-        cols = _compress(cols)
+        cols = _compress(cols, full_adder)
         layer += 1
         flat = [v for slots in cols for v, _ in slots]
         flat = cut(flat) if cut is not None and _csa_cut(layer, every, first, cols) else wires(m, f"csa{layer}_", flat)
         _regroup([(v, mask) for v, (_, mask) in zip(flat, (x for slots in cols for x in slots))], cols)
-    rows = [[_inverted(*slots[r]) if len(slots) > r else Const(0, len(trees)) for slots in cols] for r in (0, 1)]
-    return [Cat(*(v[t] for v in rows[0])) + Cat(*(v[t] for v in rows[1])) for t in range(len(trees))]
+    rows = [[slots[r] if len(slots) > r else (Const(0, len(trees)), 0) for slots in cols] for r in (0, 1)]
+    return [Cat(*(_inverted(v[t], (mask >> t) & 1) for v, mask in rows[0]))
+            + Cat(*(_inverted(v[t], (mask >> t) & 1) for v, mask in rows[1])) for t in range(len(trees))]
 
 
 def compressor_cuts(widths: list[int], every: int, first: int | None = None) -> int:

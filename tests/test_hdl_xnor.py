@@ -48,8 +48,8 @@ def test_unit_matches_golden_with_backpressure(mw, mh, pe, simd, thr):
     assert np.array_equal(simulate(dut, vectors), expected(w, t, vectors))
 
 
-VARIANTS = [dict(pipeline=True), dict(weights_in="bram"), dict(weights_in="bram", pipeline=True),
-            dict(popcount="chain")]
+VARIANTS = [{"pipeline": True}, {"weights_in": "bram"}, {"weights_in": "bram", "pipeline": True},
+            {"popcount": "chain"}]
 
 
 @pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
@@ -198,7 +198,8 @@ def test_cocotb_on_verilog_simulators(tmp_path, simulator):
     bad = run_stream_test(emit(XnorPopcountUnit(w, t_bad, 4, 8), "xnor_unit"), "xnor_unit", _words(vectors),
                           exp_words, simulator, tmp_path / "bad", cycles_per_output=dut.sf)
     assert not bad["passed"]
-    assert "first at output" in open(bad["log"]).read()
+    with open(bad["log"]) as log:
+        assert "first at output" in log.read()
 
 
 @pytest.mark.parametrize("width", [1, 3, 5])
