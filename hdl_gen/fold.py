@@ -324,9 +324,12 @@ def _columns(trees: list[list]) -> list[list]:
     widths = [len(v) for v, _ in trees[0]]
     if any([len(v) for v, _ in tree] != widths for tree in trees):
         raise ValueError("compressor_trees sums trees whose terms have the same widths")
-    return [[(Cat(*(tree[k][0][c] for tree in trees)), sum(((tree[k][1] >> c) & 1) << i for i, tree in enumerate(trees)))
-             for k, w in enumerate(widths) if w > c]
-            for c in range(max(widths, default=0))]
+
+    def slot(k: int, c: int) -> tuple[Value, int]:
+        mask = sum(((tree[k][1] >> c) & 1) << i for i, tree in enumerate(trees))
+        return Cat(*(tree[k][0][c] for tree in trees)), mask
+
+    return [[slot(k, c) for k, w in enumerate(widths) if w > c] for c in range(max(widths, default=0))]
 
 
 def _full_adder(a, b, c) -> tuple:
@@ -371,9 +374,9 @@ def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] |
     front of a flip-flop or a carry chain is a LUT of its own).
     With ``cut``, the compressor's values pass through ``cut`` (a pipeline register that also carries
     the caller's metadata) after layer ``first`` of full adders (default ``every``) and every ``every``
-    layers from there, while some column still holds more than two bits. The full adders between registers stay plain logic, which synthesis packs into
-    LUTs; a tree of two-operand adders would instead put a carry chain between every pair of registers.
-    Layers not cut are :func:`wires`.
+    layers from there, while some column still holds more than two bits. The full adders between
+    registers stay plain logic, which synthesis packs into LUTs; a tree of two-operand adders would
+    instead put a carry chain between every pair of registers. Layers not cut are :func:`wires`.
     """
     cols = _columns(trees)
 
@@ -385,7 +388,8 @@ def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] |
         cols = _compress(cols, full_adder)
         layer += 1
         flat = [v for slots in cols for v, _ in slots]
-        flat = cut(flat) if cut is not None and _csa_cut(layer, every, first, cols) else wires(m, f"csa{layer}_", flat)
+        cut_here = cut is not None and _csa_cut(layer, every, first, cols)
+        flat = cut(flat) if cut_here else wires(m, f"csa{layer}_", flat)
         _regroup([(v, mask) for v, (_, mask) in zip(flat, (x for slots in cols for x in slots))], cols)
     rows = [[slots[r] if len(slots) > r else (Const(0, len(trees)), 0) for slots in cols] for r in (0, 1)]
     return [Cat(*(_inverted(v[t], (mask >> t) & 1) for v, mask in rows[0]))
