@@ -253,8 +253,9 @@ def _pairwise(terms: list) -> list:
     return [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)] + ([terms[-1]] if len(terms) % 2 else [])
 
 
-def _is_cut(level: int, every: int) -> bool:
-    return bool(every) and (level - 1) % every == 0
+def _cut_after(level: int, every: int, first: int) -> bool:
+    """The pipeline rule of both trees: a register after level ``first`` and every ``every`` levels from there."""
+    return bool(every) and level >= first and (level - first) % every == 0
 
 
 def _regroup(flat: list, groups: list[list]) -> None:
@@ -277,7 +278,7 @@ def adder_trees(trees: list[list], cut: Callable[[list], list] | None = None, ev
     while any(len(t) > 1 for t in trees):
         trees = [_pairwise(t) for t in trees]
         level += 1
-        if cut is not None and _is_cut(level, every) and any(len(t) > 1 for t in trees):
+        if cut is not None and _cut_after(level, every, 1) and any(len(t) > 1 for t in trees):
             _regroup(cut([v for t in trees for v in t]), trees)
     return [t[0] for t in trees]
 
@@ -298,7 +299,7 @@ def pipelined(m: Module, en: Value, s: dict, pipeline: bool, build: Callable) ->
 def tree_cuts(n: int, every: int) -> int:
     """How many pipeline registers :func:`adder_trees` puts into a tree of ``n`` terms."""
     levels = max(n - 1, 0).bit_length()
-    return sum(_is_cut(level, every) for level in range(1, levels))
+    return sum(_cut_after(level, every, 1) for level in range(1, levels))
 
 
 def _term(t) -> tuple[Value, int]:
@@ -332,13 +333,11 @@ def _columns(trees: list[list]) -> list[list]:
     return [[slot(k, c) for k, w in enumerate(widths) if w > c] for c in range(max(widths, default=0))]
 
 
-def _full_adder(a, b, c) -> tuple:
-    """A full adder of (vector, mask) slots: its sum and carry, not inverted."""
-    a, b, c = (_inverted(*x) for x in (a, b, c))
-    return (a ^ b ^ c, 0), ((a & b) | (a & c) | (b & c), 0)
+def _full_adder(a: Value, b: Value, c: Value) -> tuple[Value, Value]:
+    return a ^ b ^ c, (a & b) | (a & c) | (b & c)
 
 
-def _compress(cols: list[list], full_adder: Callable = _full_adder) -> list[list]:
+def _compress(cols: list[list], full_adder: Callable) -> list[list]:
     """One layer of a Wallace tree: every three bits of a column become a full adder's sum (this
     column) and carry (the next); the one or two left over pass through."""
     out: list[list] = [[] for _ in range(len(cols) + 1)]
@@ -359,8 +358,7 @@ def _tall(cols: list[list]) -> bool:
 def _csa_cut(layer: int, every: int, first: int | None, cols: list[list]) -> bool:
     """Whether :func:`compressor_trees` registers after ``layer``: after layer ``first`` (default
     ``every``) and every ``every`` layers from there, not after the last."""
-    first = every if first is None else first
-    return bool(every) and layer >= first and (layer - first) % every == 0 and _tall(cols)
+    return _cut_after(layer, every, every if first is None else first) and _tall(cols)
 
 
 def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0,
@@ -381,16 +379,17 @@ def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] |
     cols = _columns(trees)
 
     def full_adder(*slots):  # an inverted input through a wire: used three times, computed once
-        return _full_adder(*((wires(m, "inv", [_inverted(*x)])[0], 0) if x[1] else x for x in slots))
+        s, cy = _full_adder(*(wires(m, "inv", [_inverted(v, mask)])[0] if mask else v for v, mask in slots))
+        return (s, 0), (cy, 0)
 
     layer = 0
     while _tall(cols):
         cols = _compress(cols, full_adder)
         layer += 1
-        flat = [v for slots in cols for v, _ in slots]
+        values, masks = zip(*(x for slots in cols for x in slots))  # the masks stay out of registers and wires
         cut_here = cut is not None and _csa_cut(layer, every, first, cols)
-        flat = cut(flat) if cut_here else wires(m, f"csa{layer}_", flat)
-        _regroup([(v, mask) for v, (_, mask) in zip(flat, (x for slots in cols for x in slots))], cols)
+        values = cut(list(values)) if cut_here else wires(m, f"csa{layer}_", values)
+        _regroup(list(zip(values, masks)), cols)
     rows = [[slots[r] if len(slots) > r else (Const(0, len(trees)), 0) for slots in cols] for r in (0, 1)]
     return [Cat(*(_inverted(v[t], (mask >> t) & 1) for v, mask in rows[0]))
             + Cat(*(_inverted(v[t], (mask >> t) & 1) for v, mask in rows[1])) for t in range(len(trees))]

@@ -229,9 +229,10 @@ def test_at_least_a_constant_is_exact(width):
         at_least(x, -1)
 
 
-@pytest.mark.parametrize("widths,every,inverted", [([1] * 13, 0, False), ([2] * 7 + [1, 1], 2, True),
-                                                   ([3, 1, 5, 2, 2, 4, 1], 1, True), ([1] * 64, 3, False)])
-def test_compressor_tree_sums_terms_and_counts_its_cuts(widths, every, inverted):
+@pytest.mark.parametrize("widths,every,first,inverted", [
+    ([1] * 13, 0, None, False), ([2] * 7 + [1, 1], 2, None, True), ([2] * 21 + [1], 2, 1, True),
+    ([3, 1, 5, 2, 2, 4, 1], 1, None, True), ([1] * 64, 3, None, False)])
+def test_compressor_tree_sums_terms_and_counts_its_cuts(widths, every, first, inverted):
     """The carry-save compressor on terms of mixed widths (some given as ``(value, mask)``, inverted
     through the registers), its sum checked in simulation against Python's, and its pipeline
     registers counted as compressor_cuts says (the cut here only counts its calls)."""
@@ -251,8 +252,8 @@ def test_compressor_tree_sums_terms_and_counts_its_cuts(widths, every, inverted)
 
     total = Signal(16)
     given = [(t, k) if i % 2 else t ^ k for i, (t, k) in enumerate(zip(terms, masks))]  # both spellings
-    m.d.comb += total.eq(compressor_trees(m, [given], cut if every else None, every)[0])
-    assert len(cuts) == compressor_cuts(widths, every) and (len(cuts) > 0) == (every > 0)
+    m.d.comb += total.eq(compressor_trees(m, [given], cut if every else None, every, first)[0])
+    assert len(cuts) == compressor_cuts(widths, every, first) and (len(cuts) > 0) == (every > 0)
     rng = np.random.default_rng(len(widths))
     cases = [[(1 << w) - 1 for w in widths], [0] * len(widths)]
     cases += [[int(rng.integers(0, 1 << w)) for w in widths] for _ in range(40)]
