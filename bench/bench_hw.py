@@ -52,8 +52,12 @@ DEFAULTS = {"weights_in": "logic", "pipeline": False, "popcount": "tree"}
 XNOR_SIZES = [(64, 1, 1, 64, True), (64, 4, 4, 64, True), (64, 16, 16, 64, True), (64, 64, 64, 64, False),
               (128, 4, 1, 64, True), (128, 16, 4, 64, True), (128, 64, 16, 64, False), (64, 16, 4, 16, True)]
 # "dp16kd": ECP5 block RAM instantiated with its output register (hdl_gen.dp16kd), ECP5 rows only
+# table_bits: the block RAM holds tables of counts (512 words) instead of weight words; measured where
+# something is folded or PE = 1 (unfolded wide units would need more block RAM than either device has)
 XNOR_VARIANTS = [{}, {"pipeline": True}, {"weights_in": "bram"}, {"weights_in": "bram", "pipeline": True},
-                 {"weights_in": "dp16kd", "pipeline": True}, {"popcount": "chain"}]
+                 {"weights_in": "dp16kd", "pipeline": True}, {"popcount": "chain"},
+                 {"weights_in": "bram", "table_bits": 9}, {"weights_in": "bram", "table_bits": 9, "pipeline": True},
+                 {"weights_in": "dp16kd", "table_bits": 9, "pipeline": True}]
 MAC_SIZES = [(16, 4, 1, 1, True), (16, 4, 1, 4, True), (32, 8, 2, 4, True), (64, 16, 4, 8, True)]
 # requant "pow2": every multiplier 1 (dynamic fixed point), a shift and no multiply; "mult": 31-bit
 # multipliers (gemmlowp), four 16x16 / 18x18 DSPs per output on top of one per product.
@@ -169,8 +173,16 @@ def _acc_cmp(x, pc_w: int, acc_w: int):
 
 
 def fmt_variant(variant: dict) -> tuple:
+    """(weights_in, its label in the tables, pipeline, popcount) of a variant."""
     v = {**DEFAULTS, **variant}
-    return v["weights_in"], "on" if v["pipeline"] else "off", v["popcount"]
+    label = v["weights_in"] + (f", tables {v['table_bits']} b" if "table_bits" in v else "")
+    return v["weights_in"], label, "on" if v["pipeline"] else "off", v["popcount"]
+
+
+def measured(size: tuple, variant: dict) -> bool:
+    """Count tables only where something is folded or PE = 1."""
+    mw, mh, pe, simd = size[:4]
+    return "table_bits" not in variant or pe == 1 or mh // pe * (mw // simd) > 1
 
 
 def judge(rows: list[dict]) -> None:
@@ -184,7 +196,7 @@ def judge(rows: list[dict]) -> None:
         board, s = TARGETS[r["target"]][0], r["synapses"]
         if r["kind"] == "xnor" and r["popcount"] == "tree":
             if r["simd"] >= 64:
-                limit = LUT_TARGET[r["weights"]]
+                limit = LUT_TARGET[r["weights_in"]]
                 r["targets"].append((f"≤{limit} LUT4 sites/syn", r["lut_sites"] / s <= limit))
             ref = chain.get((r["kind"], tuple(r["size"]), r["target"]))
             if ref is not None and r["weights"] == "logic" and r["pipeline"] == "off":
@@ -216,7 +228,10 @@ def markdown(rows: list[dict], piece_rows: list[dict], argv: list[str], wall_s: 
              "where pipelining is on. The largest sizes are synthesised only (P&R would take most of the "
              "time budget; the iCE40 cannot hold them anyway). Weights *bram*: block RAM that Yosys infers "
              "(a synchronous read); *dp16kd*: ECP5 DP16KD instantiated with its output register, which Yosys "
-             "does not infer (`hdl_gen/dp16kd.py`), on ECP5 only. Weights and thresholds "
+             "does not infer (`hdl_gen/dp16kd.py`), on ECP5 only; *tables 9 b*: the block RAM holds, instead of "
+             "weight words, tables of 512 counts addressed by the fold index and a few inputs "
+             "(`table_bits`, `hdl_gen/xnor.py`), so the XNORs and the compressor's first layers are in the RAM. "
+             "Weights and thresholds "
              "are random (seed 0). Targets: XNOR ≤ 1.5 LUT4 sites/syn with constant weights and ≤ 2.5 with BRAM weights "
              "for SIMD ≥ 64, fewer LUT4 sites than the chained popcount; Fmax ≥ 60 MHz (iCE40) and ≥ 150 MHz (ECP5) "
               "with pipelining on; MAC one DSP per int8 product (its Fmax is reported, not judged). The MAC's *popcount* column gives its requantization "
@@ -260,21 +275,22 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.perf_counter()
 
-    plan = [("xnor", s, v) for s in (QUICK_XNOR if args.quick else XNOR_SIZES) for v in XNOR_VARIANTS]
+    plan = [("xnor", s, v) for s in (QUICK_XNOR if args.quick else XNOR_SIZES) for v in XNOR_VARIANTS if measured(s, v)]
     plan += [("mac", s, v) for s in (QUICK_MAC if args.quick else MAC_SIZES) for v in MAC_VARIANTS]
     rows, tasks = [], []
     for kind, size, variant in plan:
         unit, reason = build(kind, size, variant)
         mw, mh, pe, simd, pnr = size
-        weights, pipeline, popcount = fmt_variant(variant)
+        weights_in, weights, pipeline, popcount = fmt_variant(variant)
         base = {"kind": kind, "size": list(size[:4]), "mw": mw, "mh": mh, "pe": pe, "simd": simd, "nf": mh // pe,
                 "sf": mw // simd, "synapses": pe * simd, "multiplies": pe * simd + (0 if variant.get("requant") == "pow2" else pe) if kind == "mac" else None,
-                "weights": weights, "pipeline": pipeline, "popcount": popcount, "variant": variant}
+                "weights_in": weights_in, "weights": weights, "pipeline": pipeline, "popcount": popcount,
+                "variant": variant}
         verilog = emit(unit, "unit") if unit is not None else None
         for target in TARGETS:
             if target == "ecp5-widelut" and (kind != "xnor" or variant not in WIDELUT_VARIANTS):
                 continue
-            if weights in ECP5_ONLY and target != "ecp5":
+            if weights_in in ECP5_ONLY and target != "ecp5":
                 continue
             rows.append(dict(base, target=target, note=reason or ""))
             if verilog is not None:  # with LUT5-7, Fmax only where its target applies

@@ -167,6 +167,8 @@ def _cmd_gen(args: argparse.Namespace) -> int:
     options = {"weights_in": args.weights_in, "pipeline": args.pipeline}
     if args.popcount:
         options["popcount"] = args.popcount
+    if args.table_bits is not None:
+        options["table_bits"] = args.table_bits
     car = generate(args.kind, args.out, mw=args.mw, mh=args.mh, pe=args.pe, simd=args.simd, seed=args.seed,
                    model_path=args.from_model, layer=args.layer, top=args.top, options=options)
     print(f"wrote {args.out}: {car['top']}.v, {car['wrapper']}.v, {car['top']}.json, layer.fxpm"
@@ -277,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--weights-in", default="logic", choices=("logic", "bram", "dp16kd"),
                    help="weights as constant logic (LUTs), in block RAM (inferred), or in ECP5 DP16KD block RAM "
                         "through its output register (ECP5 only; icarus/verilator only)")
+    u.add_argument("--table-bits", type=int, default=None, metavar="N",
+                   help="xnor with --weights-in bram|dp16kd: the block RAM holds tables of counts, each addressed "
+                        "by N bits (fold index and a few inputs), instead of weight words: fewer LUTs, more block "
+                        "RAM (9: 512-word tables; at most 9 with dp16kd)")
     u.add_argument("--pipeline", action="store_true", help="pipeline registers for Fmax (more latency)")
     u.add_argument("--popcount", default=None, choices=("tree", "chain"),
                    help="xnor: balanced adder tree (default) or the naive chained sum")

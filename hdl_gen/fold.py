@@ -51,7 +51,7 @@ META = ("nf", "first", "last", "valid")  # what travels beside a slice's data th
 
 class Issue(NamedTuple):
     """One issued slice: the unit's enable, ``x`` (SIMD lanes), its ROM address, output group ``nf``,
-    first/last slice, valid."""
+    first/last slice, valid; ``vec``, the whole latched input vector."""
 
     en: Value
     x: Value
@@ -60,6 +60,7 @@ class Issue(NamedTuple):
     first: Value
     last: Value
     valid: Value
+    vec: Value
 
 
 def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
@@ -113,7 +114,7 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
     # vector register does not pass through (rotating the vector by a slice per issue instead costs
     # a 2:1 mux on every one of its bits: 25-35 % more LUT4 for SF = 2 on the iCE40).
     x = select([vec.word_select(k, width) for k in range(unit.sf)], sf)
-    return Issue(en, x, addr, nf, first, last, busy)
+    return Issue(en, x, addr, nf, first, last, busy, vec)
 
 
 def select(words: list, index: Value) -> Value:
@@ -186,23 +187,29 @@ def rom(m: Module, name: str, width: int, words: list[int], addr: Value, *, sync
     return port.data
 
 
-def fetch_weights(m: Module, iss: Issue, width: int, words: list[int], weights_in: str) -> tuple[Value, dict]:
-    """The weight word of the issued slice, and the slice (``x`` and metadata) it lines up with.
-
-    ``weights_in`` (a key of :data:`WEIGHTS_IN`): ``"logic"``, a table in LUTs; ``"bram"``, block RAM
-    that Yosys infers, a cycle late; ``"dp16kd"``, ECP5 block RAM through its output register
-    (:mod:`hdl_gen.dp16kd`), two cycles late. The slice is registered as often to meet the word.
-    """
-    s = {"x": iss.x, **{k: getattr(iss, k) for k in META}}
+def read_rom(m: Module, name: str, width: int, words: list[int], addr: Value, en: Value, weights_in: str) -> Value:
+    """``words[addr]`` from where ``weights_in`` (a key of :data:`WEIGHTS_IN`) holds them: ``"logic"``,
+    a table in LUTs; ``"bram"``, block RAM that Yosys infers, a cycle late; ``"dp16kd"``, ECP5 block
+    RAM through its output register (:mod:`hdl_gen.dp16kd`), two cycles late. Reads advance on ``en``."""
     if weights_in == "logic" or len(words) == 1:
-        w = rom(m, "wrom", width, words, iss.addr)
-    elif weights_in == "bram":
-        w = rom(m, "wrom", width, words, iss.addr, sync_en=iss.en, block_ram=True)
-    else:
-        w = dp16kd.rom(m, "wrom", width, words, iss.addr, iss.en)
+        return rom(m, name, width, words, addr)
+    if weights_in == "bram":
+        return rom(m, name, width, words, addr, sync_en=en, block_ram=True)
+    return dp16kd.rom(m, name, width, words, addr, en)
+
+
+def meet_reads(m: Module, iss: Issue, weights_in: str, with_x: bool = True) -> dict:
+    """The issued slice (``x`` unless not ``with_x``, and its metadata), registered as often as a
+    read from ``weights_in`` takes, so that it lines up with what :func:`read_rom` returns."""
+    s = {**({"x": iss.x} if with_x else {}), **{k: getattr(iss, k) for k in META}}
     for k in range(WEIGHTS_IN[weights_in]):
         s = stage(m, iss.en, f"fetch{k}" if k else "fetch", s)
-    return w, s
+    return s
+
+
+def fetch_weights(m: Module, iss: Issue, width: int, words: list[int], weights_in: str) -> tuple[Value, dict]:
+    """The weight word of the issued slice (``words[nf * SF + sf]``), and the slice it lines up with."""
+    return read_rom(m, "wrom", width, words, iss.addr, iss.en, weights_in), meet_reads(m, iss, weights_in)
 
 
 def accumulate(m: Module, en: Value, s: dict, counts: list, shape) -> list[Signal]:

@@ -56,7 +56,7 @@ def random_layer(kind: str, mw: int, mh: int, seed: int) -> fxpm.Model:
 
 
 def build_unit(kind: str, model: fxpm.Model, layer: str, pe: int, simd: int, options: dict | None = None):
-    """The unit for ``layer``; ``options`` are its keyword arguments (weights_in, pipeline, popcount)."""
+    """The unit for ``layer``; ``options`` are its keyword arguments (weights_in, pipeline, popcount, table_bits)."""
     from hdl_gen.mac import MacUnit
     from hdl_gen.xnor import XnorPopcountUnit
 
@@ -65,10 +65,13 @@ def build_unit(kind: str, model: fxpm.Model, layer: str, pe: int, simd: int, opt
     options = dict(options or {})
     if kind == "mac" and options.pop("popcount", "tree") != "tree":
         raise FxpError("--popcount is for xnor units; a MAC unit always sums products in an adder tree")
+    if kind == "mac" and options.pop("table_bits", None) is not None:
+        raise FxpError("--table-bits (block RAM tables of counts) is for xnor units; a MAC unit's block RAM "
+                       "holds weight words: drop --table-bits")
     return (XnorPopcountUnit if kind == "xnor" else MacUnit).from_layer(model, layer, pe=pe, simd=simd, **options)
 
 
-OPTIONS = ("popcount", "pipeline", "weights_in")  # the units' keyword options, as far as each has them
+OPTIONS = ("popcount", "pipeline", "weights_in", "table_bits")  # the units' keyword options, where set
 
 
 def sidecar(kind: str, unit, top: str, layer: str, seed: int | None) -> dict:
@@ -81,7 +84,7 @@ def sidecar(kind: str, unit, top: str, layer: str, seed: int | None) -> dict:
         "out_transfers": unit.nf, "cycles_per_output": unit.sf, "cycles_per_vector": unit.nf * unit.sf,
         # clock edges from the one accepting an input to the one raising its first output, no stalls
         "latency_cycles": unit.latency,
-        "options": {k: getattr(unit, k) for k in OPTIONS if hasattr(unit, k)},
+        "options": {k: getattr(unit, k) for k in OPTIONS if getattr(unit, k, None) is not None},
         "signed_lanes": kind == "mac",
         # Verilog the simulators need beside the unit (primitive models); synthesis has its own
         "sim_models": [dp16kd.SIM_MODEL] if unit.weights_in == "dp16kd" else [],

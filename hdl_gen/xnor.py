@@ -14,15 +14,33 @@ description, which tests check in simulation.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Const, Module, Signal, Value, unsigned
+from amaranth import Cat, Const, Module, Signal, Value, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from fxp.errors import FxpError
-from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in,
-                          compressor_cuts, compressor_trees, deliver, fetch_weights, folded_issue, pipelined, rom,
-                          stage, term_value, wires)
+from hdl_gen import dp16kd
+from hdl_gen.fold import (
+    WEIGHTS_IN,
+    accumulate,
+    carry,
+    check_choice,
+    check_folding,
+    check_weights_in,
+    compressor_cuts,
+    compressor_trees,
+    deliver,
+    fetch_weights,
+    folded_issue,
+    meet_reads,
+    pipelined,
+    read_rom,
+    rom,
+    stage,
+    term_value,
+    wires,
+)
 
 
 def at_least(x: Value, t: int) -> Value:
@@ -61,6 +79,15 @@ class XnorPopcountUnit(wiring.Component):
         ``"logic"``: constants in LUTs (free XNORs when nothing is folded); ``"bram"``: a block RAM
         read one cycle ahead (one more pipeline stage); ``"dp16kd"``: ECP5 block RAM through its
         output register (two more stages; :mod:`hdl_gen.dp16kd`).
+    table_bits:
+        None: the block RAM holds weight words. A number (block RAM only): it holds tables of counts
+        instead, each addressed by ``table_bits`` bits: the fold index (``ceil(log2(NF x SF))`` bits)
+        and ``k`` inputs, and holding every lane's count of those inputs that agree with its weights
+        (``bits_for(k)`` bits a lane). The RAM then does the XNORs and the compressor's first layers,
+        and a lane sums a few multi-bit counts: fewer LUTs, more block RAM. With PE = 1 and SF > 1 a
+        table reads ``k`` inputs of every slice where at least two of each fit, and the slice mux
+        goes away. More bits: fewer, deeper tables; iCE40 block RAM is 4 Kbit (256 x 16 to 2048 x 2),
+        ECP5's 18 Kbit (1024 x 18 to 16384 x 1); ``dp16kd`` takes at most 9 (512 words).
     pipeline:
         Registers after the XNORs (where the weights change: with constant weights an XNOR is an
         inversion, which the popcount's full adders absorb), in the popcount's compressor (after its
@@ -82,12 +109,14 @@ class XnorPopcountUnit(wiring.Component):
     latency: clock edges from the one that accepts an input to the one that raises its first output
         (no stalls): SF plus the pipeline stages.
     shared, counters: whether outputs share 3-input counters, and how many counters there are.
+    tables: how many count tables there are (0: weight words).
     """
 
     csa_every = 2  # layers of full adders between pipeline registers
 
     def __init__(self, weights: np.ndarray, thresholds: np.ndarray | None, pe: int, simd: int, *,
-                 weights_in: str = "logic", pipeline: bool = False, popcount: str = "tree") -> None:
+                 weights_in: str = "logic", pipeline: bool = False, popcount: str = "tree",
+                 table_bits: int | None = None) -> None:
         w = np.asarray(weights)
         if w.ndim != 2 or not np.isin(w, (0, 1)).all():
             raise FxpError("weights must be a 0/1 matrix of shape (MH, MW)")
@@ -101,28 +130,56 @@ class XnorPopcountUnit(wiring.Component):
         self.weights, self.thresholds, self.pe, self.simd = w.astype(np.uint8), thresholds, pe, simd
         self.weights_in, self.pipeline, self.popcount = weights_in, bool(pipeline), popcount
         self.nf, self.sf = self.mh // pe, self.mw // simd
-        check_weights_in(weights_in, self.nf * self.sf)  # one weight word per issued slice
+        self.table_bits = None
+        if table_bits is None:
+            check_weights_in(weights_in, self.nf * self.sf)  # one weight word per issued slice
+        else:
+            self._check_tables(weights_in, popcount, table_bits)
         self.acc_width = bits_for(self.mw)  # popcounts reach MW exactly: the least width that cannot overflow
         self.lane_width = 1 if thresholds is not None else self.acc_width
         # Constant weights (nothing folded) and more than one output: outputs share 3-input counters.
-        self.shared = popcount == "tree" and self.nf == 1 and self.sf == 1 and pe > 1
+        self.shared = popcount == "tree" and table_bits is None and self.nf == 1 and self.sf == 1 and pe > 1
         self._plan = self._shared_plan() if self.shared else None
         self.counters = len(self._plan[0]) if self.shared else 0
         # Where outputs share counters, these and the compressor's first layer make one cycle's logic
         # (registering the counters themselves cost 7 % more LUT4 sites at 64x16 on the iCE40, at the same Fmax).
         self._csa_first = 1 if self.shared else self.csa_every
-        self._xnor_stage = self.pipeline and self.nf * self.sf > 1  # a weight that changes: an XNOR gate
+        self._xnor_stage = self.pipeline and (self.nf * self.sf > 1 or table_bits is not None)
         stages = WEIGHTS_IN[weights_in] + int(self._xnor_stage) + (2 if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
             stages += compressor_cuts(self._leaf_widths(), self.csa_every, self._csa_first)
         self.latency = self.sf + stages
+        self.tables = len(self._table_groups()) if table_bits is not None else 0
         super().__init__({
             "i": In(stream.Signature(unsigned(self.mw))),
             "o": Out(stream.Signature(unsigned(pe * self.lane_width))),
         })
 
+    def _check_tables(self, weights_in: str, popcount: str, table_bits: int) -> None:
+        """Settle the count tables' geometry, or say which option to change."""
+        check_choice("weights_in", weights_in, tuple(WEIGHTS_IN))
+        if weights_in == "logic":
+            raise FxpError("count tables (table_bits) live in block RAM; use weights_in='bram' or 'dp16kd' with them")
+        if popcount != "tree":
+            raise FxpError("count tables sum their counts in the compressor; popcount='chain' is for weight words")
+        top = dp16kd.HALF.bit_length() - 1 if weights_in == "dp16kd" else 16
+        if not isinstance(table_bits, int) or isinstance(table_bits, bool) or not 1 <= table_bits <= top:
+            raise FxpError(f"table_bits must be a whole number from 1 to {top} (address bits of a table"
+                           f"{', 512 words in a DP16KD' if top < 16 else ''}), got {table_bits!r}")
+        self.table_bits = table_bits
+        self._fold_bits = (self.nf * self.sf - 1).bit_length()
+        free = table_bits - self._fold_bits
+        if free < 1:
+            raise FxpError(f"table_bits={table_bits} leaves no address bit for inputs beside the {self._fold_bits} "
+                           f"that select one of the NF x SF = {self.nf * self.sf} folds; raise table_bits or fold less")
+        # With one lane the slice mux costs a LUT per input, which the tables avoid by reading the inputs of
+        # every slice (the fold says which count); wider units share the mux across their lanes.
+        self._table_slices = self.sf if self.pe == 1 and self.sf > 1 and free // self.sf >= 2 else 1
+
     def _leaf_widths(self) -> list[int]:
         """The widths of an output's popcount terms: 2-bit shared counters and 1-bit tail inputs, or SIMD bits."""
+        if self.table_bits is not None:
+            return [bits_for(k) for _, k in self._table_groups()]
         if self.shared:
             return [2] * (self.simd // 3) + [1] * (self.simd % 3)
         return [1] * self.simd
@@ -170,11 +227,10 @@ class XnorPopcountUnit(wiring.Component):
                 words.append(word)
         return words
 
-    def elaborate(self, platform) -> Module:
-        m = Module()
-        pe, simd, acc_w = self.pe, self.simd, self.acc_width
-        iss = folded_issue(m, self, 1)
-        en = iss.en
+    def _xnor_lanes(self, m: Module, iss) -> tuple[dict, list[list]]:
+        """Per lane, its popcount's terms: XNORs of the inputs with weights from logic or block RAM
+        (constants: inversions; shared counters where outputs share them), and the slice metadata."""
+        pe, simd, en = self.pe, self.simd, iss.en
         w, s = fetch_weights(m, iss, pe * simd, self._weight_words(), self.weights_in)
         if self.shared:
             x, (counters, plan) = s["x"], self._plan
@@ -195,6 +251,53 @@ class XnorPopcountUnit(wiring.Component):
             if self._xnor_stage and self.weights_in == "logic":  # a ROM in LUTs computes the XNOR with its bit
                 s, (agree,) = carry(m, en, "xnor", s, [agree])
             lanes = [[agree[p * simd + j] for j in range(simd)] for p in range(pe)]
+        return s, lanes
+
+    def _table_groups(self) -> list[tuple[int, int]]:
+        """The input positions each table reads: (first position in the slice, how many), in every
+        one of ``_table_slices`` slices."""
+        k = (self.table_bits - self._fold_bits) // self._table_slices
+        return [(j, min(k, self.simd - j)) for j in range(0, self.simd, k)]
+
+    def _table_words(self, j0: int, k: int) -> list[int]:
+        """Table contents: at ``fold << (n k) | x`` (``x``: ``k`` inputs from each of the ``n`` slices the
+        table reads), lane ``p``'s count of the inputs of the fold's slice that agree with its
+        weights at positions ``j0 ..``, ``bits_for(k)`` bits a lane."""
+        n, cw = self._table_slices, bits_for(k)
+        xs = np.arange(1 << (n * k))
+        ones = np.array([bin(v).count("1") for v in range(1 << k)])
+        words = np.zeros((1 << self._fold_bits) << (n * k), dtype=object)
+        for nf in range(self.nf):
+            for sf in range(self.sf):
+                a, word = nf * self.sf + sf, np.zeros(len(xs), dtype=object)
+                field = (xs >> (k * sf)) & ((1 << k) - 1) if n > 1 else xs
+                for p in range(self.pe):
+                    row = self.weights[nf * self.pe + p, sf * self.simd + j0 : sf * self.simd + j0 + k]
+                    w = sum(int(b) << i for i, b in enumerate(row))
+                    word += (k - ones[field ^ w]).astype(object) * (1 << (p * cw))
+                words[a * len(xs) : (a + 1) * len(xs)] = word
+        return [int(v) for v in words]
+
+    def _tables(self, m: Module, iss) -> tuple[dict, list[list]]:
+        """Block RAM tables that count agreeing inputs: each is read at (fold, a few input bits) and
+        holds every lane's count, so the XNORs and the compressor's first layers are in the RAM."""
+        outs, n = [], self._table_slices
+        for g, (j0, k) in enumerate(self._table_groups()):
+            x = iss.x[j0 : j0 + k] if n == 1 else Cat(*(iss.vec[sf * self.simd + j0 :][:k] for sf in range(n)))
+            outs.append(read_rom(m, f"table{g}", self.pe * bits_for(k), self._table_words(j0, k),
+                                 Cat(x, iss.addr) if self._fold_bits else x, iss.en, self.weights_in))
+        s = meet_reads(m, iss, self.weights_in, with_x=False)
+        if self._xnor_stage:
+            s, outs = carry(m, iss.en, "table", s, outs)
+        widths = [bits_for(k) for _, k in self._table_groups()]
+        return s, [[outs[g][p * cw : (p + 1) * cw] for g, cw in enumerate(widths)] for p in range(self.pe)]
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        pe, acc_w = self.pe, self.acc_width
+        iss = folded_issue(m, self, 1)
+        en = iss.en
+        s, lanes = (self._xnor_lanes if self.table_bits is None else self._tables)(m, iss)
         if self.popcount == "chain":
             counts = []
             for bits in lanes:  # the naive popcount: one adder after another

@@ -46,10 +46,18 @@ def test_sim_names_the_first_differing_vector(tmp_path, capsys):
     assert rec["first_mismatch"]["outputs"] == [2, 3]
 
 
-def test_bad_unit_requests_exit_2(tmp_path):
+def test_bad_unit_requests_exit_2(tmp_path, capsys):
     assert main(["gen", "unit", "xnor", "--mw", "10", "--mh", "4", "--pe", "3", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
     assert main(["sim", str(tmp_path), "--simulator", "icarus"]) == 2
+    # count tables: xnor only, and their address must leave room for inputs beside the fold index
+    assert main(["gen", "unit", "mac", "--mw", "8", "--mh", "4", "--weights-in", "bram", "--table-bits", "9",
+                 "--out", str(tmp_path / "m")]) == 2
+    assert "--table-bits (block RAM tables of counts) is for xnor units" in capsys.readouterr().err
+    assert main(["gen", "unit", "xnor", "--mw", "64", "--mh", "8", "--weights-in", "bram", "--table-bits", "9",
+                 "--out", str(tmp_path / "t")]) == 2
+    assert "table_bits=9 leaves no address bit for inputs beside the 9" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "t").exists()
 
 
 @pytest.mark.parametrize("simulator,wave", [("amaranth", "amaranth.vcd"), ("icarus", "sim_build_icarus/fxp_xnor_top.fst"),

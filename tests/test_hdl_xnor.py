@@ -49,7 +49,7 @@ def test_unit_matches_golden_with_backpressure(mw, mh, pe, simd, thr):
 
 
 VARIANTS = [{"pipeline": True}, {"weights_in": "bram"}, {"weights_in": "bram", "pipeline": True},
-            {"popcount": "chain"}]
+            {"popcount": "chain"}, {"weights_in": "bram", "table_bits": 9}, {"weights_in": "bram", "table_bits": 9, "pipeline": True}]
 
 
 @pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
@@ -147,6 +147,49 @@ def test_folding_is_checked():
         XnorPopcountUnit(w, None, 2, 5)
     with pytest.raises(FxpError, match="weights_in='rom' is not known; use logic or bram or dp16kd"):
         XnorPopcountUnit(w, None, 2, 8, weights_in="rom")
+
+
+@pytest.mark.parametrize("pe,tables", [(1, 6), (2, 3)])
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_count_tables_in_block_ram(pe, tables, pipeline):
+    """NF x SF = 8 folds take 3 of the 9 address bits. With one lane a table reads 3 inputs of each of
+    the SF = 2 slices (6 tables, no slice mux), with two lanes 6 inputs of the current slice (3 tables)."""
+    rng = np.random.default_rng(pe)
+    w, t = rng.integers(0, 2, (4 * pe, 32)), rng.integers(0, 34, 4 * pe)
+    vectors = rng.integers(0, 2, (12, 32))
+    vectors[0], vectors[1], vectors[2] = 0, 1, w[1]
+    dut = XnorPopcountUnit(w, t, pe, 16, weights_in="bram", table_bits=9, pipeline=pipeline)
+    assert dut.tables == tables and dut.table_bits == 9
+    assert np.array_equal(simulate(dut, vectors, seed=pe), expected(w, t, vectors))
+    assert first_output_cycle(XnorPopcountUnit(w, t, pe, 16, weights_in="bram", table_bits=9, pipeline=pipeline), 99) == dut.latency
+    # a count one off in one table entry is caught
+    bad = XnorPopcountUnit(w, None, pe, 16, weights_in="bram", table_bits=9, pipeline=pipeline)
+    words = bad._table_words
+
+    def off_by_one(j0, k):
+        out = words(j0, k)
+        if j0 == 0:  # the first table, fold 1 (of 8): lane 0's count one off, whatever the inputs
+            for a in range(len(out) // 8, len(out) // 4):
+                out[a] ^= 1
+        return out
+
+    bad._table_words = off_by_one
+    assert not np.array_equal(simulate(bad, vectors, seed=pe), expected(w, None, vectors))
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_table_options_are_checked():
+    w = np.zeros((16, 16), dtype=int)
+    with pytest.raises(FxpError, match="table_bits=8 leaves no address bit for inputs beside the 8 .* raise table_bits"):
+        XnorPopcountUnit(w, None, 1, 1, weights_in="bram", table_bits=8)
+    with pytest.raises(FxpError, match="table_bits must be a whole number from 1 to 16"):
+        XnorPopcountUnit(w, None, 4, 16, weights_in="bram", table_bits=0)
+    with pytest.raises(FxpError, match=r"table_bits must be a whole number from 1 to 9 \(.*512 words in a DP16KD\), got 10"):
+        XnorPopcountUnit(w, None, 4, 16, weights_in="dp16kd", table_bits=10)
+    with pytest.raises(FxpError, match="count tables .* live in block RAM; use weights_in='bram' or 'dp16kd'"):
+        XnorPopcountUnit(w, None, 4, 16, table_bits=9)
+    with pytest.raises(FxpError, match="popcount='chain' is for weight words"):
+        XnorPopcountUnit(w, None, 4, 16, weights_in="bram", table_bits=9, popcount="chain")
 
 
 @pytest.mark.parametrize("thr", [True, False])

@@ -19,11 +19,19 @@ SHAPES = [(16, 8, 8, 16), (16, 8, 1, 1), (64, 16, 4, 16), (48, 6, 3, 8), (96, 4,
 OPTIONS = [[], ["--pipeline"], ["--weights-in", "bram"], ["--weights-in", "bram", "--pipeline"],
            ["--weights-in", "dp16kd", "--pipeline"]]
 MATRIX = [(kind, *shape, tuple(opt)) for kind in ("xnor", "mac") for shape in SHAPES for opt in OPTIONS]
-MATRIX += [("xnor", 64, 8, 2, 16, ("--popcount", "chain"))]
+# XNOR: the block RAM holds tables of counts instead of weight words (--table-bits); with PE = 1 and
+# room for two inputs of each slice, a table reads every slice (48x4: 12 folds, 4 + 2 x 3 address bits)
+TABLES = [["--weights-in", "bram", "--table-bits", "9"], ["--weights-in", "bram", "--table-bits", "9", "--pipeline"],
+          ["--weights-in", "dp16kd", "--table-bits", "9", "--pipeline"]]
+MATRIX += [("xnor", *shape, tuple(opt)) for shape in SHAPES for opt in TABLES]
+MATRIX += [("xnor", 64, 8, 2, 16, ("--popcount", "chain")),
+           ("xnor", 48, 4, 1, 16, ("--weights-in", "bram", "--table-bits", "10", "--pipeline"))]
 SAMPLE = {("xnor", 16, 8, 8, 16, ()), ("xnor", 48, 6, 3, 8, ("--weights-in", "bram", "--pipeline")),
           ("mac", 16, 8, 1, 1, ("--pipeline",)), ("mac", 64, 16, 4, 16, ("--weights-in", "bram")),
           ("xnor", 96, 4, 2, 32, ("--weights-in", "dp16kd", "--pipeline")),
-          ("mac", 48, 6, 3, 8, ("--weights-in", "dp16kd", "--pipeline"))}
+          ("mac", 48, 6, 3, 8, ("--weights-in", "dp16kd", "--pipeline")),
+          ("xnor", 64, 16, 4, 16, ("--weights-in", "dp16kd", "--table-bits", "9", "--pipeline")),
+          ("xnor", 48, 4, 1, 16, ("--weights-in", "bram", "--table-bits", "10", "--pipeline"))}
 
 
 def _cases():
