@@ -21,26 +21,9 @@ from amaranth.utils import bits_for
 
 from fxp.errors import FxpError
 from hdl_gen import dp16kd
-from hdl_gen.fold import (
-    WEIGHTS_IN,
-    accumulate,
-    carry,
-    check_choice,
-    check_folding,
-    check_weights_in,
-    compressor_cuts,
-    compressor_trees,
-    deliver,
-    fetch_weights,
-    folded_issue,
-    meet_reads,
-    pipelined,
-    read_rom,
-    rom,
-    stage,
-    term_value,
-    wires,
-)
+from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in,
+                          compressor_cuts, compressor_trees, deliver, fetch_weights, folded_issue, meet_reads,
+                          pipelined, read_rom, rom, stage, term_value, wires)
 
 
 def at_least(x: Value, t: int) -> Value:
@@ -265,7 +248,7 @@ class XnorPopcountUnit(wiring.Component):
         weights at positions ``j0 ..``, ``bits_for(k)`` bits a lane."""
         n, cw = self._table_slices, bits_for(k)
         xs = np.arange(1 << (n * k))
-        ones = np.array([bin(v).count("1") for v in range(1 << k)])
+        ones = np.array([v.bit_count() for v in range(1 << k)])
         words = np.zeros((1 << self._fold_bits) << (n * k), dtype=object)
         for nf in range(self.nf):
             for sf in range(self.sf):

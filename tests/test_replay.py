@@ -58,14 +58,15 @@ def test_xnor_thresholds_with_gaps_and_backpressure(xnor_unit):
         assert key in rec
 
 
-def test_raw_popcount_lanes_with_dp16kd_weights(tmp_path):
+@pytest.mark.parametrize("tables", [[], ["--table-bits", "6"]], ids=["words", "count-tables"])
+def test_raw_popcount_lanes_with_dp16kd_weights(tmp_path, tables):
     m = random_layer("xnor", 20, 8, seed=2)
     layer = {k: v for k, v in m.layers[0].items() if k != "threshold"}
     fxpm.save(tmp_path / "pc.fxpm", dict(m.spec, layers=[layer]), {"w": m.arrays["w"]})
     out = tmp_path / "u"
     # weights in the ECP5 block RAM: the harness build compiles the primitive's model from the folder too
     assert main(["gen", "unit", "xnor", "--from", str(tmp_path / "pc.fxpm"), "--layer", "layer", "--pe", "4",
-                 "--simd", "5", "--weights-in", "dp16kd", "--out", str(out)]) == 0
+                 "--simd", "5", "--weights-in", "dp16kd", *tables, "--out", str(out)]) == 0
     assert json.loads((out / "fxp_xnor.json").read_text())["out_lane_width"] == 5  # 20-bit words of 4 popcounts
     assert main(["sim", str(out), *CPP, "--vectors", "3000", "--gap", "0.2", "--stall", "0.5"]) == 0
     assert _record(out)["mismatches"] == 0 and _record(out)["output_words"] == 6000
