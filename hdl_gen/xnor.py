@@ -64,7 +64,7 @@ class XnorPopcountUnit(wiring.Component):
         output register (two more stages; :mod:`hdl_gen.dp16kd`).
     table_bits:
         None: the block RAM holds weight words. A number (block RAM only): it holds tables of counts
-        instead, each addressed by ``table_bits`` bits: the fold index (``ceil(log2(NF x SF))`` bits)
+        instead, each addressed by at most ``table_bits`` bits: the fold index (``ceil(log2(NF x SF))`` bits)
         and ``k`` inputs, and holding every lane's count of those inputs that agree with its weights
         (``bits_for(k)`` bits a lane). The RAM then does the XNORs and the compressor's first layers,
         and a lane sums a few multi-bit counts: fewer LUTs, more block RAM. With PE = 1 and SF > 1 a
@@ -127,12 +127,13 @@ class XnorPopcountUnit(wiring.Component):
         # Where outputs share counters, these and the compressor's first layer make one cycle's logic
         # (registering the counters themselves cost 7 % more LUT4 sites at 64x16 on the iCE40, at the same Fmax).
         self._csa_first = 1 if self.shared else self.csa_every
+        # A weight that changes (an XNOR gate) or a table's word: a fabric register behind the ROM or RAM read
         self._xnor_stage = self.pipeline and (self.nf * self.sf > 1 or table_bits is not None)
         stages = WEIGHTS_IN[weights_in] + int(self._xnor_stage) + (2 if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
             stages += compressor_cuts(self._leaf_widths(), self.csa_every, self._csa_first)
         self.latency = self.sf + stages
-        self.tables = len(self._table_groups()) if table_bits is not None else 0
+        self.tables = len(self._groups) if table_bits is not None else 0
         super().__init__({
             "i": In(stream.Signature(unsigned(self.mw))),
             "o": Out(stream.Signature(unsigned(pe * self.lane_width))),
@@ -158,11 +159,13 @@ class XnorPopcountUnit(wiring.Component):
         # With one lane the slice mux costs a LUT per input, which the tables avoid by reading the inputs of
         # every slice (the fold says which count); wider units share the mux across their lanes.
         self._table_slices = self.sf if self.pe == 1 and self.sf > 1 and free // self.sf >= 2 else 1
+        k = free // self._table_slices
+        self._groups = [(j, min(k, self.simd - j)) for j in range(0, self.simd, k)]
 
     def _leaf_widths(self) -> list[int]:
         """The widths of an output's popcount terms: 2-bit shared counters and 1-bit tail inputs, or SIMD bits."""
         if self.table_bits is not None:
-            return [bits_for(k) for _, k in self._table_groups()]
+            return [bits_for(k) for _, k in self._groups]
         if self.shared:
             return [2] * (self.simd // 3) + [1] * (self.simd % 3)
         return [1] * self.simd
@@ -236,12 +239,6 @@ class XnorPopcountUnit(wiring.Component):
             lanes = [[agree[p * simd + j] for j in range(simd)] for p in range(pe)]
         return s, lanes
 
-    def _table_groups(self) -> list[tuple[int, int]]:
-        """The input positions each table reads: (first position in the slice, how many), in every
-        one of ``_table_slices`` slices."""
-        k = (self.table_bits - self._fold_bits) // self._table_slices
-        return [(j, min(k, self.simd - j)) for j in range(0, self.simd, k)]
-
     def _table_words(self, j0: int, k: int) -> list[int]:
         """Table contents: at ``fold << (n k) | x`` (``x``: ``k`` inputs from each of the ``n`` slices the
         table reads), lane ``p``'s count of the inputs of the fold's slice that agree with its
@@ -265,15 +262,15 @@ class XnorPopcountUnit(wiring.Component):
         """Block RAM tables that count agreeing inputs: each is read at (fold, a few input bits) and
         holds every lane's count, so the XNORs and the compressor's first layers are in the RAM."""
         outs, n = [], self._table_slices
-        for g, (j0, k) in enumerate(self._table_groups()):
+        for g, (j0, k) in enumerate(self._groups):
             x = iss.x[j0 : j0 + k] if n == 1 else Cat(*(iss.vec[sf * self.simd + j0 :][:k] for sf in range(n)))
+            # nothing folded: no fold index (iss.addr is then a placeholder constant, not an address bit)
             outs.append(read_rom(m, f"table{g}", self.pe * bits_for(k), self._table_words(j0, k),
                                  Cat(x, iss.addr) if self._fold_bits else x, iss.en, self.weights_in))
         s = meet_reads(m, iss, self.weights_in, with_x=False)
         if self._xnor_stage:
             s, outs = carry(m, iss.en, "table", s, outs)
-        widths = [bits_for(k) for _, k in self._table_groups()]
-        return s, [[outs[g][p * cw : (p + 1) * cw] for g, cw in enumerate(widths)] for p in range(self.pe)]
+        return s, [[outs[g][p * cw : (p + 1) * cw] for g, cw in enumerate(self._leaf_widths())] for p in range(self.pe)]
 
     def elaborate(self, platform) -> Module:
         m = Module()

@@ -47,6 +47,8 @@ def test_unit_on_every_simulator(tmp_path, kind, mw, mh, pe, simd, options):
                  "--seed", str(mw + mh + pe), "--out", str(out), *options]) == 0
     car = json.loads((out / f"fxp_{kind}.json").read_text())
     assert car["options"]["pipeline"] == ("--pipeline" in options)
+    tables = options[options.index("--table-bits") + 1] if "--table-bits" in options else None
+    assert car["options"].get("table_bits") == (tables and int(tables))  # fxp sim rebuilds the unit from these
     models = [out / name for name in car["sim_models"]]
     assert bool(models) == ("dp16kd" in options)
     rc, messages = lint([out / f"fxp_{kind}.v", *models], f"fxp_{kind}")  # -Wall, only the documented waivers
