@@ -47,6 +47,11 @@ def at_least(x: Value, t: int) -> Value:
     return Const(1, 1) if ge is None else ge
 
 
+def _word(bits: np.ndarray) -> int:
+    """0/1 ``bits`` as an integer, the first the least significant."""
+    return sum(int(b) << i for i, b in enumerate(bits))
+
+
 class XnorPopcountUnit(wiring.Component):
     """Binary matrix-vector unit with optional per-output thresholds.
 
@@ -113,11 +118,11 @@ class XnorPopcountUnit(wiring.Component):
         self.weights, self.thresholds, self.pe, self.simd = w.astype(np.uint8), thresholds, pe, simd
         self.weights_in, self.pipeline, self.popcount = weights_in, bool(pipeline), popcount
         self.nf, self.sf = self.mh // pe, self.mw // simd
-        self.table_bits = None
         if table_bits is None:
             check_weights_in(weights_in, self.nf * self.sf)  # one weight word per issued slice
         else:
             self._check_tables(weights_in, popcount, table_bits)
+        self.table_bits = table_bits
         self.acc_width = bits_for(self.mw)  # popcounts reach MW exactly: the least width that cannot overflow
         self.lane_width = 1 if thresholds is not None else self.acc_width
         # Constant weights (nothing folded) and more than one output: outputs share 3-input counters.
@@ -128,8 +133,8 @@ class XnorPopcountUnit(wiring.Component):
         # (registering the counters themselves cost 7 % more LUT4 sites at 64x16 on the iCE40, at the same Fmax).
         self._csa_first = 1 if self.shared else self.csa_every
         # A weight that changes (an XNOR gate) or a table's word: a fabric register behind the ROM or RAM read
-        self._xnor_stage = self.pipeline and (self.nf * self.sf > 1 or table_bits is not None)
-        stages = WEIGHTS_IN[weights_in] + int(self._xnor_stage) + (2 if self.pipeline else 0)
+        self._read_stage = self.pipeline and (self.nf * self.sf > 1 or table_bits is not None)
+        stages = WEIGHTS_IN[weights_in] + int(self._read_stage) + (2 if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
             stages += compressor_cuts(self._leaf_widths(), self.csa_every, self._csa_first)
         self.latency = self.sf + stages
@@ -140,7 +145,7 @@ class XnorPopcountUnit(wiring.Component):
         })
 
     def _check_tables(self, weights_in: str, popcount: str, table_bits: int) -> None:
-        """Settle the count tables' geometry, or say which option to change."""
+        """Check the count tables' options (or say which to change) and settle their geometry."""
         check_choice("weights_in", weights_in, tuple(WEIGHTS_IN))
         if weights_in == "logic":
             raise FxpError("count tables (table_bits) live in block RAM; use weights_in='bram' or 'dp16kd' with them")
@@ -150,7 +155,6 @@ class XnorPopcountUnit(wiring.Component):
         if not isinstance(table_bits, int) or isinstance(table_bits, bool) or not 1 <= table_bits <= top:
             raise FxpError(f"table_bits must be a whole number from 1 to {top} (address bits of a table"
                            f"{', 512 words in a DP16KD' if top < 16 else ''}), got {table_bits!r}")
-        self.table_bits = table_bits
         self._fold_bits = (self.nf * self.sf - 1).bit_length()
         free = table_bits - self._fold_bits
         if free < 1:
@@ -208,8 +212,7 @@ class XnorPopcountUnit(wiring.Component):
                 word = 0
                 for p in range(self.pe):
                     row = self.weights[nf * self.pe + p, sf * self.simd : (sf + 1) * self.simd]
-                    for j, bit in enumerate(row):
-                        word |= int(bit) << (p * self.simd + j)
+                    word |= _word(row) << (p * self.simd)
                 words.append(word)
         return words
 
@@ -229,12 +232,12 @@ class XnorPopcountUnit(wiring.Component):
             lanes = [[(s["x"][j], 1 - int(self.weights[p, j])) for j in range(simd)] for p in range(pe)]
         else:
             x, agree = s["x"], Signal(pe * simd)
-            if self._xnor_stage and self.weights_in != "logic":
+            if self._read_stage and self.weights_in != "logic":
                 # A block RAM word arrives as bits: registered as they are, the XNORs fall into the
                 # compressor's first full adders (registered XNORs: 11 % more LUT4 sites at 128x16).
                 s, (x, w) = carry(m, en, "xnor", s, [x, w])
             m.d.comb += agree.eq(~(x.replicate(pe) ^ w))
-            if self._xnor_stage and self.weights_in == "logic":  # a ROM in LUTs computes the XNOR with its bit
+            if self._read_stage and self.weights_in == "logic":  # a ROM in LUTs computes the XNOR with its bit
                 s, (agree,) = carry(m, en, "xnor", s, [agree])
             lanes = [[agree[p * simd + j] for j in range(simd)] for p in range(pe)]
         return s, lanes
@@ -252,8 +255,7 @@ class XnorPopcountUnit(wiring.Component):
                 a, word = nf * self.sf + sf, np.zeros(len(xs), dtype=object)
                 field = (xs >> (k * sf)) & ((1 << k) - 1) if n > 1 else xs
                 for p in range(self.pe):
-                    row = self.weights[nf * self.pe + p, sf * self.simd + j0 : sf * self.simd + j0 + k]
-                    w = sum(int(b) << i for i, b in enumerate(row))
+                    w = _word(self.weights[nf * self.pe + p, sf * self.simd + j0 : sf * self.simd + j0 + k])
                     word += (k - ones[field ^ w]).astype(object) * (1 << (p * cw))
                 words[a * len(xs) : (a + 1) * len(xs)] = word
         return [int(v) for v in words]
@@ -268,9 +270,10 @@ class XnorPopcountUnit(wiring.Component):
             outs.append(read_rom(m, f"table{g}", self.pe * bits_for(k), self._table_words(j0, k),
                                  Cat(x, iss.addr) if self._fold_bits else x, iss.en, self.weights_in))
         s = meet_reads(m, iss, self.weights_in, with_x=False)
-        if self._xnor_stage:
+        if self._read_stage:
             s, outs = carry(m, iss.en, "table", s, outs)
-        return s, [[outs[g][p * cw : (p + 1) * cw] for g, cw in enumerate(self._leaf_widths())] for p in range(self.pe)]
+        widths = self._leaf_widths()
+        return s, [[outs[g][p * cw : (p + 1) * cw] for g, cw in enumerate(widths)] for p in range(self.pe)]
 
     def elaborate(self, platform) -> Module:
         m = Module()
