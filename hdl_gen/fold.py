@@ -212,12 +212,13 @@ def fetch_weights(m: Module, iss: Issue, width: int, words: list[int], weights_i
     return read_rom(m, "wrom", width, words, iss.addr, iss.en, weights_in), meet_reads(m, iss, weights_in)
 
 
-def accumulate(m: Module, en: Value, s: dict, counts: list, shape) -> list[Signal]:
-    """Per lane: this slice's count plus the running sum (restarted on the first slice); the totals."""
+def accumulate(m: Module, en: Value, s: dict, counts: list, shape, starts: list | None = None) -> list[Signal]:
+    """Per lane: this slice's count plus the running sum (restarted on the first slice from 0, or from
+    the lane's value in ``starts``); the totals."""
     totals = []
     for p, count in enumerate(counts):
         acc, total = Signal(shape, name=f"acc{p}"), Signal(shape, name=f"total{p}")
-        m.d.comb += total.eq(Mux(s["first"], 0, acc) + count)
+        m.d.comb += total.eq(Mux(s["first"], starts[p] if starts else 0, acc) + count)
         with m.If(en & s["valid"]):
             m.d.sync += acc.eq(total)
         totals.append(total)
@@ -323,11 +324,18 @@ def term_value(t) -> Value:
     return _inverted(*_term(t))
 
 
-def _columns(trees: list[list]) -> list[list]:
+def _constant_bits(consts: list[int]) -> list[tuple[int, int]]:
+    """Per tree a constant: (column, mask of the trees whose constant has a 1 there), where any has."""
+    bits = [(c, sum(((k >> c) & 1) << t for t, k in enumerate(consts))) for c in range(max(consts, default=0).bit_length())]
+    return [(c, mask) for c, mask in bits if mask]
+
+
+def _columns(trees: list[list], consts: list[int]) -> list[list]:
     """Terms as bit columns, least significant first, every tree side by side: slot ``k`` of column
     ``c`` is one vector holding bit ``c`` of term ``k`` of each tree (all trees have terms of the same
     widths), so each full adder below is word-wide logic for all trees at once, which simulators
-    evaluate in one step. A slot is (vector, mask): the trees' inversions of that bit, kept apart."""
+    evaluate in one step. A slot is (vector, mask): the trees' inversions of that bit, kept apart.
+    A 1 bit of a tree's constant is an inverted 0, last in its column."""
     trees = [[_term(t) for t in tree] for tree in trees]
     widths = [len(v) for v, _ in trees[0]]
     if any([len(v) for v, _ in tree] != widths for tree in trees):
@@ -337,7 +345,16 @@ def _columns(trees: list[list]) -> list[list]:
         mask = sum(((tree[k][1] >> c) & 1) << i for i, tree in enumerate(trees))
         return Cat(*(tree[k][0][c] for tree in trees)), mask
 
-    return [[slot(k, c) for k, w in enumerate(widths) if w > c] for c in range(max(widths, default=0))]
+    return _layout(widths, consts, slot, lambda mask: (Const(0, len(trees)), mask))
+
+
+def _layout(widths: list[int], consts: list[int], slot: Callable, constant: Callable) -> list[list]:
+    """Columns of ``slot(k, c)`` for bit ``c`` of term ``k``, then ``constant(mask)`` for the constants' 1 bits."""
+    cols = [[slot(k, c) for k, w in enumerate(widths) if w > c] for c in range(max(widths, default=0))]
+    for c, mask in _constant_bits(consts):
+        cols.extend([] for _ in range(c + 1 - len(cols)))
+        cols[c].append(constant(mask))
+    return cols
 
 
 def _full_adder(a: Value, b: Value, c: Value) -> tuple[Value, Value]:
@@ -369,9 +386,14 @@ def _csa_cut(layer: int, every: int, first: int | None, cols: list[list]) -> boo
 
 
 def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0,
-                     first: int | None = None) -> list:
+                     first: int | None = None, consts: list[int] = (), top: int | None = None) -> list:
     """Sum each list of unsigned ``trees`` (terms of the same widths in every tree) with a carry-save
     compressor, a Wallace tree of full adders over bit columns, down to two rows, then one adder.
+    ``consts``, if given, adds a constant to each tree's sum: its 1 bits cost no input, only a full
+    adder with a constant input, which synthesis simplifies. With ``top``, each tree's result is bit
+    ``top`` of its sum alone, and the final adder a ripple of majority gates: plain logic, which
+    synthesis packs into LUTs with the last full adders (an adder's carry chain would take a cell
+    per bit and leave its sums unused).
 
     A term is a value or ``(value, mask)``, meaning ``value ^ mask`` for a constant ``mask``. The masks
     stay outside the registers and wires: a bit that passes a layer untouched is registered as it is,
@@ -383,7 +405,7 @@ def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] |
     registers stay plain logic, which synthesis packs into LUTs; a tree of two-operand adders would
     instead put a carry chain between every pair of registers. Layers not cut are :func:`wires`.
     """
-    cols = _columns(trees)
+    cols = _columns(trees, list(consts))
 
     def full_adder(*slots):  # an inverted input through a wire: used three times, computed once
         s, cy = _full_adder(*(wires(m, "inv", [_inverted(v, mask)])[0] if mask else v for v, mask in slots))
@@ -397,14 +419,28 @@ def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] |
         cut_here = cut is not None and _csa_cut(layer, every, first, cols)
         values = cut(list(values)) if cut_here else wires(m, f"csa{layer}_", values)
         _regroup(list(zip(values, masks)), cols)
-    rows = [[slots[r] if len(slots) > r else (Const(0, len(trees)), 0) for slots in cols] for r in (0, 1)]
-    return [Cat(*(_inverted(v[t], (mask >> t) & 1) for v, mask in rows[0]))
-            + Cat(*(_inverted(v[t], (mask >> t) & 1) for v, mask in rows[1])) for t in range(len(trees))]
+    rows = [[[_inverted(v[t], (mask >> t) & 1) for v, mask in row] for t in range(len(trees))]
+            for row in ([slots[r] if len(slots) > r else (Const(0, len(trees)), 0) for slots in cols] for r in (0, 1))]
+    if top is None:
+        return [Cat(*a) + Cat(*b) for a, b in zip(*rows)]
+    return [_sum_bit(a, b, top) for a, b in zip(*rows)]
 
 
-def compressor_cuts(widths: list[int], every: int, first: int | None = None) -> int:
-    """How many pipeline registers :func:`compressor_trees` puts into a tree of terms ``widths`` bits wide."""
-    cols = [[None] * sum(w > c for w in widths) for c in range(max(widths, default=0))]
+def _sum_bit(a: list, b: list, top: int) -> Value:
+    """Bit ``top`` of ``a + b`` (bits least significant first) as logic: the carries ripple in majority
+    gates, written with one use of the carry (two would double the expression at every bit)."""
+    cy = Const(0, 1)
+    for i in range(min(top, len(a))):
+        cy = (a[i] & b[i]) | ((a[i] | b[i]) & cy)
+    if top < len(a):
+        return a[top] ^ b[top] ^ cy
+    return cy if top == len(a) else Const(0, 1)  # the carry out, or a bit the sum never reaches
+
+
+def compressor_cuts(widths: list[int], every: int, first: int | None = None, consts: list[int] = ()) -> int:
+    """How many pipeline registers :func:`compressor_trees` puts into a tree of terms ``widths`` bits wide
+    (and the trees' ``consts``)."""
+    cols = _layout(widths, list(consts), lambda k, c: None, lambda mask: None)
     layers, cuts = 0, 0
     while _tall(cols):
         cols = _compress(cols, lambda a, b, c: (None, None))

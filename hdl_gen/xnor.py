@@ -61,6 +61,8 @@ class XnorPopcountUnit(wiring.Component):
         0/1 array ``(MH, MW)``: row ``r`` holds output ``r``'s weights (1 means +1).
     thresholds:
         ``MH`` integers in ``0..MW+1`` (output bit ``popcount >= T``), or None for raw popcounts.
+        With the tree popcount nothing compares: the output is bit ``W`` of ``popcount + 2^W - T``,
+        the offset added as constant bits in the compressor or as the accumulator's start.
     pe, simd:
         Parallel outputs and parallel input bits; ``MH % PE == 0`` and ``MW % SIMD == 0``.
     weights_in:
@@ -80,8 +82,9 @@ class XnorPopcountUnit(wiring.Component):
         Registers after the XNORs (where the weights change: with constant weights an XNOR is an
         inversion, which the popcount's full adders absorb), in the popcount's compressor (after its
         first layer of full adders where outputs share counters, else after its second, then every
-        ``csa_every`` layers), between the popcount and the accumulator, before the threshold
-        compare, and a skid register on the output, for Fmax. Results are identical; only the
+        ``csa_every`` layers), between the popcount and the accumulator, after the accumulator (not
+        where thresholds and nothing folded make the output the compressor's top bit), and a skid
+        register on the output, for Fmax. Results are identical; only the
         latency grows.
     popcount:
         ``"tree"``: a carry-save compressor (a Wallace tree of full adders over the bit columns of the
@@ -125,6 +128,11 @@ class XnorPopcountUnit(wiring.Component):
         self.table_bits = table_bits
         self.acc_width = bits_for(self.mw)  # popcounts reach MW exactly: the least width that cannot overflow
         self.lane_width = 1 if thresholds is not None else self.acc_width
+        # popcount >= T is the top bit of popcount + 2^W - T: an offset that the compressor takes as constant
+        # bits (nothing folded) or the accumulator starts from (a ROM word where NF > 1), so no comparator.
+        self._offsets = ([(1 << self.acc_width) - int(t) for t in thresholds]
+                         if thresholds is not None and popcount == "tree" else None)
+        self._tree_offsets = self._offsets if self._offsets and self.nf == 1 and self.sf == 1 else []
         # Constant weights (nothing folded) and more than one output: outputs share 3-input counters.
         self.shared = popcount == "tree" and table_bits is None and self.nf == 1 and self.sf == 1 and pe > 1
         self._plan = self._shared_plan() if self.shared else None
@@ -134,9 +142,10 @@ class XnorPopcountUnit(wiring.Component):
         self._csa_first = 1 if self.shared else self.csa_every
         # A weight that changes (an XNOR gate) or a table's word: a fabric register behind the ROM or RAM read
         self._read_stage = self.pipeline and (self.nf * self.sf > 1 or table_bits is not None)
-        stages = WEIGHTS_IN[weights_in] + int(self._read_stage) + (2 if self.pipeline else 0)
+        # the count's register, and the accumulator's unless the offsets made the output the count's top bit
+        stages = WEIGHTS_IN[weights_in] + int(self._read_stage) + (1 + (not self._tree_offsets) if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
-            stages += compressor_cuts(self._leaf_widths(), self.csa_every, self._csa_first)
+            stages += compressor_cuts(self._leaf_widths(), self.csa_every, self._csa_first, self._tree_offsets)
         self.latency = self.sf + stages
         self.tables = len(self._groups) if table_bits is not None else 0
         super().__init__({
@@ -289,22 +298,34 @@ class XnorPopcountUnit(wiring.Component):
                     total = (total + term_value(b))[:acc_w]
                 counts.append(total)
         else:
-            counts, s = pipelined(m, en, s, self.pipeline,
-                                  lambda cut: compressor_trees(m, lanes, cut, self.csa_every, self._csa_first))
+            offsets = self._tree_offsets
+            counts, s = pipelined(m, en, s, self.pipeline, lambda cut: compressor_trees(
+                m, lanes, cut, self.csa_every, self._csa_first, offsets, acc_w if offsets else None))
         if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
             s, counts = carry(m, en, "count", s, counts)
-        totals = accumulate(m, en, s, counts, unsigned(acc_w))
+        if self._tree_offsets:
+            totals = counts
+        elif self._offsets:
+            kw = acc_w + 1
+            starts = self._offsets
+            if self.nf > 1:  # read where the group is current
+                kinit = [sum(self._offsets[n * pe + p] << (p * kw) for p in range(pe)) for n in range(self.nf)]
+                k = rom(m, "offsets", pe * kw, kinit, s["nf"])
+                starts = [k[p * kw : (p + 1) * kw] for p in range(pe)]
+            totals = [t[-1] for t in accumulate(m, en, s, counts, unsigned(kw), starts)]
+        else:
+            totals = accumulate(m, en, s, counts, unsigned(acc_w))
         out = {"valid": s["valid"] & s["last"], **{f"t{p}": t for p, t in enumerate(totals)}}
         tw = bits_for(self.mw + 1)
-        if self.thresholds is not None and self.nf > 1:  # read where the group is current, ahead of the compare
+        if self._offsets is None and self.thresholds is not None and self.nf > 1:  # read where the group is current
             tinit = [sum(int(self.thresholds[n * pe + p]) << (p * tw) for p in range(pe)) for n in range(self.nf)]
             out["thr"] = rom(m, "trom", pe * tw, tinit, s["nf"])
-        if self.pipeline:  # the threshold compare gets a cycle of its own
+        if self.pipeline and not self._tree_offsets:  # the accumulator's carry chain ends at a register
             out = stage(m, en, "acc", out)
         totals = [out[f"t{p}"] for p in range(pe)]
-        if self.thresholds is None:
+        if self.thresholds is None or self._offsets:  # raw popcounts, or the offset sums' top bits
             results = totals
-        elif self.nf == 1:  # constant thresholds: logic, not a comparator
+        elif self.nf == 1:  # the chained popcount's constant thresholds: logic, not a comparator
             results = [at_least(totals[p], int(self.thresholds[p])) for p in range(pe)]
         else:
             results = [totals[p] >= out["thr"][p * tw : (p + 1) * tw] for p in range(pe)]

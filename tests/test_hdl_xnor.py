@@ -66,6 +66,30 @@ def test_pipelined_and_bram_variants_match_golden(mw, mh, pe, simd, options):
         assert np.array_equal(simulate(dut, vectors, seed=pe), expected(w, t, vectors)), t is None
 
 
+TABLES = {"weights_in": "bram", "table_bits": 4}
+
+
+@pytest.mark.parametrize("mw,simd,pe,options", [
+    (mw, simd, pe, options) for mw, simd, pe in [(1, 1, 3), (2, 2, 4), (4, 4, 6), (6, 6, 8), (7, 7, 9), (6, 3, 8),
+                                                  (7, 1, 9), (6, 3, 2), (7, 7, 3)]
+    for options in ({}, {"pipeline": True})
+] + [(6, 6, 8, TABLES), (7, 7, 9, {**TABLES, "pipeline": True}), (6, 6, 2, TABLES)])
+def test_thresholds_are_the_top_bit_of_an_offset_sum(mw, simd, pe, options):
+    """A lane's output is bit W of popcount + 2^W - T: offsets in the compressor where nothing is
+    folded, else the accumulator's start (a ROM word where NF > 1). Every threshold 0..MW+1 (MW = 7:
+    T = 8 = 2^W, offset 0) on an output of its own, against every input vector."""
+    mh = mw + 2
+    w = np.random.default_rng(mw + simd).integers(0, 2, (mh, mw))
+    t = np.arange(mh)
+    vectors = (np.arange(1 << mw)[:, None] >> np.arange(mw)) & 1
+    dut = XnorPopcountUnit(w, t, pe, simd, **options)
+    assert dut._offsets is not None
+    assert np.array_equal(simulate(dut, vectors, gap=0.1, stall=0.1), expected(w, t, vectors))
+    for p in (0, mw):  # each alone: PE = 1, nothing shared
+        one = XnorPopcountUnit(w[p : p + 1], t[p : p + 1], 1, simd, **options)
+        assert np.array_equal(simulate(one, vectors[:16]), expected(w[p : p + 1], t[p : p + 1], vectors[:16]))
+
+
 @pytest.mark.parametrize("mw", [18, 19, 20])  # 3-input groups with no tail, a 1-bit and a 2-bit tail
 @pytest.mark.parametrize("pipeline", [False, True])
 def test_outputs_share_counters_when_weights_are_constants(mw, pipeline):
