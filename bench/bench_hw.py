@@ -162,8 +162,10 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
          _Piece(simd * sf + max(1, (sf - 1).bit_length()), simd, in_select)),
         (f"input vector {sf} x {simd} bits: load or rotate by a slice instead (the former design)",
          _Piece(2 * simd * sf + 1, simd * sf, in_rotate)),
-        (f"accumulate ({pc_w} into {acc_w} bits) and compare with a threshold",
+        (f"accumulate ({pc_w} into {acc_w} bits) and compare with a threshold (the chained popcount's)",
          _Piece(pc_w + 2 * acc_w, acc_w + 1, lambda m, x: _acc_cmp(x, pc_w, acc_w))),
+        (f"accumulate ({pc_w} into {acc_w + 1} bits) from the offset 2^W - T, the top bit out (the unit's)",
+         _Piece(pc_w + acc_w + 1, acc_w + 1, lambda m, x: (x[:acc_w + 1] + x[acc_w + 1:])[:acc_w + 1])),
     ]
 
 

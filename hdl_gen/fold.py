@@ -10,7 +10,7 @@ the same registers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value, unsigned
@@ -151,11 +151,15 @@ def stage(m: Module, en: Value, name: str, values: dict[str, Value]) -> dict[str
     return out
 
 
-def wires(m: Module, name: str, values: list) -> list[Signal]:
+def wires(m: Module, name: str, values: list) -> list[Value]:
     """Each value through a wire of its own: Amaranth copies an expression into every place that uses
-    it (the Verilog, and the simulators' work, grow with the uses); a wire is computed once."""
+    it (the Verilog, and the simulators' work, grow with the uses); a wire is computed once.
+    Constants pass as they are, so no pipeline register downstream holds one."""
     out = []
     for i, v in enumerate(values):
+        if isinstance(v, Const):
+            out.append(v)
+            continue
         w = Signal(Value.cast(v).shape(), name=f"{name}{i}")
         m.d.comb += w.eq(v)
         out.append(w)
@@ -386,7 +390,7 @@ def _csa_cut(layer: int, every: int, first: int | None, cols: list[list]) -> boo
 
 
 def compressor_trees(m: Module, trees: list[list], cut: Callable[[list], list] | None = None, every: int = 0,
-                     first: int | None = None, consts: list[int] = (), top: int | None = None) -> list:
+                     first: int | None = None, consts: Sequence[int] = (), top: int | None = None) -> list:
     """Sum each list of unsigned ``trees`` (terms of the same widths in every tree) with a carry-save
     compressor, a Wallace tree of full adders over bit columns, down to two rows, then one adder.
     ``consts``, if given, adds a constant to each tree's sum: its 1 bits cost no input, only a full
@@ -434,10 +438,11 @@ def _sum_bit(a: list, b: list, top: int) -> Value:
         cy = (a[i] & b[i]) | ((a[i] | b[i]) & cy)
     if top < len(a):
         return a[top] ^ b[top] ^ cy
-    return cy if top == len(a) else Const(0, 1)  # the carry out, or a bit the sum never reaches
+    # the carry out; past it a bit the sum cannot reach (defensive: the units' columns always reach `top`)
+    return cy if top == len(a) else Const(0, 1)
 
 
-def compressor_cuts(widths: list[int], every: int, first: int | None = None, consts: list[int] = ()) -> int:
+def compressor_cuts(widths: list[int], every: int, first: int | None = None, consts: Sequence[int] = ()) -> int:
     """How many pipeline registers :func:`compressor_trees` puts into a tree of terms ``widths`` bits wide
     (and the trees' ``consts``)."""
     cols = _layout(widths, list(consts), lambda k, c: None, lambda mask: None)

@@ -284,6 +284,25 @@ class XnorPopcountUnit(wiring.Component):
         widths = self._leaf_widths()
         return s, [[outs[g][p * cw : (p + 1) * cw] for g, cw in enumerate(widths)] for p in range(self.pe)]
 
+    def _group_rom(self, m: Module, name: str, values, width: int, nf: Value) -> Value:
+        """A ROM of per-output ``values``, ``width`` bits a lane, read at output group ``nf`` (where it is current)."""
+        words = [sum(int(values[n * self.pe + p]) << (p * width) for p in range(self.pe)) for n in range(self.nf)]
+        return rom(m, name, self.pe * width, words, nf)
+
+    def _totals(self, m: Module, en: Value, s: dict, counts: list) -> list:
+        """Per lane, what the output takes: the running popcount, or the top bit of the offset sum
+        (the compressor's own where nothing is folded, else the accumulator's, which starts from the offset)."""
+        if self._tree_offsets:
+            return counts
+        if self._offsets is None:
+            return accumulate(m, en, s, counts, unsigned(self.acc_width))
+        width = self.acc_width + 1  # popcount + 2^W - T < 2^(W+1)
+        starts = self._offsets
+        if self.nf > 1:
+            word = self._group_rom(m, "offsets", self._offsets, width, s["nf"])
+            starts = [word[p * width : (p + 1) * width] for p in range(self.pe)]
+        return [t[-1] for t in accumulate(m, en, s, counts, unsigned(width), starts)]
+
     def elaborate(self, platform) -> Module:
         m = Module()
         pe, acc_w = self.pe, self.acc_width
@@ -303,23 +322,11 @@ class XnorPopcountUnit(wiring.Component):
                 m, lanes, cut, self.csa_every, self._csa_first, offsets, acc_w if offsets else None))
         if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
             s, counts = carry(m, en, "count", s, counts)
-        if self._tree_offsets:
-            totals = counts
-        elif self._offsets:
-            kw = acc_w + 1
-            starts = self._offsets
-            if self.nf > 1:  # read where the group is current
-                kinit = [sum(self._offsets[n * pe + p] << (p * kw) for p in range(pe)) for n in range(self.nf)]
-                k = rom(m, "offsets", pe * kw, kinit, s["nf"])
-                starts = [k[p * kw : (p + 1) * kw] for p in range(pe)]
-            totals = [t[-1] for t in accumulate(m, en, s, counts, unsigned(kw), starts)]
-        else:
-            totals = accumulate(m, en, s, counts, unsigned(acc_w))
+        totals = self._totals(m, en, s, counts)
         out = {"valid": s["valid"] & s["last"], **{f"t{p}": t for p, t in enumerate(totals)}}
         tw = bits_for(self.mw + 1)
-        if self._offsets is None and self.thresholds is not None and self.nf > 1:  # read where the group is current
-            tinit = [sum(int(self.thresholds[n * pe + p]) << (p * tw) for p in range(pe)) for n in range(self.nf)]
-            out["thr"] = rom(m, "trom", pe * tw, tinit, s["nf"])
+        if self._offsets is None and self.thresholds is not None and self.nf > 1:  # the chained popcount's compare
+            out["thr"] = self._group_rom(m, "trom", self.thresholds, tw, s["nf"])
         if self.pipeline and not self._tree_offsets:  # the accumulator's carry chain ends at a register
             out = stage(m, en, "acc", out)
         totals = [out[f"t{p}"] for p in range(pe)]

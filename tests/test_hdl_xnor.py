@@ -83,11 +83,13 @@ def test_thresholds_are_the_top_bit_of_an_offset_sum(mw, simd, pe, options):
     t = np.arange(mh)
     vectors = (np.arange(1 << mw)[:, None] >> np.arange(mw)) & 1
     dut = XnorPopcountUnit(w, t, pe, simd, **options)
-    assert dut._offsets is not None
+    assert bool(dut._tree_offsets) == (dut.nf == dut.sf == 1) and dut._offsets is not None
     assert np.array_equal(simulate(dut, vectors, gap=0.1, stall=0.1), expected(w, t, vectors))
+    assert first_output_cycle(dut, 5) == dut.latency  # the offsets' constant bits can add a compressor layer
     for p in (0, mw):  # each alone: PE = 1, nothing shared
         one = XnorPopcountUnit(w[p : p + 1], t[p : p + 1], 1, simd, **options)
-        assert np.array_equal(simulate(one, vectors[:16]), expected(w[p : p + 1], t[p : p + 1], vectors[:16]))
+        assert np.array_equal(simulate(one, vectors), expected(w[p : p + 1], t[p : p + 1], vectors))
+        assert first_output_cycle(one, 5) == one.latency
 
 
 @pytest.mark.parametrize("mw", [18, 19, 20])  # 3-input groups with no tail, a 1-bit and a 2-bit tail
