@@ -117,6 +117,14 @@ def folded_issue(m: Module, unit, in_lane_bits: int) -> Issue:
     return Issue(en, x, addr, nf, first, last, busy, vec)
 
 
+def pack(values, width: int = 1) -> int:
+    """``values`` as one ROM word, ``width`` bits each (two's complement), the first the least significant."""
+    word = 0
+    for i, v in enumerate(values):
+        word |= (int(v) & ((1 << width) - 1)) << (i * width)
+    return word
+
+
 def select(words: list, index: Value) -> Value:
     """``words[index]`` as a tree of 2:1 muxes, one level per bit of ``index``.
 

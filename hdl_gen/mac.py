@@ -18,14 +18,7 @@ from amaranth.lib.wiring import In, Out
 from fxp.errors import FxpError
 from fxp.format import Format
 from hdl_gen.fold import (WEIGHTS_IN, accumulate, adder_trees, carry, check_folding, check_weights_in, deliver,
-                          fetch_weights, folded_issue, pipelined, rom, stage, tree_cuts)
-
-
-def _pack(values, width: int) -> int:
-    word = 0
-    for i, v in enumerate(values):
-        word |= (int(v) & ((1 << width) - 1)) << (i * width)
-    return word
+                          fetch_weights, folded_issue, pack, pipelined, rom, stage, tree_cuts)
 
 
 class MacUnit(wiring.Component):
@@ -98,7 +91,7 @@ class MacUnit(wiring.Component):
         pe, simd, acc_w = self.pe, self.simd, self.acc_bits
         iss = folded_issue(m, self, 8)
         en = iss.en
-        wwords = [_pack([self.wadj[n * pe + p, s * simd + j] for p in range(pe) for j in range(simd)], 9)
+        wwords = [pack([self.wadj[n * pe + p, s * simd + j] for p in range(pe) for j in range(simd)], 9)
                   for n in range(self.nf) for s in range(self.sf)]
         w, s = fetch_weights(m, iss, 9 * pe * simd, wwords, self.weights_in)
         prods = []
@@ -122,7 +115,7 @@ class MacUnit(wiring.Component):
         # four 16x16 or 18x18 DSPs, a power-of-two scale none), shift (6 bits)
         mw_ = self.mult_bits
         cw = acc_w + mw_ + 6
-        cwords = [_pack([(int(self.bias[n * pe + p]) & ((1 << acc_w) - 1)) | (int(self.mult[n * pe + p]) << acc_w)
+        cwords = [pack([(int(self.bias[n * pe + p]) & ((1 << acc_w) - 1)) | (int(self.mult[n * pe + p]) << acc_w)
                          | (int(self.shift[n * pe + p]) << (acc_w + mw_)) for p in range(pe)], cw) for n in range(self.nf)]
         consts = rom(m, "crom", cw * pe, cwords, out["nf"])
         # the constants travel beside the data, so the ROM is read once, where nf is current

@@ -23,7 +23,7 @@ from fxp.errors import FxpError
 from hdl_gen import dp16kd
 from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in,
                           compressor_cuts, compressor_trees, deliver, fetch_weights, folded_issue, meet_reads,
-                          pipelined, read_rom, rom, stage, term_value, wires)
+                          pack, pipelined, read_rom, rom, stage, term_value, wires)
 
 
 def at_least(x: Value, t: int) -> Value:
@@ -45,11 +45,6 @@ def at_least(x: Value, t: int) -> Value:
         elif ge is not None:
             ge = x[i] | ge
     return Const(1, 1) if ge is None else ge
-
-
-def _word(bits: np.ndarray) -> int:
-    """0/1 ``bits`` as an integer, the first the least significant."""
-    return sum(int(b) << i for i, b in enumerate(bits))
 
 
 class XnorPopcountUnit(wiring.Component):
@@ -215,15 +210,9 @@ class XnorPopcountUnit(wiring.Component):
 
     def _weight_words(self) -> list[int]:
         """ROM contents: entry ``nf * SF + sf`` holds PE x SIMD weight bits, lane-major."""
-        words = []
-        for nf in range(self.nf):
-            for sf in range(self.sf):
-                word = 0
-                for p in range(self.pe):
-                    row = self.weights[nf * self.pe + p, sf * self.simd : (sf + 1) * self.simd]
-                    word |= _word(row) << (p * self.simd)
-                words.append(word)
-        return words
+        pe, simd = self.pe, self.simd
+        return [pack(self.weights[nf * pe : (nf + 1) * pe, sf * simd : (sf + 1) * simd].ravel())
+                for nf in range(self.nf) for sf in range(self.sf)]
 
     def _xnor_lanes(self, m: Module, iss) -> tuple[dict, list[list]]:
         """Per lane, its popcount's terms: XNORs of the inputs with weights from logic or block RAM
@@ -264,7 +253,7 @@ class XnorPopcountUnit(wiring.Component):
                 a, word = nf * self.sf + sf, np.zeros(len(xs), dtype=object)
                 field = (xs >> (k * sf)) & ((1 << k) - 1) if n > 1 else xs
                 for p in range(self.pe):
-                    w = _word(self.weights[nf * self.pe + p, sf * self.simd + j0 : sf * self.simd + j0 + k])
+                    w = pack(self.weights[nf * self.pe + p, sf * self.simd + j0 : sf * self.simd + j0 + k])
                     word += (k - ones[field ^ w]).astype(object) * (1 << (p * cw))
                 words[a * len(xs) : (a + 1) * len(xs)] = word
         return [int(v) for v in words]
@@ -286,7 +275,7 @@ class XnorPopcountUnit(wiring.Component):
 
     def _group_rom(self, m: Module, name: str, values, width: int, nf: Value) -> Value:
         """A ROM of per-output ``values``, ``width`` bits a lane, read at output group ``nf`` (where it is current)."""
-        words = [sum(int(values[n * self.pe + p]) << (p * width) for p in range(self.pe)) for n in range(self.nf)]
+        words = [pack(values[n * self.pe : (n + 1) * self.pe], width) for n in range(self.nf)]
         return rom(m, name, self.pe * width, words, nf)
 
     def _totals(self, m: Module, en: Value, s: dict, counts: list) -> list:
