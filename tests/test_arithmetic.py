@@ -2,6 +2,7 @@
 
 from fractions import Fraction
 
+import apytypes as apy  # pinned in the test extras: a broken install must fail, not skip
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fxp import Format, FxpError, FxTensor, quantize
-
-apy = pytest.importorskip("apytypes")
 
 
 def random_fx(rng, fmt, shape):

@@ -8,13 +8,12 @@ format (``requantize``). Raw integers must match exactly: 0 mismatches.
 
 from __future__ import annotations
 
+import apytypes as apy  # pinned in the test extras: a broken install must fail, not skip
 import numpy as np
 import pytest
 import torch
 
-apy = pytest.importorskip("apytypes")
-
-from fxp import Format, quantize  # noqa: E402
+from fxp import Format, quantize
 
 MODES = {
     "nearest_even": "TIES_EVEN",
