@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -103,12 +104,56 @@ def load(path: str | Path) -> Model:
         spec = json.loads((path / "model.json").read_text())
     except json.JSONDecodeError as e:
         raise FxpError(f"{path / 'model.json'} is not valid JSON ({e}); re-export the model") from None
+    npz = path / "arrays.npz"
     try:
-        with np.load(path / "arrays.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        with zipfile.ZipFile(npz) as z:
+            infos = z.infolist()
+            _check_sizes(npz, infos)
+            for info in infos:
+                with z.open(info) as fh:
+                    _check_header(npz, info, fh)
+            arrays = {}
+            for info in infos:
+                with z.open(info) as fh:
+                    arrays[info.filename[: -len(".npy")]] = np.lib.format.read_array(fh, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise FxpError(f"{path / 'arrays.npz'} cannot be read ({e}); re-export the model") from None
+        if isinstance(e, FxpError):
+            raise
+        raise FxpError(f"{npz} cannot be read ({e}); re-export the model") from None
     return Model(spec, arrays)
+
+
+# arrays.npz is inflated in memory: these bound what its members may claim before any is read, so a
+# small crafted file cannot expand to gigabytes (fxp's largest models hold a few MB of arrays).
+MAX_ARRAY_BYTES = 1 << 30
+MAX_TOTAL_BYTES = 2 << 30
+
+
+def _check_sizes(npz: Path, infos: list[zipfile.ZipInfo]) -> None:
+    for info in infos:
+        if not info.filename.endswith(".npy") or info.is_dir():
+            raise FxpError(f"{npz}: member {info.filename!r} is not a .npy array; re-export the model")
+        if info.file_size > MAX_ARRAY_BYTES:
+            raise FxpError(f"{npz}: member {info.filename!r} inflates to {info.file_size} bytes, over the "
+                           f"{MAX_ARRAY_BYTES} allowed; re-export the model")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_TOTAL_BYTES:
+        raise FxpError(f"{npz}: its members inflate to {total} bytes, over the {MAX_TOTAL_BYTES} allowed; "
+                       "re-export the model")
+
+
+def _check_header(npz: Path, info: zipfile.ZipInfo, fh) -> None:
+    """The .npy header must describe a plain integer array exactly as large as the member says."""
+    where = f"{npz}: member {info.filename!r}"
+    version = np.lib.format.read_magic(fh)
+    if version not in ((1, 0), (2, 0)):
+        raise FxpError(f"{where} has .npy format version {version}, expected 1.0 or 2.0; re-export the model")
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(fh)
+    if dtype.kind not in "iu" or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise FxpError(f"{where} holds dtype {dtype}, not a plain integer type; re-export the model")
+    if any(n < 0 for n in shape) or fh.tell() + math.prod(shape) * dtype.itemsize != info.file_size:
+        raise FxpError(f"{where} claims shape {shape} of {dtype} but holds {info.file_size} bytes; re-export the model")
 
 
 # --- validation ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,13 +20,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from fxp.datasets import Dataset
 from fxp.errors import FxpError
 from fxp.layers import FixedPointSGD, FxConfig, named_trackers, snap_model, step_trackers
 from fxp.models import build, load_spec
-from fxp.resources import write_atomic
+from fxp.progress import track
+from fxp.resources import check_out_folder, write_atomic
 
 
 @dataclass
@@ -118,14 +119,14 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(recipe.seed + 2)
     history = []
-    epochs = tqdm(range(recipe.epochs), desc=f"{label or cfg.mode} epochs", disable=not progress or rank != 0)
+    epochs = track(range(recipe.epochs), f"{label or cfg.mode} epochs", disable=not progress or rank != 0)
     for epoch in epochs:
         t0 = time.perf_counter()
         perm = torch.randperm(len(x_all), generator=shuffle)[rank::world]
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        batches = tqdm(range(0, len(perm), recipe.batch_size), desc="batches", leave=False,
-                       disable=not progress or rank != 0)
+        batches = track(range(0, len(perm), recipe.batch_size), "batches", leave=False,
+                        disable=not progress or rank != 0)
         for i in batches:
             idx = perm[i : i + recipe.batch_size]
             xb, yb = x_all[idx], y_all[idx]
@@ -184,6 +185,10 @@ def save_checkpoint(path: Path, model: nn.Module, cfg: FxConfig, recipe: Recipe)
     write_atomic(path, buf.getvalue())
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
 def load_checkpoint(path: str | Path, exact: bool | None = None) -> nn.Module:
     """Rebuild a trained model (formats and scales included) from ``checkpoint.pt``.
 
@@ -192,16 +197,28 @@ def load_checkpoint(path: str | Path, exact: bool | None = None) -> nn.Module:
     """
     path = Path(path)
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain containers only; any other pickled object could run code on load
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" in str(e).lower():  # torch refused to import a class or function the pickle names
+            raise FxpError(f"refusing checkpoint {path}: it is not tensors and plain data alone (other objects "
+                           "could run code when loaded); give a checkpoint.pt written by fxp train") from None
+        raise FxpError(f"cannot load checkpoint {path} (not a checkpoint: {_first_line(e)}); give a checkpoint.pt "
+                       "written by fxp train") from None
+    except Exception as e:  # a damaged or foreign file fails in many ways inside torch.load
+        raise FxpError(f"cannot load checkpoint {path} ({type(e).__name__}: {_first_line(e)}); "
+                       "give a checkpoint.pt written by fxp train") from None
+    try:
         cfg = FxConfig.from_dict(ck["config"])
         if exact is not None:
             cfg = replace(cfg, exact=exact)
         model = build(ck["spec"], cfg, seed=0)
         model.load_state_dict(ck["state_dict"])
-    except (OSError, RuntimeError, KeyError, EOFError, ValueError) as e:
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError, ValueError) as e:
         if isinstance(e, FxpError):
             raise
-        raise FxpError(f"cannot load checkpoint {path} ({type(e).__name__}: {e}); give a checkpoint.pt written by fxp train") from None
+        raise FxpError(f"cannot load checkpoint {path} ({type(e).__name__}: {_first_line(e)}); "
+                       "give a checkpoint.pt written by fxp train") from None
     model.eval()
     model.config = cfg
     return model
@@ -213,14 +230,14 @@ def run_train(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, out: str
     out = Path(out)
     spec = load_spec(model)
     check_compatible(spec, data)
-    if (out / "metrics.json").exists() and not force:
-        raise FxpError(f"{out} already holds a training run; choose another --out or pass --force to replace it")
+    check_out_folder(out, force, "metrics.json", "a training run")
     rank, world = _dist()
     t0 = time.perf_counter()
     net, hist = train_model(spec, data, cfg, recipe, progress, label=cfg.mode)
     metrics = {
         "model": spec.get("name"),
         "dataset": data.name,
+        "dataset_source": data.source or data.name,  # what fxp.datasets.load takes, from any folder
         "mode": cfg.mode,
         "config": cfg.to_dict(),
         "recipe": asdict(recipe),
@@ -246,3 +263,16 @@ def run_train(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, out: str
         write_atomic(out / "weights.png", weight_histograms(net))
         write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def run_dataset(run: str | Path) -> str:
+    """The dataset a run folder of ``fxp train`` trained on, as :func:`fxp.datasets.load` takes it."""
+    metrics = Path(run) / "metrics.json"
+    if not metrics.is_file():
+        raise FxpError(f"{metrics} is missing, so the run's dataset is unknown; give the dataset explicitly")
+    try:
+        m = json.loads(metrics.read_text())
+        return str(m.get("dataset_source") or m["dataset"])
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise FxpError(f"{metrics} is not a metrics file of fxp train ({type(e).__name__}); give the dataset "
+                       "explicitly") from None

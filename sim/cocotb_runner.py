@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from fxp.errors import FxpError
+from fxp.resources import write_atomic
 from sim.tools import verilator_env
 
 SIMULATORS = ("verilator", "icarus")
@@ -29,7 +30,7 @@ def run_stream_test(verilog: str | list[Path], top: str, inputs: list[int], expe
     build_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(verilog, str):
         sources = [build_dir / f"{top}.v"]
-        sources[0].write_text(verilog)
+        write_atomic(sources[0], verilog)  # replaces a link left in the build folder, never writes through it
     else:
         sources = [Path(p).resolve() for p in verilog]
     if simulator == "verilator":
@@ -46,9 +47,9 @@ def run_stream_test(verilog: str | list[Path], top: str, inputs: list[int], expe
     except (SystemExit, Exception) as e:  # the runner reports a missing tool by exiting
         raise FxpError(f"{simulator} build failed ({e}); see {build_dir / 'build.log'}") from None
     cfg, res = build_dir / "tb_config.json", build_dir / "tb_result.json"
-    cfg.write_text(json.dumps({"inputs": [str(w) for w in inputs], "expected": [str(w) for w in expected],
-                               "seed": seed, "gap": gap, "stall": stall, "cycles_per_output": cycles_per_output,
-                               "ports": ports or {}}))
+    write_atomic(cfg, json.dumps({"inputs": [str(w) for w in inputs], "expected": [str(w) for w in expected],
+                                  "seed": seed, "gap": gap, "stall": stall, "cycles_per_output": cycles_per_output,
+                                  "ports": ports or {}}))
     if res.exists():
         res.unlink()
     root = str(Path(__file__).resolve().parent.parent)

@@ -5,6 +5,7 @@ binary products, checked equal to it on every element in the tests. The shared l
 with the system C compiler (``$CC``, else ``cc``) and ``-march=native`` into
 ``$XDG_CACHE_HOME/fxp`` (default ``~/.cache/fxp``), keyed by the source, the flags and the CPU's
 feature flags, so a home directory shared by different machines never loads code built for another CPU.
+That folder is private (mode 0700, checked before loading), since fxp loads code from it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from fxp.errors import FxpError
+from fxp.resources import check_private, private_dir
 
 SOURCE = Path(__file__).with_name("xnor_popcount.c")
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
@@ -37,16 +39,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fxp"
 
 
+def library_path(cc: str) -> Path:
+    """Where the kernel built by ``cc`` with :data:`FLAGS` for this CPU is kept."""
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *FLAGS, _cpu_flags()]).encode()).hexdigest()[:16]
+    return cache_dir() / f"xnor_popcount-{key}.so"
+
+
 @lru_cache(maxsize=None)
 def _library() -> ctypes.CDLL:
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         raise FxpError(f"no C compiler {cc!r} for the native XNOR-popcount kernel; install one "
                        "(apt-get install gcc) or set CC, or use sim.golden.xnor_popcount")
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cc, *FLAGS, _cpu_flags()]).encode()).hexdigest()[:16]
-    lib = cache_dir() / f"xnor_popcount-{key}.so"
-    if not lib.exists():
-        lib.parent.mkdir(parents=True, exist_ok=True)
+    lib = library_path(cc)
+    private_dir(lib.parent)  # a predictable name in a folder others can write to would load their code
+    if lib.exists():
+        check_private(lib)
+    else:
         # compile beside the target, then rename: concurrent first uses never load a half-written file
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
         os.close(fd)
@@ -54,6 +63,7 @@ def _library() -> ctypes.CDLL:
         if r.returncode:
             os.unlink(tmp)
             raise FxpError(f"compiling {SOURCE.name} failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode}")
+        os.chmod(tmp, 0o700)  # the linker's mode follows the umask; a group-writable file would be refused next time
         os.replace(tmp, lib)
     so = ctypes.CDLL(str(lib))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
