@@ -10,6 +10,7 @@ the same registers.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -18,6 +19,22 @@ from amaranth.lib.memory import Memory
 
 from fxp.errors import FxpError
 from hdl_gen import dp16kd
+
+
+def refused_quietly(init: Callable) -> Callable:
+    """For a unit's ``__init__``: a unit refused while it is built (bad options, a layer it cannot take)
+    does not warn later that it was never elaborated (Amaranth's ``UnusedElaboratable``, raised when
+    the half-built object is collected): the error already said what was wrong."""
+
+    @functools.wraps(init)
+    def checked(self, *args, **kwargs) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except BaseException:
+            self._MustUse__silence = True  # Amaranth's per-object switch for that check (amaranth/_unused.py)
+            raise
+
+    return checked
 
 
 def check_folding(mh: int, mw: int, pe: int, simd: int) -> None:

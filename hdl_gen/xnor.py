@@ -23,7 +23,7 @@ from fxp.errors import FxpError
 from hdl_gen import dp16kd
 from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in,
                           compressor_cuts, compressor_trees, deliver, fetch_weights, folded_issue, meet_reads,
-                          pack, pipelined, read_rom, rom, stage, term_value, wires)
+                          pack, pipelined, read_rom, refused_quietly, rom, stage, term_value, wires)
 
 
 def at_least(x: Value, t: int) -> Value:
@@ -94,12 +94,17 @@ class XnorPopcountUnit(wiring.Component):
     o: ``Out(stream.Signature(PE * lane_width))`` — ``PE`` results per transfer.
     latency: clock edges from the one that accepts an input to the one that raises its first output
         (no stalls): SF plus the pipeline stages.
+    in_lane_width, in_lane_signed, out_lane_width, out_lane_signed: the lanes of ``i`` (bits) and ``o``
+        (``lane_width``: 1 with thresholds, else the popcount's width), all unsigned.
+    accumulator_bits: the popcount's width, ``bits_for(MW)``.
     shared, counters: whether outputs share 3-input counters, and how many counters there are.
     tables: how many count tables there are (0: weight words).
     """
 
     csa_every = 2  # layers of full adders between pipeline registers
+    in_lane_width, in_lane_signed, out_lane_signed = 1, False, False  # input bits; thresholded bits or popcounts
 
+    @refused_quietly
     def __init__(self, weights: np.ndarray, thresholds: np.ndarray | None, pe: int, simd: int, *,
                  weights_in: str = "logic", pipeline: bool = False, popcount: str = "tree",
                  table_bits: int | None = None) -> None:
@@ -123,6 +128,7 @@ class XnorPopcountUnit(wiring.Component):
         self.table_bits = table_bits
         self.acc_width = bits_for(self.mw)  # popcounts reach MW exactly: the least width that cannot overflow
         self.lane_width = 1 if thresholds is not None else self.acc_width
+        self.out_lane_width, self.accumulator_bits = self.lane_width, self.acc_width
         # popcount >= T is the top bit of popcount + 2^W - T: an offset that the compressor takes as constant
         # bits (nothing folded) or the accumulator starts from (a ROM word where NF > 1), so no comparator.
         self._offsets = ([(1 << self.acc_width) - int(t) for t in thresholds]

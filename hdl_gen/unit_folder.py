@@ -1,0 +1,53 @@
+"""A unit folder made by ``fxp gen unit``, as the simulators read it: its sidecar and its Verilog files.
+
+The sidecar's names become file names, Verilog module names and C++ identifiers (the replay
+harness), so a sidecar is checked before anything uses it: a folder someone sends you cannot point a
+simulator at files outside it or put text of its choosing into generated code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from fxp.errors import FxpError
+
+# A Verilog identifier that is also a C++ one and a plain file name (no '$', no escapes).
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# Models of FPGA primitives that fxp renders beside a unit (dp16kd.SIM_MODEL): plain file names.
+SIM_MODEL = re.compile(r"[A-Za-z0-9_]{1,60}\.v")
+
+
+def check_identifier(name: object, what: str) -> str:
+    """``name`` if it is a Verilog/C++ identifier of at most 63 characters, else an error naming ``what``."""
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
+        raise FxpError(f"{what} {name!r} is not a Verilog identifier (a letter or _, then letters, digits or _, "
+                       "at most 63 characters); choose another name")
+    return name
+
+
+def read_sidecar(folder: Path) -> dict:
+    """The sidecar of the unit folder ``folder``, its names checked (see the module docstring)."""
+    cars = [p for p in folder.glob("*.json") if not p.name.startswith("sim_")]
+    if not folder.is_dir() or len(cars) != 1 or not (folder / "layer.fxpm").is_dir():
+        raise FxpError(f"{folder} is not a unit folder (one sidecar .json and layer.fxpm); make one with fxp gen unit")
+    try:
+        car = json.loads(cars[0].read_text())
+        top, wrapper, models = car["top"], car["wrapper"], car.get("sim_models", [])
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise FxpError(f"{cars[0]} is not a sidecar of fxp gen unit ({type(e).__name__}: {e}); regenerate the unit "
+                       "folder with fxp gen unit") from None
+    check_identifier(top, f"{cars[0].name}: top")
+    check_identifier(wrapper, f"{cars[0].name}: wrapper")
+    if not isinstance(models, list) or not all(isinstance(m, str) and SIM_MODEL.fullmatch(m) for m in models):
+        raise FxpError(f"{cars[0].name}: sim_models {models!r} are not plain .v file names in the unit folder; "
+                       "regenerate the unit folder with fxp gen unit")
+    if cars[0].name != f"{top}.json":
+        raise FxpError(f"{cars[0].name} describes unit {top!r}; regenerate the unit folder with fxp gen unit")
+    return car
+
+
+def sim_sources(car: dict) -> list[str]:
+    """The Verilog files of a unit folder that a simulator compiles: unit, wrapper, primitive models."""
+    return [f"{car['top']}.v", f"{car['wrapper']}.v", *car.get("sim_models", [])]
