@@ -1,37 +1,118 @@
 """The ``fxp`` command. Each subcommand is a thin layer over a library function.
 
-Bad input raises :class:`fxp.FxpError`; here it becomes one line on stderr and exit status 2.
+One policy for every subcommand:
+
+- Every option is checked, and every input path looked at, before any work starts (a training run
+  does not discover a bad ``--out`` after an hour). A bad value is one line on stderr (``fxp: error:
+  ...``, naming the problem and the fix) and exit status 2; nothing is written.
+- A command writes only into its output (``--out``, ``--json``) and refuses to replace an earlier
+  result there without ``--force``. The exception is ``fxp sim``: it records its latest result in
+  the unit folder it simulates (``sim_<simulator>.json``), replacing the previous record of the same
+  simulator, as a log does.
+
+Library code raises :class:`fxp.FxpError`; here it becomes that one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 import fxp
 from fxp.errors import FxpError
 
+MAX_SEED = (1 << 32) - 1  # numpy and torch take any seed in 0..2**32-1
+
+
+def _int_in(lo: int, hi: int):
+    """An argparse type: a whole number in ``lo..hi``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (expected {lo}..{hi})") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v} is outside {lo}..{hi}")
+        return v
+
+    return parse
+
+
+def _float_in(lo: float, hi: float, hi_open: bool = False, lo_open: bool = False):
+    """An argparse type: a finite number in ``lo..hi`` (``[lo, hi)`` with ``hi_open``, ``(lo, hi]`` with ``lo_open``)."""
+    span = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number (expected {span})") from None
+        if not math.isfinite(v) or v < lo or v > hi or (hi_open and v == hi) or (lo_open and v == lo):
+            raise argparse.ArgumentTypeError(f"{text} is outside {span}")
+        return v
+
+    return parse
+
 
 def _bits_list(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(b) for b in text.split(","))
+        bits = tuple(int(b) for b in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of word widths, e.g. 4,8,16") from None
+    return bits
 
 
+def _existing(path: str, what: str, folder: bool | None = None) -> Path:
+    """``path`` if it exists (and is a folder, or a file, where ``folder`` says which), else an error."""
+    p = Path(path)
+    if not p.exists():
+        raise FxpError(f"{what} {p} does not exist")
+    if folder is True and not p.is_dir():
+        raise FxpError(f"{what} {p} is a file; give a folder")
+    if folder is False and p.is_dir():
+        raise FxpError(f"{what} {p} is a folder; give a file")
+    return p
+
+
+def _check_json_out(path: str | None, force: bool) -> None:
+    """``--json FILE``: a file that may be written (not a folder; replaced only with ``--force``)."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise FxpError(f"--json {p} is a folder; give the name of a file to write the record into")
+    if p.exists() and not force:
+        raise FxpError(f"--json {p} exists; choose another file or pass --force to replace it")
+    if p.parent.exists() and not p.parent.is_dir():
+        raise FxpError(f"--json {p}: {p.parent} is a file; give a path in a folder")
+
+
+# --- subcommands --------------------------------------------------------------------------------------
 def _cmd_report(args: argparse.Namespace) -> int:
-    from fxp.report import check_out_dir, run_report
+    from fxp import report
+    from fxp.resources import check_out_folder
 
-    out = Path(args.out)
-    check_out_dir(out)
-    rec = run_report(out, seed=args.seed, bits=args.bits, epochs=args.epochs, rounding=args.rounding, overflow=args.overflow)
-    print(f"{rec['model']} on {rec['dataset']}: float accuracy {100 * rec['float_accuracy']:.2f} %")
-    print(f"{'word bits':>9}  {'accuracy':>8}")
-    for row in rec["sweep"]:
-        print(f"{row['word_bits']:>9}  {100 * row['accuracy']:>7.2f}%")
-    print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'accuracy_vs_bits.png'}")
+    out = check_out_folder(args.out, args.force, "report.json", "a report")
+    if args.run is not None:
+        _existing(args.run, "run folder", folder=True)
+        rec = report.report_run(args.run, out, bits=args.bits, seed=args.seed, rounding=args.rounding,
+                                progress=not args.quiet, force=args.force)
+        print(f"{rec['model']} on {rec['dataset']} ({rec['summary']['mode']} run): "
+              f"test accuracy {100 * rec['checkpoint_accuracy']:.2f} %")
+    else:
+        rec = report.run_report(out, seed=args.seed or 0, bits=args.bits, epochs=args.epochs,
+                                rounding=args.rounding or "nearest_even", overflow=args.overflow, force=args.force)
+        print(f"{rec['model']} on {rec['dataset']}: float accuracy {100 * rec['float_accuracy']:.2f} %")
+    if rec["sweep"]:
+        print(f"{'word bits':>9}  {'accuracy':>8}")
+        for row in rec["sweep"]:
+            print(f"{row['word_bits']:>9}  {100 * row['accuracy']:>7.2f}%")
+    written = ["report.md", "report.json"] + (["accuracy_vs_bits.png"] if rec["sweep"] else [])
+    print(f"wrote {', '.join(str(out / n) for n in written)}")
     return 0
 
 
@@ -54,11 +135,24 @@ def _recipe(args: argparse.Namespace):
                   optimizer=args.optimizer)
 
 
+def _check_training(args: argparse.Namespace, marker: str, holds: str):
+    """Everything a training command needs, checked before any data is loaded: (config, recipe)."""
+    from fxp.datasets import check_dataset
+    from fxp.models import load_spec
+    from fxp.resources import check_out_folder
+
+    cfg, recipe = _config(args), _recipe(args)
+    load_spec(args.model)
+    check_dataset(args.dataset)
+    check_out_folder(args.out, args.force, marker, holds)
+    return cfg, recipe
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from fxp.datasets import load
     from fxp.train import finish_distributed, init_distributed, run_train
 
-    cfg, recipe = _config(args), _recipe(args)  # validate before loading anything
+    cfg, recipe = _check_training(args, "metrics.json", "a training run")
     rank, world = init_distributed()
     try:
         data = load(args.dataset, seed=args.seed)
@@ -79,68 +173,46 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from fxp.datasets import load
     from fxp.sweep import run_sweep
 
-    cfg, recipe = _config(args), _recipe(args)
+    cfg, recipe = _check_training(args, "sweep.json", "a sweep")
     data = load(args.dataset, seed=args.seed)
     rec = run_sweep(args.model, data, cfg, recipe, list(args.bits), args.vary.split(","), args.out,
-                    args.tolerance, progress=not args.quiet)
+                    args.tolerance, progress=not args.quiet, force=args.force)
     print((Path(args.out) / "sweep.md").read_text())
     print(f"smallest within {args.tolerance} point(s): {rec['smallest_within_tolerance']}")
     return 0
 
 
-def _add_training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="digits_mlp",
-                   help="lenet300, lenet5, digits_mlp, bnn_digits, sfc_bnn, or a model TOML file")
-    p.add_argument("--dataset", default="digits", help="digits, fashion-mnist, or an MNIST-format IDX folder")
-    p.add_argument("--mode", default="fixed", choices=("float", "qat", "fixed"))
-    p.add_argument("--act-bits", type=int, default=10)
-    p.add_argument("--grad-bits", type=int, default=10)
-    p.add_argument("--update-bits", type=int, default=12, help="stored parameters in fixed mode")
-    p.add_argument("--weight-bits", type=int, default=8, help="forward weights in qat mode")
-    p.add_argument("--acc-bits", type=int, default=32)
-    p.add_argument("--acc-overflow", default="saturate", choices=fxp.OVERFLOW)
-    p.add_argument("--rounding", default="nearest_even", choices=fxp.ROUNDING)
-    p.add_argument("--update-rounding", default="stochastic", choices=fxp.ROUNDING)
-    p.add_argument("--max-overflow-rate", type=float, default=1e-4)
-    p.add_argument("--update-interval", type=int, default=1, help="batches between scale revisions")
-    p.add_argument("--exact", action="store_true", help="accumulate in float64 (exact) instead of float32")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--limit-train", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
+    from fxp.datasets import check_dataset
     from fxp.export import export
+    from fxp.train import run_dataset
 
-    calib = None
-    if args.scales != "pow2":  # (per-channel, or the default for a float run) needs calibration data
+    _existing(args.run, "run")
+    if args.dataset is not None:
+        check_dataset(args.dataset)
+
+    def calibration():  # loaded only if the export needs it (per-channel scales)
         from fxp.datasets import load
 
-        dataset = args.dataset or _run_dataset(args.run)
-        calib = load(dataset, seed=args.seed).x_train[: args.calibrate]
-    model = export(args.run, args.out, scales=args.scales, calibration=calib, weights=args.weights)
+        run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+        return load(args.dataset or run_dataset(run), seed=args.seed).x_train[: args.calibrate]
+
+    model = export(args.run, args.out, scales=args.scales, calibration=calibration, weights=args.weights,
+                   force=args.force)
     kinds = ", ".join(f"{layer['name']} ({layer['op']})" for layer in model.layers)
     print(f"wrote {args.out}: {len(model.layers)} layers: {kinds}")
     return 0
 
 
-def _run_dataset(run: str) -> str:
-    metrics = Path(run) / "metrics.json"
-    if not metrics.is_file():
-        raise FxpError(f"{metrics} is missing, so the run's dataset is unknown; give --dataset")
-    return json.loads(metrics.read_text())["dataset"]
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from fxp.datasets import load
+    from fxp.datasets import check_dataset, load
     from fxp.predict import run_predict
 
+    _existing(args.model, "integer model description", folder=True)
+    check_dataset(args.dataset)
+    if args.run is not None:
+        _existing(args.run, "run")
+    _check_json_out(args.json, args.force)
     data = load(args.dataset, seed=args.seed)
     rec = run_predict(args.model, data, run=args.run, limit=args.limit)
     if args.json:
@@ -164,15 +236,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_gen(args: argparse.Namespace) -> int:
     from hdl_gen.gen import generate
 
+    if args.from_model is not None:
+        _existing(args.from_model, "--from", folder=True)
     options = {"weights_in": args.weights_in, "pipeline": args.pipeline}
     if args.popcount:
         options["popcount"] = args.popcount
     if args.table_bits is not None:
         options["table_bits"] = args.table_bits
     car = generate(args.kind, args.out, mw=args.mw, mh=args.mh, pe=args.pe, simd=args.simd, seed=args.seed,
-                   model_path=args.from_model, layer=args.layer, top=args.top, options=options)
+                   model_path=args.from_model, layer=args.layer, top=args.top, options=options, force=args.force)
     print(f"wrote {args.out}: {car['top']}.v, {car['wrapper']}.v, {car['top']}.json, layer.fxpm"
-          f"{''.join(', ' + name for name in car['sim_models'])} — "
+          f"{''.join(', ' + name for name in car['sim_models'])} — {car['kind']} unit, "
           f"MW={car['mw']} MH={car['mh']} PE={car['pe']} SIMD={car['simd']}, {car['cycles_per_vector']} cycles per vector")
     return 0
 
@@ -180,6 +254,7 @@ def _cmd_gen(args: argparse.Namespace) -> int:
 def _cmd_sim(args: argparse.Namespace) -> int:
     from sim.run import run_unit_sim
 
+    _existing(args.dir, "unit folder", folder=True)
     rec = run_unit_sim(args.dir, args.simulator, args.vectors, args.seed, args.waves, args.harness, args.gap,
                        args.stall)
     rate = f", {rec['vectors_per_second']:.0f} vectors/s" if rec["vectors_per_second"] else ""
@@ -207,11 +282,77 @@ def _cmd_boards(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the parser ---------------------------------------------------------------------------------------
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows every option's default (but not ``None`` or ``False``, which say nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (``fxp: error: ...``) and exit status 2, like FxpError."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # noqa: D102
         self.exit(2, f"fxp: error: {message} (see {self.prog} --help)\n")
+
+
+def _seed(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help=what)
+
+
+def _force(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what} already in the output")
+
+
+def _quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    from fxp.layers import FxConfig
+
+    defaults = FxConfig()
+    bits = _int_in(2, 64)
+    p.add_argument("--model", default="digits_mlp",
+                   help="lenet300, lenet5, digits_mlp, bnn_digits, sfc_bnn, or a model TOML file")
+    p.add_argument("--dataset", default="digits", help="digits, fashion-mnist, or an MNIST-format IDX folder")
+    p.add_argument("--mode", default=defaults.mode, choices=("float", "qat", "fixed"),
+                   help="float; qat (float master weights, quantized forward); fixed (everything fixed point)")
+    p.add_argument("--act-bits", type=bits, default=defaults.act_bits, help="word of every activation, sign included")
+    p.add_argument("--grad-bits", type=bits, default=defaults.grad_bits,
+                   help="word of every back-propagated gradient (fixed mode)")
+    p.add_argument("--update-bits", type=bits, default=defaults.update_bits,
+                   help="word of every stored parameter and its update (fixed mode)")
+    p.add_argument("--weight-bits", type=bits, default=defaults.weight_bits, help="word of the forward weights (qat mode)")
+    p.add_argument("--acc-bits", type=bits, default=defaults.acc_bits, help="accumulator word of every compute layer")
+    p.add_argument("--acc-overflow", default=defaults.acc_overflow, choices=fxp.OVERFLOW,
+                   help="what an accumulator does when it overflows")
+    p.add_argument("--rounding", default=defaults.rounding, choices=fxp.ROUNDING,
+                   help="rounding of activations and gradients")
+    p.add_argument("--update-rounding", default=defaults.update_rounding, choices=fxp.ROUNDING,
+                   help="rounding of parameter updates (fixed mode; stochastic keeps small updates alive)")
+    p.add_argument("--max-overflow-rate", type=_float_in(0, 1), default=defaults.max_overflow_rate,
+                   help="share of a tensor's values allowed to overflow before its format gains an integer bit")
+    p.add_argument("--update-interval", type=_int_in(1, 1 << 20), default=defaults.update_interval,
+                   help="batches between revisions of the dynamic scales")
+    p.add_argument("--exact", action="store_true", help="accumulate in float64 (exact) instead of float32")
+    p.add_argument("--epochs", type=_int_in(1, 100_000), default=20, help="passes over the training set")
+    p.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=32, help="images per optimizer step")
+    p.add_argument("--lr", type=_float_in(0, 1e3, lo_open=True), default=0.05, help="learning rate (cosine schedule)")
+    p.add_argument("--momentum", type=_float_in(0, 1, hi_open=True), default=0.9, help="SGD momentum")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"), help="sgd (with momentum) or adam")
+    p.add_argument("--weight-decay", type=_float_in(0, 1), default=0.0, help="L2 weight decay")
+    p.add_argument("--limit-train", type=_int_in(1, 1 << 31), default=None,
+                   help="train on the first N training images only (default: all)")
+    _seed(p, "seed of the initialization, the shuffling and the digits split")
+    _quiet(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,28 +360,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fxp {fxp.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    r = sub.add_parser("report", help="quantization report on the embedded digits data (accuracy against word width)")
+    r = sub.add_parser("report", help="quantization report: accuracy against word width, of a run or on the "
+                                      "embedded digits data")
+    r.add_argument("run", nargs="?", default=None,
+                   help="a run folder of fxp train to report on (default: train a small MLP on digits)")
     r.add_argument("--out", default="runs/report", help="folder for report.md, report.json and the plot")
-    r.add_argument("--seed", type=int, default=0)
     r.add_argument("--bits", type=_bits_list, default=(2, 3, 4, 5, 6, 8, 10, 12, 16), help="word widths, e.g. 4,8,16")
-    r.add_argument("--epochs", type=int, default=200)
-    r.add_argument("--rounding", default="nearest_even", choices=fxp.ROUNDING)
-    r.add_argument("--overflow", default="saturate", choices=fxp.OVERFLOW)
+    r.add_argument("--epochs", type=_int_in(1, 100_000), default=200,
+                   help="training epochs of the small MLP (without RUN)")
+    r.add_argument("--rounding", default=None, choices=fxp.ROUNDING,
+                   help="rounding of the quantized values (default: the run's own; nearest_even without RUN)")
+    r.add_argument("--overflow", default="saturate", choices=fxp.OVERFLOW, help="overflow mode (without RUN)")
+    r.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None,
+                   help="seed of the digits split (default: the run's own; 0 without RUN)")
+    _force(r, "a report")
+    _quiet(r)
     r.set_defaults(func=_cmd_report)
 
     t = sub.add_parser("train", help="train a model in the dynamic fixed-point simulator")
     _add_training_args(t)
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.json, curves.png, weights.png")
     t.add_argument("--baseline", action="store_true", help="also train the float baseline with the same recipe")
-    t.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    _force(t, "a training run")
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("sweep", help="accuracy against bit width for activations, gradients, updates")
     _add_training_args(s)
-    s.add_argument("--bits", type=_bits_list, default=(4, 6, 8, 10, 12))
+    s.add_argument("--bits", type=_bits_list, default=(4, 6, 8, 10, 12), help="word widths to try, e.g. 4,8,12")
     s.add_argument("--vary", default="act,grad,update", help="dimensions: act, grad, update, prop (act+grad)")
-    s.add_argument("--tolerance", type=float, default=1.0, help="points of accuracy that count as 'within'")
-    s.add_argument("--out", required=True)
+    s.add_argument("--tolerance", type=_float_in(0, 100), default=1.0,
+                   help="points of accuracy that count as 'within' the float baseline")
+    s.add_argument("--out", required=True, help="folder for sweep.md, sweep.json and sweep.png")
+    _force(s, "a sweep")
     s.set_defaults(func=_cmd_sweep)
 
     e = sub.add_parser("export", help="write the integer model description (.fxpm) of a trained run")
@@ -251,57 +402,65 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-channel weights and multiplier+shift (default: pow2 unless the run is float)")
     e.add_argument("--weights", default="symmetric", choices=("symmetric", "affine"),
                    help="per-channel weight quantizer: symmetric, or affine with a zero point per channel")
-    e.add_argument("--dataset", default=None, help="calibration data for per-channel (default: the run's dataset)")
-    e.add_argument("--calibrate", type=int, default=2000, help="calibration images")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--dataset", default=None,
+                   help="calibration data for per-channel scales (default: the run's dataset; not loaded for pow2)")
+    e.add_argument("--calibrate", type=_int_in(1, 1 << 24), default=2000, help="calibration images (per-channel)")
+    _seed(e, "the digits split of the calibration data (use the training seed)")
+    _force(e, "a description")
     e.set_defaults(func=_cmd_export)
 
     pr = sub.add_parser("predict", help="golden-model accuracy and golden-vs-PyTorch integer mismatches")
     pr.add_argument("model", help="an .fxpm folder")
-    pr.add_argument("--dataset", default="digits")
+    pr.add_argument("--dataset", default="digits", help="digits, fashion-mnist, or an MNIST-format IDX folder")
     pr.add_argument("--run", default=None, help="the training run, for the fake-quantized and float accuracies")
-    pr.add_argument("--limit", type=int, default=None, help="first N test images only")
-    pr.add_argument("--seed", type=int, default=0, help="the digits split (use the training seed)")
-    pr.add_argument("--json", default=None, help="also write the record as JSON here")
+    pr.add_argument("--limit", type=_int_in(1, 1 << 31), default=None, help="first N test images only (default: all)")
+    _seed(pr, "the digits split (use the training seed)")
+    pr.add_argument("--json", default=None, help="also write the record as JSON into this file")
+    _force(pr, "an existing --json file")
     pr.set_defaults(func=_cmd_predict)
 
-    g = sub.add_parser("gen", help="generate hardware: fxp gen unit xnor|mac ...")
+    g = sub.add_parser("gen", help="generate hardware: fxp gen unit [xnor|mac] ...")
     gsub = g.add_subparsers(dest="what", metavar="WHAT", parser_class=_Parser, required=True)
     u = gsub.add_parser("unit", help="one engine: Verilog, wrapper, JSON sidecar, layer.fxpm")
-    u.add_argument("kind", choices=("xnor", "mac"))
-    u.add_argument("--mw", type=int, help="inputs per vector (random weights)")
-    u.add_argument("--mh", type=int, help="outputs per vector (random weights)")
-    u.add_argument("--pe", type=int, default=1, help="parallel outputs (divides MH)")
-    u.add_argument("--simd", type=int, default=1, help="parallel inputs (divides MW)")
-    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("kind", nargs="?", default=None, choices=("xnor", "mac"),
+                   help="xnor (binary_dense layers) or mac (dense layers); with --from, the layer decides")
+    size = _int_in(1, 1 << 16)
+    u.add_argument("--mw", type=size, help="inputs per vector of a random layer")
+    u.add_argument("--mh", type=size, help="outputs per vector of a random layer")
+    u.add_argument("--pe", type=size, default=1, help="parallel outputs (divides MH)")
+    u.add_argument("--simd", type=size, default=1, help="parallel inputs (divides MW)")
+    _seed(u, "seed of the random layer")
     u.add_argument("--from", dest="from_model", default=None, help="an .fxpm to take the layer from")
-    u.add_argument("--layer", default=None, help="with --from: the dense/binary_dense layer to build")
+    u.add_argument("--layer", default=None, help="with --from: the dense or binary_dense layer to build")
     u.add_argument("--weights-in", default="logic", choices=("logic", "bram", "dp16kd"),
                    help="weights as constant logic (LUTs), in block RAM (inferred), or in ECP5 DP16KD block RAM "
                         "through its output register (ECP5 only; icarus/verilator only)")
-    u.add_argument("--table-bits", type=int, default=None, metavar="N",
+    u.add_argument("--table-bits", type=_int_in(1, 16), default=None, metavar="N",
                    help="xnor with --weights-in bram|dp16kd: the block RAM holds tables of counts, each addressed "
                         "by N bits (fold index and a few inputs), instead of weight words: fewer LUTs, more block "
                         "RAM (9: 512-word tables; at most 9 with dp16kd)")
     u.add_argument("--pipeline", action="store_true", help="pipeline registers for Fmax (more latency)")
     u.add_argument("--popcount", default=None, choices=("tree", "chain"),
-                   help="xnor: balanced adder tree (default) or the naive chained sum")
-    u.add_argument("--top", default=None, help="module name (default fxp_xnor / fxp_mac)")
-    u.add_argument("--out", required=True)
+                   help="xnor: a carry-save compressor (tree, the default) or the naive chained sum (chain)")
+    u.add_argument("--top", default=None,
+                   help="module name, a Verilog identifier (default fxp_xnor / fxp_mac); the wrapper is <top>_top")
+    u.add_argument("--out", required=True, help="the unit folder to write")
+    _force(u, "a unit")
     u.set_defaults(func=_cmd_gen)
 
     sm = sub.add_parser("sim", help="replay golden-model vectors through a generated unit")
-    sm.add_argument("dir", help="a folder made by fxp gen unit")
-    sm.add_argument("--simulator", default="amaranth", choices=("amaranth", "icarus", "verilator"))
-    sm.add_argument("--vectors", type=int, default=1000)
-    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("dir", help="a folder made by fxp gen unit (the result is recorded there as sim_<simulator>.json)")
+    sm.add_argument("--simulator", default="amaranth", choices=("amaranth", "icarus", "verilator"),
+                    help="Amaranth's own simulator, or the Verilog through cocotb on Icarus or Verilator")
+    sm.add_argument("--vectors", type=_int_in(1, 1 << 40), default=1000, help="input vectors to replay")
+    _seed(sm, "seed of the input vectors, gaps and stalls")
     sm.add_argument("--waves", action="store_true", help="write waveforms (VCD; FST on icarus)")
     sm.add_argument("--harness", default="cocotb", choices=("cocotb", "cpp"),
-                    help="cocotb (default) or cpp: a compiled Verilator replay harness for millions of vectors "
+                    help="cocotb, or cpp: a compiled Verilator replay harness for millions of vectors "
                          "(--simulator verilator only)")
-    sm.add_argument("--gap", type=float, default=None,
+    sm.add_argument("--gap", type=_float_in(0, 1, hi_open=True), default=None,
                     help="probability of an idle input cycle before a vector (default 0.3; 0 with --harness cpp)")
-    sm.add_argument("--stall", type=float, default=None,
+    sm.add_argument("--stall", type=_float_in(0, 1, hi_open=True), default=None,
                     help="probability of output backpressure in a cycle (default 0.3; 0 with --harness cpp)")
     sm.set_defaults(func=_cmd_sim)
 

@@ -23,13 +23,20 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 
 @dataclass
 class Dataset:
-    """Images as float32 in [0, 1], shape (N, channels, height, width); labels int64."""
+    """Images as float32 in [0, 1], shape (N, channels, height, width); labels int64.
+
+    Pixels are normalized exactly so: digits' 0..16 divided by 16, IDX bytes 0..255 divided by 255
+    (float32), which the integer model's input quantizer then reads. ``name`` is for people (a
+    folder's name); ``source`` is what :func:`load` takes to load it again from anywhere: ``digits``,
+    ``fashion-mnist``, or the folder's absolute path.
+    """
 
     name: str
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    source: str = ""
 
     @property
     def input_shape(self) -> list[int]:
@@ -93,18 +100,27 @@ def idx_folder(folder: str | Path, name: str | None = None, hint: str = "give a 
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise FxpError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not match; check the files")
         parts += [torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(y.astype(np.int64))]
-    return Dataset(name or folder.name, *parts)
+    return Dataset(name or folder.name, *parts, source=str(folder.resolve()))
 
 
 def load(name: str, seed: int = 0) -> Dataset:
     """``digits``, ``fashion-mnist``, or the path of an MNIST-format IDX folder."""
     if name == "digits":
         xtr, ytr, xte, yte = digits(seed)
-        return Dataset("digits", xtr.view(-1, 1, 8, 8), ytr, xte.view(-1, 1, 8, 8), yte)
+        return Dataset("digits", xtr.view(-1, 1, 8, 8), ytr, xte.view(-1, 1, 8, 8), yte, source="digits")
     if name == "fashion-mnist":
-        return idx_folder(
-            FASHION_MNIST_DIR, "fashion-mnist", "install it with: apt-get install dataset-fashion-mnist"
-        )
+        data = idx_folder(FASHION_MNIST_DIR, "fashion-mnist", "install it with: apt-get install dataset-fashion-mnist")
+        data.source = "fashion-mnist"
+        return data
+    check_dataset(name)
+    return idx_folder(name)
+
+
+def check_dataset(name: str) -> None:
+    """Refuse a dataset name that :func:`load` cannot take, before anything is loaded or trained."""
+    if name in ("digits", "fashion-mnist"):
+        return
     if not Path(name).exists():
         raise FxpError(f"dataset {name!r} is not digits, fashion-mnist or an existing folder of MNIST-format IDX files")
-    return idx_folder(name)
+    if not Path(name).is_dir():
+        raise FxpError(f"dataset {name} is a file; give a folder of MNIST-format IDX files (or digits, fashion-mnist)")

@@ -13,6 +13,7 @@ into one integer threshold per output (negative BatchNorm scales folded into the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -197,25 +198,32 @@ WEIGHTS = ("symmetric", "affine")
 
 
 def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = None,
-           calibration: torch.Tensor | None = None, weights: str = "symmetric") -> fxpm.Model:
+           calibration: torch.Tensor | Callable[[], torch.Tensor] | None = None, weights: str = "symmetric",
+           force: bool = False) -> fxpm.Model:
     """``fxp export runs/NAME --out model.fxpm``: load the run's checkpoint, write the description.
 
     ``scales``: ``pow2`` keeps a ``qat``/``fixed`` model's own dynamic fixed-point formats;
     ``per-channel`` quantizes post-training (any mode, float too) with per-channel weight scales and
-    calibrated affine activations, which needs ``calibration`` inputs; ``weights`` (``symmetric`` or
-    ``affine``) picks its weight quantizer. Default: ``pow2`` for fixed-point runs, ``per-channel`` for
-    float runs. Binarized models export their thresholds.
+    calibrated affine activations, which needs ``calibration`` inputs (a tensor, or a function that
+    loads them: called only when the export needs them); ``weights`` (``symmetric`` or ``affine``)
+    picks its weight quantizer. Default: ``pow2`` for fixed-point runs, ``per-channel`` for float
+    runs. Binarized models export their thresholds. An existing description in ``out`` is replaced
+    only with ``force``.
     """
+    from fxp.resources import check_out_folder
     from fxp.train import load_checkpoint
 
     src = Path(checkpoint_or_run)
+    if not src.exists():
+        raise FxpError(f"run {src} does not exist; give a run folder written by fxp train (or its checkpoint.pt)")
     ck = src / "checkpoint.pt" if src.is_dir() else src
     if not ck.is_file():
-        raise FxpError(f"{ck} does not exist; give a run folder written by fxp train (or its checkpoint.pt)")
+        raise FxpError(f"{src} holds no checkpoint.pt; give a run folder written by fxp train (or its checkpoint.pt)")
     if scales is not None and scales not in SCALES:
-        raise FxpError(f"--scales {scales!r} is not known; use {' or '.join(SCALES)}")
+        raise FxpError(f"scales {scales!r} is not known; use {' or '.join(SCALES)}")
     if weights not in WEIGHTS:
-        raise FxpError(f"--weights {weights!r} is not known; use {' or '.join(WEIGHTS)}")
+        raise FxpError(f"weights {weights!r} is not known; use {' or '.join(WEIGHTS)}")
+    check_out_folder(out, force, "model.json", "an integer model description")
     model = load_checkpoint(ck)
     name = model.spec.get("name", src.stem)
     if getattr(model, "binary", False):
@@ -226,11 +234,12 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
         scales = scales or ("per-channel" if model.config.mode == "float" else "pow2")
         if scales == "pow2":
             if weights != "symmetric":
-                raise FxpError("--weights affine needs --scales per-channel: power-of-two formats are symmetric")
+                raise FxpError("affine weights need per-channel scales: power-of-two formats are symmetric")
             spec, arrays = export_fixed(model, name)
         else:
             if calibration is None:
-                raise FxpError("per-channel export needs calibration data; give --dataset (and --calibrate N)")
-            spec, arrays = export_per_channel(model, name, calibration, weights)
+                raise FxpError("per-channel export needs calibration data; give the dataset to calibrate on")
+            calib = calibration() if callable(calibration) else calibration
+            spec, arrays = export_per_channel(model, name, calib, weights)
     fxpm.save(out, spec, arrays)
     return fxpm.Model(spec, arrays)

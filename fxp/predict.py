@@ -54,8 +54,17 @@ def run_predict(model_path: str | Path, data: Dataset, run: str | Path | None = 
 
         run = Path(run)
         net = load_checkpoint(run / "checkpoint.pt" if run.is_dir() else run, exact=True)
+        trained, described = net.spec.get("name"), model.spec.get("name")
+        if trained != described or list(net.spec["input_shape"]) != list(x.shape[1:]):
+            raise FxpError(f"run {run} trained model {trained!r} on input {list(net.spec['input_shape'])}, but "
+                           f"{model_path} describes {described!r} on {list(x.shape[1:])}; give the run it was "
+                           "exported from")
         rec["checkpoint_mode"] = net.config.mode
-        rec["fake_quantized_accuracy"] = evaluate(net, x, y)
+        try:
+            rec["fake_quantized_accuracy"] = evaluate(net, x, y)
+        except RuntimeError as e:  # same name and input, other layers (a model file edited since)
+            raise FxpError(f"run {run} holds another model than {model_path} ({str(e).splitlines()[0]}); give "
+                           "the run it was exported from") from None
         metrics = (run if run.is_dir() else run.parent) / "metrics.json"
         if metrics.is_file():
             m = json.loads(metrics.read_text())

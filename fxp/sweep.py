@@ -9,6 +9,7 @@ with the same recipe; the report names, per dimension, the smallest width within
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,20 +17,29 @@ from fxp.datasets import Dataset
 from fxp.errors import FxpError
 from fxp.layers import FxConfig
 from fxp.models import load_spec
-from fxp.resources import render, write_atomic
+from fxp.resources import check_out_folder, render, write_atomic
 from fxp.train import Recipe, check_compatible, train_model
 
 DIMENSIONS = {"act": ("act_bits",), "grad": ("grad_bits",), "update": ("update_bits",), "prop": ("act_bits", "grad_bits")}
 
 
 def run_sweep(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, bits: list[int], vary: list[str],
-              out: str | Path, tolerance_points: float = 1.0, progress: bool = True) -> dict:
-    out = Path(out)
+              out: str | Path, tolerance_points: float = 1.0, progress: bool = True, force: bool = False) -> dict:
+    """Train the float baseline, then one model per (dimension, width); write the table, plot and JSON.
+
+    Everything is checked before the first training; an earlier sweep in ``out`` is replaced only with ``force``.
+    """
+    out = check_out_folder(out, force, "sweep.json", "a sweep")
+    if not (tolerance_points >= 0 and math.isfinite(tolerance_points)):
+        raise FxpError(f"tolerance must be a number of accuracy points >= 0, got {tolerance_points}")
+    if not bits or not vary:
+        raise FxpError("give at least one bit width and one dimension to vary")
     for v in vary:
         if v not in DIMENSIONS:
             raise FxpError(f"--vary {v!r} is not a dimension; use any of {', '.join(DIMENSIONS)}")
     for b in bits:
-        replace(cfg, act_bits=b)  # validates the width
+        if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 64:
+            raise FxpError(f"bits: {b!r} is not a word width in 2..64; give widths like 4,8,12")
     spec = load_spec(model)
     check_compatible(spec, data)
     _, base = train_model(spec, data, replace(cfg, mode="float"), recipe, progress, label="float baseline")

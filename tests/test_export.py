@@ -93,3 +93,22 @@ def test_multiplier_shift_represents_the_factor():
         assert abs(m / 2**s - r) <= r * 2.0**-30
     m, s = _multiplier_shift(2.0**-40)  # past the largest shift: fewer significant bits, same value
     assert s == 62 and m / 2**s == 2.0**-40
+
+
+def test_export_of_a_run_on_an_idx_folder_from_another_folder(tmp_path, monkeypatch):
+    """metrics.json records where the data is (not just its folder's name), and pow2 exports load none."""
+    from test_datasets import make_folder
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    make_folder(tmp_path / "a" / "mnist", n_train=40, n_test=10)
+    monkeypatch.chdir(tmp_path / "a")  # trained with a relative dataset path
+    quick = ["--model", "lenet300", "--dataset", "mnist", "--epochs", "1", "--quiet"]
+    assert main(["train", *quick, "--mode", "float", "--out", str(tmp_path / "float")]) == 0
+    assert main(["train", *quick, "--mode", "qat", "--out", str(tmp_path / "qat")]) == 0
+    assert json.loads((tmp_path / "float" / "metrics.json").read_text())["dataset_source"] == str(tmp_path / "a" / "mnist")
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["export", str(tmp_path / "float"), "--out", "f.fxpm", "--calibrate", "20"]) == 0  # per-channel
+    (tmp_path / "a" / "mnist" / "train-images-idx3-ubyte.gz").unlink()  # the data is gone: pow2 needs none
+    assert main(["export", str(tmp_path / "qat"), "--out", "q.fxpm"]) == 0
+    assert fxpm.load("q.fxpm").layers[1]["op"] == "dense"
