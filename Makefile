@@ -21,19 +21,22 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/fxp train --model digits_mlp --dataset digits --mode fixed --baseline --force --out runs/demo/train
-	$(BIN)/fxp report --out runs/demo/report
+	$(BIN)/fxp report runs/demo/train --out runs/demo/report --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m slow -s
+	HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -n 2 -q tests/test_arithmetic.py tests/test_binary.py \
+	  tests/test_golden.py tests/test_quantize_properties.py
 	$(BIN)/python bench/bench_fxp.py --write-docs
 	$(BIN)/python bench/bench_train.py --write-docs
 	$(BIN)/python bench/bench_binary.py --write-docs
 	$(BIN)/python bench/bench_models.py --write-docs
 	$(BIN)/python bench/bench_verify.py --write-docs
 	$(BIN)/python bench/bench_hw.py --write-docs
+	$(BIN)/python bench/mutants.py --write-docs
 
 clean:
 	rm -rf $(VENV) runs build dist

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -19,13 +20,16 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
-def accuracy_vs_bits(series: dict[str, list[tuple[int, float]]], float_acc: float | None, xlabel: str) -> bytes:
-    """One line per series of (bits, accuracy in [0, 1]); a dashed line for float."""
+def accuracy_vs_bits(series: dict[str, list[tuple[int, float]]], float_acc: float | None, xlabel: str,
+                     references: dict[str, float] | None = None) -> bytes:
+    """One line per series of (bits, accuracy in [0, 1]); a dashed line for float, dotted ones for ``references``."""
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
     for name, pts in series.items():
         ax.plot([b for b, _ in pts], [100 * a for _, a in pts], "o-", label=name)
     if float_acc is not None:
         ax.axhline(100 * float_acc, color="gray", ls="--", label="float32")
+    for i, (name, acc) in enumerate((references or {}).items()):
+        ax.axhline(100 * acc, color=f"C{i + 1}", ls=":", lw=1.5, label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
@@ -35,37 +39,133 @@ def accuracy_vs_bits(series: dict[str, list[tuple[int, float]]], float_acc: floa
 
 
 def training_curves(metrics: dict) -> bytes:
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
-    runs = [(metrics["mode"], metrics["epochs"])]
-    if "float_baseline" in metrics:
-        runs.append(("float baseline", metrics["float_baseline"]["epochs"]))
-    for i, (name, hist) in enumerate(runs):
-        ep, color = [h["epoch"] for h in hist], f"C{i}"
-        ax1.plot(ep, [h["train_loss"] for h in hist], "o-", color=color, label=name)
-        ax2.plot(ep, [100 * h["test_accuracy"] for h in hist], "o-", color=color, label=f"{name} (test)")
-        ax2.plot(ep, [100 * h["train_accuracy"] for h in hist], ":", color=color, label=f"{name} (train)")
+    """Loss and accuracy per epoch; with a float baseline, also the accuracy gap per epoch."""
+    return png(training_figure(metrics))
+
+
+# the run solid with filled circles, the baseline dashed with hollow squares: where they overlap both stay visible
+_RUN_STYLE = {"color": "C0", "ls": "-", "marker": "o", "ms": 4}
+_BASELINE_STYLE = {"color": "C1", "ls": "--", "marker": "s", "ms": 6, "mfc": "none", "alpha": 0.75}
+
+
+def training_figure(metrics: dict):
+    """The figure of :func:`training_curves` (a matplotlib Figure, for callers that add to it)."""
+    baseline = metrics.get("float_baseline")
+    fig, axes = plt.subplots(1, 3 if baseline else 2, figsize=(13.5 if baseline else 9, 3.4), dpi=110)
+    ax1, ax2 = axes[0], axes[1]
+    runs = [(metrics["mode"], metrics["epochs"], _RUN_STYLE)]
+    if baseline:
+        runs.append(("float baseline", baseline["epochs"], _BASELINE_STYLE))
+    for name, hist, style in runs:
+        ep = [h["epoch"] for h in hist]
+        train_style = {"color": style["color"], "ls": ":" if style is _RUN_STYLE else "-.", "lw": 1, "alpha": 0.6}
+        ax1.plot(ep, [h["train_loss"] for h in hist], label=name, **style)
+        ax2.plot(ep, [100 * h["test_accuracy"] for h in hist], label=f"{name} (test)", **style)
+        ax2.plot(ep, [100 * h["train_accuracy"] for h in hist], label=f"{name} (train)", **train_style)
     ax1.set(xlabel="epoch", ylabel="training loss", title="loss")
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (ax1, ax2):
+    if baseline:
+        _gap_panel(axes[2], metrics["mode"], metrics["epochs"], baseline["epochs"])
+    for ax in axes:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no 1.5
+    for ax in (ax1, ax2):
         ax.legend(fontsize=7)
     fig.suptitle(f"{metrics['model']} on {metrics['dataset']}, {metrics['mode']} mode")
     fig.tight_layout()
-    return png(fig)
+    return fig
+
+
+def _gap_panel(ax, mode: str, hist: list[dict], base: list[dict]) -> None:
+    """Float baseline minus the run's test accuracy, in points, per epoch both have."""
+    run_acc = {h["epoch"]: h["test_accuracy"] for h in hist}
+    ep = [h["epoch"] for h in base if h["epoch"] in run_acc]
+    gap = [100 * (h["test_accuracy"] - run_acc[h["epoch"]]) for h in base if h["epoch"] in run_acc]
+    ax.bar(ep, gap, color=["C3" if g > 0 else "C2" for g in gap], alpha=0.8, width=0.6)
+    ax.axhline(0, color="black", lw=0.8)
+    if gap:
+        ax.annotate(f"{gap[-1]:+.2f}", (ep[-1], gap[-1]), textcoords="offset points",
+                    xytext=(0, 3 if gap[-1] >= 0 else -10), ha="center", fontsize=7)
+    ax.set(xlabel="epoch", ylabel="points (float − " + mode + ")", title="accuracy gap to float (test)")
+
+
+def forward_weights(model: nn.Module) -> list[dict]:
+    """Every layer's weight as its forward pass uses it: ``name``, ``values``, ``format`` (or None), ``kind``.
+
+    qat layers give their rounded weights (not the float masters), fixed layers their stored grid
+    values, binarized layers what they multiply by (sign, or alpha * sign for BWN).
+    """
+    from fxp.binary import BinaryLinear, BWNConv2d, BWNLinear, XNORConv2d, bwn_weight
+
+    out = []
+    for mname, m in model.named_modules():
+        w = dict(m.named_parameters(recurse=False)).get("weight")
+        if w is None or w.dim() < 2:
+            continue
+        fmt, kind, values = None, "float32", w.detach()
+        tracker = getattr(m, "ptrack", {}).get("weight")
+        if hasattr(m, "qparam") and m.cfg.mode != "float":
+            if tracker is None or tracker.frac_bits is None:
+                kind = "float32, no format yet"
+            else:
+                was = m.training
+                m.eval()  # eval: qparam only reads the format, it does not count overflows
+                with torch.no_grad():
+                    values = m.qparam("weight").detach()
+                m.train(was)
+                fmt = str(tracker.fmt)
+                kind = "rounded, as the forward uses it" if m.cfg.mode == "qat" else "stored on its grid"
+        elif isinstance(m, (BinaryLinear, XNORConv2d)):  # XNOR-Net scales the product, not the weights
+            values, kind = torch.where(values >= 0, 1.0, -1.0), "sign(w), as the forward uses it"
+        elif isinstance(m, (BWNLinear, BWNConv2d)):
+            with torch.no_grad():
+                values = bwn_weight(values)
+            kind = "α·sign(w), as the forward uses it"
+        out.append({"name": f"{mname}.weight" if mname else "weight", "values": values.flatten(),
+                    "format": fmt, "kind": kind})
+    return out
 
 
 def weight_histograms(model: nn.Module) -> bytes:
-    """The distribution of every layer's weights after training, one panel per layer."""
-    weights = [(n, p.detach().flatten()) for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
-    cols = min(3, len(weights))
-    rows = (len(weights) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), dpi=110, squeeze=False)
-    for ax, (name, w) in zip(axes.flat, weights):
-        distinct = torch.unique(w).numel()
-        ax.hist(w.numpy(), bins=min(101, max(distinct, 10)), color="tab:blue")
-        ax.set_title(f"{name} ({w.numel()} weights, {distinct} values)", fontsize=7)
+    """The distribution of every layer's weights as the forward pass uses them, one panel per layer."""
+    return png(weight_figure(model))
+
+
+def weight_figure(model: nn.Module):
+    """The figure of :func:`weight_histograms`."""
+    weights = forward_weights(model)
+    cols = max(1, min(3, len(weights)))
+    rows = max(1, (len(weights) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.7 * rows), dpi=110, squeeze=False)
+    for ax, w in zip(axes.flat, weights):
+        v = w["values"].double()
+        distinct = torch.unique(v)
+        _histogram(ax, v, distinct, w["format"])
+        label = f"{w['format']}, {w['kind']}" if w["format"] else w["kind"]
+        ax.set_title(f"{w['name']}: {label}\n{len(distinct)} distinct values of {v.numel()}", fontsize=7)
+        ax.set_xlabel("weight value", fontsize=7)
+        ax.set_ylabel("count", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(weights):]:
         ax.axis("off")
     fig.tight_layout()
-    return png(fig)
+    return fig
+
+
+def _histogram(ax, v: torch.Tensor, distinct: torch.Tensor, fmt: str | None) -> None:
+    import numpy as np
+
+    from fxp.format import Format
+
+    if fmt is not None:  # bins aligned to the grid: no bin holds more grid points than its neighbours
+        lsb = Format.parse(fmt).resolution
+        lo, hi = round(float(v.min()) / lsb), round(float(v.max()) / lsb)
+        step = max(1, -(-(hi - lo + 1) // 100))
+        ax.hist(v.numpy(), bins=(np.arange(lo - 0.5, hi + 0.5 + step, step) * lsb), color="tab:blue",
+                rwidth=0.85 if step == 1 else None)  # gaps between bars: the values are discrete
+    elif len(distinct) <= 64:  # a few levels (sign, alpha * sign): one bar per level
+        counts = [int((v == d).sum()) for d in distinct]
+        gap = float(torch.diff(distinct).min()) if len(distinct) > 1 else 1.0
+        ax.bar(distinct.numpy(), counts, width=0.6 * gap, color="tab:blue")
+    else:
+        ax.hist(v.numpy(), bins=101, color="tab:blue")
