@@ -120,6 +120,7 @@ def test_outputs_share_counters_when_weights_are_constants(mw, pipeline):
     vectors[0], vectors[1], vectors[2], vectors[3] = 0, 1, w[0], w[1]
     assert np.array_equal(simulate(dut, vectors, seed=mw), expected(w, None, vectors))
     assert not XnorPopcountUnit(w, None, 6, mw // 2 if mw % 2 == 0 else 1).shared  # folded: weights change
+    gc.collect()  # that unit, built only to be asked, warns when collected: here, under the filter
 
 
 def first_output_cycle(dut, word: int) -> int:

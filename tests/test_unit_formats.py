@@ -188,3 +188,29 @@ def test_a_refused_unit_does_not_warn_later(recwarn):
         mac.MacUnit(np.full((4, 8), 300), None, np.ones(4), np.ones(4))
     gc.collect()
     assert not [w for w in recwarn if type(w.message).__name__ == "UnusedElaboratable"]
+
+
+def test_default_training_reaches_the_xnor_engine(tmp_path):
+    """A binarized model trained with default options exports binary_dense layers that build as XNOR units."""
+    run = tmp_path / "run"
+    assert main(["train", "--model", "bnn_digits", "--epochs", "1", "--limit-train", "200", "--quiet",
+                 "--out", str(run)]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "b.fxpm")]) == 0
+    layers = [x for x in fxpm.load(tmp_path / "b.fxpm").layers if x["op"] == "binary_dense"]
+    assert len(layers) == 2
+    for layer in layers:
+        out = tmp_path / layer["name"]
+        assert main(["gen", "unit", "--from", str(tmp_path / "b.fxpm"), "--layer", layer["name"], "--pe", "2",
+                     "--simd", "8", "--out", str(out)]) == 0
+        assert json.loads((out / "fxp_xnor.json").read_text())["kind"] == "xnor"
+        assert main(["sim", str(out), "--simulator", "icarus", "--vectors", "30"]) == 0
+
+
+def test_force_replaces_a_unit_folder_without_mixing_two_units(tmp_path):
+    out = tmp_path / "u"
+    assert main(["gen", "unit", "xnor", "--mw", "8", "--mh", "4", "--out", str(out)]) == 0
+    assert main(["sim", str(out), "--simulator", "amaranth", "--vectors", "5"]) == 0
+    assert main(["gen", "unit", "mac", "--mw", "8", "--mh", "4", "--out", str(out)]) == 2  # without --force
+    assert main(["gen", "unit", "mac", "--mw", "8", "--mh", "4", "--out", str(out), "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["fxp_mac.json", "fxp_mac.v", "fxp_mac_top.v", "layer.fxpm"]
+    assert main(["sim", str(out), "--simulator", "amaranth", "--vectors", "5"]) == 0
