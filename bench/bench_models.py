@@ -20,15 +20,16 @@ from common import machine, save_json, write_section  # noqa: E402
 from fxp.datasets import load  # noqa: E402
 from fxp.export import export  # noqa: E402
 from fxp.layers import FxConfig  # noqa: E402
-from fxp.predict import run_predict  # noqa: E402
 from fxp.train import Recipe, run_train  # noqa: E402
+from sim.predict import run_predict  # noqa: E402
 
 MODELS = {
     # name: (model, dataset, config, recipe overrides, export scales)
     "int8-lenet5": ("lenet5", "fashion-mnist",
                     FxConfig(mode="qat", act_bits=8, weight_bits=8, rounding="nearest_up"), {"batch_size": 64}, "pow2"),
     "sfc-bnn": ("sfc_bnn", "fashion-mnist", FxConfig(mode="qat"), {"batch_size": 64, "optimizer": "adam", "lr": 0.005}, None),
-    "bnn-digits": ("bnn_digits", "digits", FxConfig(mode="qat"), {"optimizer": "adam", "lr": 0.01}, None),
+    "bnn-digits": ("bnn_digits", "digits", FxConfig(mode="qat"), {"batch_size": 64, "optimizer": "adam", "lr": 0.01},
+                   None),
 }
 
 

@@ -25,9 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fxp import fxpm
-from fxp.errors import FxpError
-
 
 class _SignSTE(torch.autograd.Function):
     @staticmethod
@@ -125,7 +122,7 @@ def xnor_conv2d_popcount(x: torch.Tensor, w: torch.Tensor, stride: int = 1) -> n
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from sim.golden import pack_bits, xnor_popcount
+    from fxp.bits import pack_bits, xnor_popcount
 
     xb = (x.detach().numpy() >= 0).astype(np.uint8)
     wb = (w.detach().numpy() >= 0).astype(np.uint8)
@@ -164,50 +161,3 @@ def bn_sign_reference(y: int, mean: float, var: float, eps: float, gamma: float,
     sigma = Fraction(float(np.sqrt(np.float64(var) + np.float64(eps))))
     z = (Fraction(y) - Fraction(float(mean))) / sigma * Fraction(float(gamma)) + Fraction(float(beta))
     return int(z >= 0)
-
-
-@torch.no_grad()
-def export_binary(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """A BNN (Binarize, [BinaryLinear, BatchNorm1d, Sign]*, BinaryLinear, Scale) → (spec, arrays)."""
-    mods = list(model.named_children())
-    if not mods or not isinstance(mods[0][1], Binarize):
-        raise FxpError("a binarized model must start with a Binarize input layer")
-    spec = {"format": fxpm.FORMAT_NAME, "version": fxpm.VERSION, "name": name,
-            "input": {"shape": list(model.spec["input_shape"]),
-                      "quantizer": {"kind": "binarize", "threshold": float(mods[0][1].threshold)}},
-            "layers": []}
-    arrays: dict[str, np.ndarray] = {}
-    i = 1
-    while i < len(mods):
-        lname, m = mods[i]
-        if isinstance(m, nn.Flatten):
-            spec["layers"].append({"name": lname, "op": "flatten"})
-            i += 1
-            continue
-        if not isinstance(m, BinaryLinear):
-            raise FxpError(f"layer {lname} ({type(m).__name__}) has no place in a BNN export; expected binary_linear")
-        bits = (m.weight.detach() >= 0).numpy().astype(np.uint8)  # sign(0) = +1
-        layer = {"name": lname, "op": "binary_dense", "out_features": m.out_features, "weights": f"{lname}.weight"}
-        nxt = [x[1] for x in mods[i + 1 : i + 3]]
-        if len(nxt) == 2 and isinstance(nxt[0], nn.BatchNorm1d) and isinstance(nxt[1], Sign):
-            bn = nxt[0]
-            k = m.in_features
-            thr = np.empty(m.out_features, dtype=np.int32)
-            for j in range(m.out_features):
-                t, flip = fold_threshold(k, float(bn.running_mean[j]), float(bn.running_var[j]), bn.eps,
-                                         float(bn.weight[j]), float(bn.bias[j]))
-                thr[j] = t
-                if flip:
-                    bits[j] ^= 1
-            arrays[f"{lname}.threshold"] = thr
-            layer["threshold"] = f"{lname}.threshold"
-            i += 3
-        else:
-            i += 1
-            while i < len(mods) and isinstance(mods[i][1], Scale):
-                i += 1
-            if i != len(mods):
-                raise FxpError(f"layer {lname}: a binary layer without BatchNorm and sign must be the last one")
-        arrays[f"{lname}.weight"] = np.packbits(bits, axis=1, bitorder="little")
-        spec["layers"].append(layer)
-    return spec, arrays

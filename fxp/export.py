@@ -8,13 +8,17 @@ output is finer). ReLU after a layer folds into its clamp.
 
 Binarized models (:mod:`fxp.binary`) export as ``binary_dense`` layers with BatchNorm and sign folded
 into one integer threshold per output (negative BatchNorm scales folded into the weights).
+
+Each module's entry is written by the op class registered for its type (:mod:`fxp.ops`: its
+``exports_from`` and one method per export style); this module walks the model and carries what
+flows from layer to layer (:class:`Export`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -22,31 +26,98 @@ from torch import nn
 
 from fxp import fxpm
 from fxp.errors import FxpError
-from fxp.format import Format
-from fxp.layers import FxConv2d, FxFlatten, FxLinear, FxMaxPool2d, FxQuant, FxReLU
-from fxp.quantize import quantize
+from fxp.layers import FxQuant
+from fxp.ops import OPS, QUANTIZERS
+from fxp.ops.integer_layer import multiplier_shift as _multiplier_shift  # noqa: F401  (tests check it here)
 
 
-def _raw(t: torch.Tensor, fmt: Format, rounding: str) -> np.ndarray:
-    return quantize(t.detach().double(), fmt, rounding).raw.to(torch.int64).numpy()
+class Export:
+    """What an export carries from layer to layer, and the entries written so far.
+
+    Each export style is a subclass naming the op classes' method for it (``method``); the op
+    classes registered for the model's module types (their ``exports_from``) write the entries.
+    """
+
+    method: ClassVar[str]
+    style: ClassVar[str]  # for messages
+
+    def __init__(self) -> None:
+        self.layers: list[dict] = []
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def add(self, layer: dict, arrays: dict[str, np.ndarray] | None = None) -> None:
+        self.layers.append(layer)
+        self.arrays.update(arrays or {})
 
 
-def _int_dtype(fmt: Format):
-    return np.int8 if fmt.word_bits <= 8 else np.int16
+class FixedExport(Export):
+    """A ``qat``/``fixed`` model's own dynamic formats: ``fmt`` is the format flowing into the next layer."""
+
+    method, style = "export_fixed", "power-of-two"
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        self.cfg, self.fmt = cfg, None
 
 
-def _int_layer_entry(lname: str, m: nn.Module, in_fmt: str, w_fmt: str, out_fmt: str, acc_bits: int, relu: bool,
-                     in_zp: int, out_zp: int) -> dict:
-    """The description entry of a dense/conv2d layer; its arrays go under ``<name>.<field>``."""
-    layer = {"name": lname, "op": "dense" if isinstance(m, FxLinear) else "conv2d",
-             "input_format": in_fmt, "weight_format": w_fmt, "output_format": out_fmt, "acc_bits": acc_bits,
-             "relu": relu, "input_zero_point": in_zp, "output_zero_point": out_zp,
-             "weights": f"{lname}.weight", "multiplier": f"{lname}.multiplier", "shift": f"{lname}.shift"}
-    if isinstance(m, FxLinear):
-        layer["out_features"] = m.out_features
-    else:
-        layer.update(out_channels=m.out_channels, kernel=m.kernel_size, stride=m.stride, padding=m.padding)
-    return layer
+class PerChannelExport(Export):
+    """Post-training int8: the float calibration activations ``x`` flowing into the next layer, their
+    scale, zero point and format, and the weight quantizer (``weights``: symmetric or affine)."""
+
+    method, style = "export_per_channel", "per-channel"
+
+    def __init__(self, calib: torch.Tensor, weights: str) -> None:
+        super().__init__()
+        self.x, self.weights = calib.double(), weights
+        self.scale, self.zero_point, self.fmt = 1.0, 0, None
+
+
+class BinaryExport(Export):
+    """A BNN's bits and thresholds: nothing but the entries flows between layers."""
+
+    method, style = "export_binary", "BNN"
+
+
+def _exporter(registry: dict, m: nn.Module, method: str):
+    """The class of ``registry`` that exports module ``m`` in this style, or None."""
+    return next((c for c in registry.values() if isinstance(m, c.exports_from) and hasattr(c, method)), None)
+
+
+def _exported(registry: dict, method: str) -> str:
+    return ", ".join(t.__name__ for c in registry.values() if hasattr(c, method) for t in c.exports_from)
+
+
+@torch.no_grad()
+def export_with(ctx: Export, model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The description of ``model``: each module exported by the op class registered for its type.
+
+    An op's export may fold the modules after it into itself (a ReLU, BatchNorm + sign); it says how
+    many it took.
+    """
+    mods = list(model.named_children())
+    quant = _exporter(QUANTIZERS, mods[0][1], ctx.method) if mods else None
+    if quant is None:
+        raise FxpError(f"the model does not start with an input quantizer ({_exported(QUANTIZERS, ctx.method)}) "
+                       f"that a {ctx.style} export takes; build it with fxp.models")
+    spec = {"format": fxpm.FORMAT_NAME, "version": fxpm.VERSION, "name": name,
+            "input": {"shape": list(model.spec["input_shape"]),
+                      "quantizer": getattr(quant, ctx.method)(ctx, mods[0][1])},
+            "layers": ctx.layers}
+    i = 1
+    while i < len(mods):
+        lname, m = mods[i]
+        op = _exporter(OPS, m, ctx.method)
+        if op is None:
+            raise FxpError(f"layer {lname} ({type(m).__name__}) has no integer form in a {ctx.style} export; it "
+                           f"exports {_exported(OPS, ctx.method)} (a ReLU, BatchNorm or sign only right after the "
+                           "layer it folds into)")
+        i += 1 + getattr(op, ctx.method)(ctx, lname, m, [x for _, x in mods[i + 1 :]])
+    return spec, ctx.arrays
+
+
+def export_binary(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """A BNN (Binarize, [BinaryLinear, BatchNorm1d, Sign]*, BinaryLinear, Scale) → (spec, arrays)."""
+    return export_with(BinaryExport(), model, name)
 
 
 def export_fixed(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -54,67 +125,9 @@ def export_fixed(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.nd
     cfg = getattr(model, "config", None) or next(m.cfg for m in model.modules() if isinstance(m, FxQuant))
     if cfg.mode == "float":
         raise FxpError("a float model has no integer formats; train with --mode qat or fixed, then export")
-    mods = list(model.named_children())
-    if not mods or not isinstance(mods[0][1], FxQuant):
-        raise FxpError("the model does not start with an input quantizer; build it with fxp.models")
-    in_fmt = mods[0][1].act.fmt
-    spec = {"format": fxpm.FORMAT_NAME, "version": fxpm.VERSION, "name": name,
-            "input": {"shape": list(model.spec["input_shape"]), "quantizer": {"kind": "fixed", "format": str(in_fmt)}},
-            "layers": []}
-    arrays: dict[str, np.ndarray] = {}
-    cur = in_fmt
-    i = 1
-    while i < len(mods):
-        lname, m = mods[i]
-        if isinstance(m, (FxLinear, FxConv2d)):
-            w_fmt = m.ptrack["weight"].fmt
-            out_fmt = m.out.act.fmt
-            f_acc = cur.frac_bits + w_fmt.frac_bits
-            relu = i + 1 < len(mods) and isinstance(mods[i + 1][1], FxReLU)
-            w = _raw(m.weight, w_fmt, cfg.rounding).astype(_int_dtype(w_fmt))
-            layer = _int_layer_entry(lname, m, str(cur), str(w_fmt), str(out_fmt), cfg.acc_bits, relu, 0, 0)
-            arrays[f"{lname}.weight"] = w
-            if m.bias is not None:
-                acc_fmt = Format(cfg.acc_bits, f_acc)
-                arrays[f"{lname}.bias"] = _raw(m.bias, acc_fmt, "nearest_up").astype(np.int32)
-                layer["bias"] = f"{lname}.bias"
-            d = f_acc - out_fmt.frac_bits
-            n = w.shape[0]
-            arrays[f"{lname}.multiplier"] = np.full(n, 1 << max(-d, 0), dtype=np.int64)
-            arrays[f"{lname}.shift"] = np.full(n, max(d, 0), dtype=np.int64)
-            spec["layers"].append(layer)
-            cur = out_fmt
-            i += 2 if relu else 1
-            continue
-        if isinstance(m, FxMaxPool2d):
-            spec["layers"].append({"name": lname, "op": "maxpool2d", "kernel": m.kernel, "stride": m.stride})
-        elif isinstance(m, FxFlatten):
-            spec["layers"].append({"name": lname, "op": "flatten"})
-        elif isinstance(m, FxReLU):
-            raise FxpError(f"layer {lname}: a ReLU that does not follow a linear or conv layer cannot be exported")
-        else:
-            raise FxpError(f"layer {lname} ({type(m).__name__}) has no integer form yet; supported: linear, conv2d, "
-                           "relu, maxpool2d, flatten")
-        i += 1
-    return spec, arrays
+    return export_with(FixedExport(cfg), model, name)
 
 
-def _multiplier_shift(r: float) -> tuple[int, int]:
-    """A real factor as ``M / 2**S`` with ``M`` in [2**30, 2**31) (31 significant bits), gemmlowp style."""
-    if not (r > 0 and math.isfinite(r)):
-        raise FxpError(f"requantization factor {r} is not a positive number; calibrate with more data")
-    mant, exp = math.frexp(r)  # r = mant * 2**exp, mant in [0.5, 1)
-    m, s = round(mant * (1 << 31)), 31 - exp
-    if m == 1 << 31:
-        m, s = m >> 1, s - 1
-    if s > 62:  # tiny factors: keep the shift in range, give up significant bits
-        m, s = max(1, m >> (s - 62)), 62
-    if s < 0:
-        raise FxpError(f"requantization factor {r} is too large for a 31-bit multiplier; check the calibration")
-    return m, s
-
-
-@torch.no_grad()
 def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor,
                        weights: str = "symmetric") -> tuple[dict, dict[str, np.ndarray]]:
     """Post-training int8 with per-channel weight scales and calibrated affine activations.
@@ -127,70 +140,7 @@ def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor,
     Requantization: a 31-bit multiplier and a shift per channel (gemmlowp). The input keeps a
     power-of-two format chosen from the calibration data.
     """
-    from fxp.dynamic import max_abs_frac_bits
-
-    mods = list(model.named_children())
-    if not mods or not isinstance(mods[0][1], FxQuant):
-        raise FxpError("the model does not start with an input quantizer; build it with fxp.models")
-    in_fmt = Format(8, max_abs_frac_bits(float(calib.abs().max()), 8))
-    spec = {"format": fxpm.FORMAT_NAME, "version": fxpm.VERSION, "name": name,
-            "input": {"shape": list(model.spec["input_shape"]), "quantizer": {"kind": "fixed", "format": str(in_fmt)}},
-            "layers": []}
-    arrays: dict[str, np.ndarray] = {}
-    x = calib.double()
-    s_x, zp_x, cur = 2.0 ** -in_fmt.frac_bits, 0, str(in_fmt)
-    i = 1
-    while i < len(mods):
-        lname, m = mods[i]
-        if isinstance(m, (FxLinear, FxConv2d)):
-            relu = i + 1 < len(mods) and isinstance(mods[i + 1][1], FxReLU)
-            w = m.weight.detach().double()
-            b = None if m.bias is None else m.bias.detach().double()
-            if isinstance(m, FxLinear):
-                y = torch.nn.functional.linear(x, w, b)
-            else:
-                y = torch.nn.functional.conv2d(x, w, b, m.stride, m.padding)
-            if relu:
-                y = y.clamp(min=0)
-                s_y, zp_y = max(float(y.max()), 1e-12) / 255, -128
-            else:
-                s_y, zp_y = max(float(y.abs().max()), 1e-12) / 127, 0
-            view = (-1,) + (1,) * (w.dim() - 1)
-            layer = _int_layer_entry(lname, m, cur, "s8.0", "s8.0", 32, relu, zp_x, zp_y)
-            if weights == "affine":
-                # the range must hold 0 so that a zero weight stays exact (as zero points require)
-                lo, hi = w.flatten(1).amin(1).clamp(max=0), w.flatten(1).amax(1).clamp(min=0)
-                s_w = torch.where(hi > lo, (hi - lo) / 255, torch.ones_like(hi))
-                z_w = (-128 - lo / s_w).round().clamp(-128, 127)
-                wq = ((w / s_w.view(view)).round() + z_w.view(view)).clamp(-128, 127).to(torch.int8).numpy()
-                arrays[f"{lname}.weight_zero_point"] = z_w.to(torch.int32).numpy()
-                layer["weight_zero_point"] = f"{lname}.weight_zero_point"
-            else:
-                wmax = w.abs().flatten(1).amax(1)
-                s_w = torch.where(wmax > 0, wmax / 127, torch.ones_like(wmax))
-                wq = (w / s_w.view(view)).round().clamp(-127, 127).to(torch.int8).numpy()
-            arrays[f"{lname}.weight"] = wq
-            if b is not None:
-                arrays[f"{lname}.bias"] = (b / (s_x * s_w)).round().clamp(-(2**31), 2**31 - 1).to(torch.int64).numpy().astype(np.int32)
-                layer["bias"] = f"{lname}.bias"
-            ms = [_multiplier_shift(s_x * float(sw) / s_y) for sw in s_w]
-            arrays[f"{lname}.multiplier"] = np.array([a for a, _ in ms], dtype=np.int64)
-            arrays[f"{lname}.shift"] = np.array([b_ for _, b_ in ms], dtype=np.int64)
-            spec["layers"].append(layer)
-            x, s_x, zp_x, cur = y, s_y, zp_y, "s8.0"
-            i += 2 if relu else 1
-            continue
-        if isinstance(m, FxMaxPool2d):
-            x = torch.nn.functional.max_pool2d(x, m.kernel, m.stride)
-            spec["layers"].append({"name": lname, "op": "maxpool2d", "kernel": m.kernel, "stride": m.stride})
-        elif isinstance(m, FxFlatten):
-            x = x.flatten(1)
-            spec["layers"].append({"name": lname, "op": "flatten"})
-        else:
-            raise FxpError(f"layer {lname} ({type(m).__name__}) has no integer form yet; supported: linear, conv2d, "
-                           "relu, maxpool2d, flatten")
-        i += 1
-    return spec, arrays
+    return export_with(PerChannelExport(calib, weights), model, name)
 
 
 SCALES = ("pow2", "per-channel")
@@ -227,8 +177,6 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
     model = load_checkpoint(ck)
     name = model.spec.get("name", src.stem)
     if getattr(model, "binary", False):
-        from fxp.binary import export_binary
-
         spec, arrays = export_binary(model, name)
     else:
         scales = scales or ("per-channel" if model.config.mode == "float" else "pow2")

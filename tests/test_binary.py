@@ -7,9 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fxp import fxpm, torch_int
-from fxp.binary import (BWNConv2d, XNORConv2d, bn_sign_reference, bwn_weight, export_binary, fold_threshold, sign,
-                        xnor_conv2d_popcount)
+from fxp.binary import (
+    BWNConv2d,
+    XNORConv2d,
+    bn_sign_reference,
+    bwn_weight,
+    fold_threshold,
+    sign,
+    xnor_conv2d_popcount,
+)
 from fxp.datasets import load
+from fxp.export import export_binary
 from fxp.layers import FxConfig
 from fxp.train import Recipe, evaluate, train_model
 from sim import golden
@@ -70,8 +78,8 @@ def test_folded_threshold_at_exact_boundaries():
 def test_bnn_digits_export_is_exact(tmp_path):
     """Train a small BNN, export it, and check golden == PyTorch integer path == the float BNN's bits."""
     d = load("digits")
-    model, _ = train_model("bnn_digits", d, FxConfig(mode="qat"), Recipe(epochs=3, lr=0.01, optimizer="adam"),
-                           progress=False)
+    recipe = Recipe(epochs=3, batch_size=64, lr=0.01, optimizer="adam")
+    model, _ = train_model("bnn_digits", d, FxConfig(mode="qat"), recipe, progress=False)
     model.eval()
     spec, arrays = export_binary(model, "bnn")
     m = fxpm.Model(spec, arrays)

@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from descriptions import random_bnn, random_cnn
+
 from fxp import FxpError, fxpm
 
 

@@ -5,10 +5,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from descriptions import random_bnn, random_cnn
 from hypothesis import given
 from hypothesis import strategies as st
 
-from descriptions import random_bnn, random_cnn
 from fxp import torch_int
 from sim import golden
 

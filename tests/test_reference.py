@@ -6,10 +6,10 @@ way (padding, tie rounding) passes there and is caught here.
 
 import numpy as np
 import pytest
-
 from descriptions import random_cnn
-from fxp import torch_int
 from reference import run_description
+
+from fxp import torch_int
 from sim import golden
 
 # (zero_points, pow2, conv relu, dense relu, S = 0 on every other channel with 16-bit outputs)

@@ -1,0 +1,246 @@
+"""What ``dense`` and ``conv2d`` share: zero points, accumulation, requantization, the ReLU clamp.
+
+Accumulate ``acc = sum((x - xz) * (w - wz)) + bias`` in ``acc_bits``; requantize per output channel
+with ``(acc * multiplier + 2**(shift-1)) >> shift`` (``acc * multiplier`` for shift 0: nearest, ties
+toward +inf); add ``output_zero_point``; saturate to the output format, from the zero point up when
+``relu`` is true. A subclass supplies only its geometry and the accumulation itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from fxp.errors import FxpError
+from fxp.format import Format
+from fxp.layers import FxReLU
+from fxp.ops.base import BITS, Activation, ArrayField, Field, Op
+from fxp.quantize import quantize
+
+
+def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, out_zp: int, lo: int, hi: int,
+               channel_axis: int) -> np.ndarray:
+    """Per-channel ``(acc * mult + 2**(shift-1)) >> shift`` (ties toward +inf), zero point, saturate."""
+    view = [1] * acc.ndim
+    view[channel_axis] = -1
+    m, s = mult.reshape(view), shift.reshape(view)
+    y = acc * m
+    y = (y + np.where(s > 0, np.left_shift(1, np.maximum(s - 1, 0)), 0)) >> s
+    return np.clip(y + out_zp, lo, hi)
+
+
+def multiplier_shift(r: float) -> tuple[int, int]:
+    """A real factor as ``M / 2**S`` with ``M`` in [2**30, 2**31) (31 significant bits), gemmlowp style."""
+    if not (r > 0 and math.isfinite(r)):
+        raise FxpError(f"requantization factor {r} is not a positive number; calibrate with more data")
+    mant, exp = math.frexp(r)  # r = mant * 2**exp, mant in [0.5, 1)
+    m, s = round(mant * (1 << 31)), 31 - exp
+    if m == 1 << 31:
+        m, s = m >> 1, s - 1
+    if s > 62:  # tiny factors: keep the shift in range, give up significant bits
+        m, s = max(1, m >> (s - 62)), 62
+    if s < 0:
+        raise FxpError(f"requantization factor {r} is too large for a 31-bit multiplier; check the calibration")
+    return m, s
+
+
+def _per_output(op: IntegerLayer) -> tuple[int]:
+    return op.weight_shape[:1]
+
+
+def _t(a: np.ndarray | None) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(a.astype(np.int64))
+
+
+def _raw(t: torch.Tensor, fmt: Format, rounding: str) -> np.ndarray:
+    return quantize(t.detach().double(), fmt, rounding).raw.to(torch.int64).numpy()
+
+
+class IntegerLayer(Op):
+    """An integer compute layer; subclasses implement :meth:`geometry`, the two accumulations,
+    :meth:`module_fields` and :meth:`float_forward` (for calibration)."""
+
+    fields = {
+        "input_format": Field(Format),
+        "weight_format": Field(Format),
+        "output_format": Field(Format),
+        "acc_bits": Field(int, lo=2, hi=48),
+        "relu": Field(bool),
+        "input_zero_point": Field(int),
+        "output_zero_point": Field(int),
+        "weights": ArrayField((np.int8, np.int16), lambda op: op.weight_shape,
+                              lambda op: op.weight_format.raw_min, lambda op: op.weight_format.raw_max),
+        "weight_zero_point": ArrayField((np.int32,), _per_output, lambda op: op.weight_format.raw_min,
+                                        lambda op: op.weight_format.raw_max, optional=True),
+        "bias": ArrayField((np.int32,), _per_output, lambda op: -op.acc_max - 1, lambda op: op.acc_max, optional=True),
+        "multiplier": ArrayField((np.int64,), _per_output, 1, (1 << 31) - 1),
+        "shift": ArrayField((np.int64,), _per_output, 0, 62),
+    }
+
+    # --- what a subclass supplies -------------------------------------------------------------------
+    def geometry(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(weight shape, output shape) for the incoming shape; refuses fields that do not fit it."""
+        raise NotImplementedError
+
+    def golden_accumulate(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """``sum((x - xz) * (w - wz))`` in int64, output channels on axis 1 (given x - xz, w - wz)."""
+        raise NotImplementedError
+
+    def torch_accumulate(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The same sums in float64 (exact below 2**53), output channels on axis 1."""
+        raise NotImplementedError
+
+    @staticmethod
+    def module_fields(m: nn.Module) -> dict:
+        """The geometry fields of the entry exported from trained module ``m``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def float_forward(m: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """Module ``m``'s float output for ``x`` with weights ``w`` and bias ``b`` (calibration)."""
+        raise NotImplementedError
+
+    # --- validation ---------------------------------------------------------------------------------
+    @property
+    def acc_max(self) -> int:
+        return (1 << (self.acc_bits - 1)) - 1
+
+    def accepts(self, incoming: Activation) -> None:
+        super().accepts(incoming)
+        if incoming.kind == BITS:
+            raise self.error(f"{self.op} cannot take binary (bit) input; use binary_dense here")
+
+    def produces(self) -> Activation:
+        for key in ("input_format", "output_format", "weight_format"):
+            if getattr(self, key).word_bits > 16:
+                raise self.error(f"{getattr(self, key)} is wider than the 16 bits integer layers take", key)
+        if str(self.input_format) != self.incoming.kind:
+            raise self.error(f"{self.input_format} does not match the incoming {self.incoming.kind}", "input_format")
+        self.weight_shape, out_shape = self.geometry()
+        return Activation(out_shape, str(self.output_format))
+
+    def check(self) -> None:
+        in_fmt, w_fmt, out_fmt = self.input_format, self.weight_format, self.output_format
+        xz, oz = self.input_zero_point, self.output_zero_point
+        if not in_fmt.raw_min <= xz <= in_fmt.raw_max:
+            raise self.error(f"{xz} is outside {in_fmt}", "input_zero_point")
+        if not out_fmt.raw_min <= oz <= out_fmt.raw_max:
+            raise self.error(f"{oz} is outside {out_fmt}", "output_zero_point")
+        # The accumulator must hold the worst case: terms times the largest |(x - xz)(w - wz)|, plus bias.
+        bias = self.array("bias")
+        terms = math.prod(self.weight_shape[1:])
+        xmag = max(abs(in_fmt.raw_min - xz), abs(in_fmt.raw_max - xz))
+        wmag = max(abs(w_fmt.raw_min), abs(w_fmt.raw_max)) * 2
+        worst = terms * xmag * wmag + (0 if bias is None or not bias.size else int(np.abs(bias.astype(np.int64)).max()))
+        if worst > self.acc_max:
+            raise self.error(f"{self.acc_bits} bits can overflow (worst case {worst}); widen the accumulator",
+                             "acc_bits")
+        # (acc * multiplier) must fit int64: |acc| < 2**(acc_bits-1), multiplier < 2**31.
+        if self.acc_bits + 31 > 63:
+            raise self.error(f"{self.acc_bits} bits times a 31-bit multiplier exceeds 63 bits", "acc_bits")
+
+    # --- execution ----------------------------------------------------------------------------------
+    def golden(self, x: np.ndarray) -> np.ndarray:
+        w = self.array("weights").astype(np.int64)
+        wz = self.array("weight_zero_point")
+        if wz is not None:
+            w = w - wz.astype(np.int64).reshape((-1,) + (1,) * (w.ndim - 1))
+        acc = self.golden_accumulate(x - self.input_zero_point, w)
+        bias = self.array("bias")
+        if bias is not None:
+            view = [1] * acc.ndim
+            view[1] = -1
+            acc = acc + bias.astype(np.int64).reshape(view)
+        oz, out = self.output_zero_point, self.output_format
+        lo = oz if self.relu else out.raw_min
+        return requantize(acc, self.array("multiplier"), self.array("shift"), oz, lo, out.raw_max, 1)
+
+    def torch(self, x: torch.Tensor) -> torch.Tensor:
+        w = _t(self.array("weights"))
+        wz = _t(self.array("weight_zero_point"))
+        if wz is not None:
+            w = w - wz.view(-1, *([1] * (w.dim() - 1)))
+        acc = self.torch_accumulate((x - self.input_zero_point).double(), w.double())
+        acc = acc.round().to(torch.int64)
+        view = (1, -1) + (1,) * (acc.dim() - 2)
+        b = _t(self.array("bias"))
+        if b is not None:
+            acc = acc + b.view(view)
+        m, s = _t(self.array("multiplier")).view(view), _t(self.array("shift")).view(view)
+        half = torch.where(s > 0, torch.ones_like(s) << (s - 1).clamp(min=0), torch.zeros_like(s))
+        y = torch.bitwise_right_shift(acc * m + half, s)
+        oz, out = self.output_zero_point, self.output_format
+        return (y + oz).clamp(oz if self.relu else out.raw_min, out.raw_max)
+
+    # --- export -------------------------------------------------------------------------------------
+    @classmethod
+    def entry(cls, name: str, m: nn.Module, in_fmt: str, w_fmt: str, out_fmt: str, acc_bits: int, relu: bool,
+              in_zp: int, out_zp: int) -> dict:
+        """The description entry of trained module ``m``; its arrays go under ``<name>.<field>``."""
+        return {"name": name, "op": cls.op, "input_format": in_fmt, "weight_format": w_fmt, "output_format": out_fmt,
+                "acc_bits": acc_bits, "relu": relu, "input_zero_point": in_zp, "output_zero_point": out_zp,
+                "weights": f"{name}.weight", "multiplier": f"{name}.multiplier", "shift": f"{name}.shift",
+                **cls.module_fields(m)}
+
+    @classmethod
+    def export_fixed(cls, ctx, name: str, m: nn.Module, following: list[nn.Module]) -> int:
+        """The module's own dynamic formats: weights at the weight format, bias on the accumulator grid
+        (input + weight fractional bits), a power-of-two requantization to the output format."""
+        relu = bool(following) and isinstance(following[0], FxReLU)
+        w_fmt, out_fmt = m.ptrack["weight"].fmt, m.out.act.fmt
+        f_acc = ctx.fmt.frac_bits + w_fmt.frac_bits
+        w = _raw(m.weight, w_fmt, ctx.cfg.rounding).astype(np.int8 if w_fmt.word_bits <= 8 else np.int16)
+        layer = cls.entry(name, m, str(ctx.fmt), str(w_fmt), str(out_fmt), ctx.cfg.acc_bits, relu, 0, 0)
+        arrays = {f"{name}.weight": w}
+        if m.bias is not None:
+            arrays[f"{name}.bias"] = _raw(m.bias, Format(ctx.cfg.acc_bits, f_acc), "nearest_up").astype(np.int32)
+            layer["bias"] = f"{name}.bias"
+        d = f_acc - out_fmt.frac_bits
+        arrays[f"{name}.multiplier"] = np.full(w.shape[0], 1 << max(-d, 0), dtype=np.int64)
+        arrays[f"{name}.shift"] = np.full(w.shape[0], max(d, 0), dtype=np.int64)
+        ctx.add(layer, arrays)
+        ctx.fmt = out_fmt
+        return int(relu)
+
+    @classmethod
+    def export_per_channel(cls, ctx, name: str, m: nn.Module, following: list[nn.Module]) -> int:
+        """int8 with per-channel weight scales (``ctx.weights``: symmetric or affine), the output's affine
+        scale calibrated on ``ctx.x``, int32 bias, a 31-bit multiplier and shift per channel."""
+        relu = bool(following) and isinstance(following[0], FxReLU)
+        w = m.weight.detach().double()
+        b = None if m.bias is None else m.bias.detach().double()
+        y = cls.float_forward(m, ctx.x, w, b)
+        if relu:
+            y = y.clamp(min=0)
+            s_y, zp_y = max(float(y.max()), 1e-12) / 255, -128
+        else:
+            s_y, zp_y = max(float(y.abs().max()), 1e-12) / 127, 0
+        view = (-1,) + (1,) * (w.dim() - 1)
+        layer = cls.entry(name, m, str(ctx.fmt), "s8.0", "s8.0", 32, relu, ctx.zero_point, zp_y)
+        arrays = {}
+        if ctx.weights == "affine":
+            # the range must hold 0 so that a zero weight stays exact (as zero points require)
+            lo, hi = w.flatten(1).amin(1).clamp(max=0), w.flatten(1).amax(1).clamp(min=0)
+            s_w = torch.where(hi > lo, (hi - lo) / 255, torch.ones_like(hi))
+            z_w = (-128 - lo / s_w).round().clamp(-128, 127)
+            wq = ((w / s_w.view(view)).round() + z_w.view(view)).clamp(-128, 127).to(torch.int8).numpy()
+            arrays[f"{name}.weight_zero_point"] = z_w.to(torch.int32).numpy()
+            layer["weight_zero_point"] = f"{name}.weight_zero_point"
+        else:
+            wmax = w.abs().flatten(1).amax(1)
+            s_w = torch.where(wmax > 0, wmax / 127, torch.ones_like(wmax))
+            wq = (w / s_w.view(view)).round().clamp(-127, 127).to(torch.int8).numpy()
+        arrays[f"{name}.weight"] = wq
+        if b is not None:
+            bias = (b / (ctx.scale * s_w)).round().clamp(-(2**31), 2**31 - 1).to(torch.int64).numpy()
+            arrays[f"{name}.bias"] = bias.astype(np.int32)
+            layer["bias"] = f"{name}.bias"
+        ms = [multiplier_shift(ctx.scale * float(sw) / s_y) for sw in s_w]
+        arrays[f"{name}.multiplier"] = np.array([mult for mult, _ in ms], dtype=np.int64)
+        arrays[f"{name}.shift"] = np.array([shift for _, shift in ms], dtype=np.int64)
+        ctx.add(layer, arrays)
+        ctx.x, ctx.scale, ctx.zero_point, ctx.fmt = y, s_y, zp_y, Format(8, 0)
+        return int(relu)
