@@ -184,7 +184,8 @@ class _AccFit(torch.autograd.Function):
     def forward(ctx, y, fmt: Format, overflow: str):  # noqa: D102
         lo, hi = (float(v) for v in torch.aminmax(y))
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise FxpError("training diverged: an accumulator holds inf or NaN; lower --lr or widen the formats")
+            raise FxpError("training diverged: an accumulator holds inf or NaN; lower the learning rate (Recipe.lr) "
+                           "or widen the formats")
         if fmt.min <= lo and hi <= fmt.max:
             return y
         if overflow == "saturate":

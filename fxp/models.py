@@ -26,10 +26,10 @@ counterpart (identity input, real weights, ReLU): the float baseline of the same
 from __future__ import annotations
 
 import copy
-import tomllib
 from collections import OrderedDict
 from pathlib import Path
 
+import tomllib
 import torch
 from torch import nn
 

@@ -182,7 +182,7 @@ def report_run(
         skipped = ("This model is binarized: its weights and activations are ±1, one bit each, so there are no "
                    "word widths to sweep." if getattr(model, "binary", False) else
                    "This is the float counterpart of a binarized topology: quantized, it becomes the binarized "
-                   "network (train that with --mode qat or fixed), which has no word widths to sweep.")
+                   "network (train that in qat or fixed mode), which has no word widths to sweep.")
     else:
         widths_iter = track(widths, "post-training quantization, word widths", disable=not progress)
         for wb in widths_iter:
@@ -221,7 +221,7 @@ def report_run(
 
 def read_run_metrics(run: Path) -> dict:
     """``metrics.json`` of a run folder, after checking that the folder holds a run of ``fxp train``."""
-    hint = "give the --out folder of an fxp train run"
+    hint = "give the folder that fxp train (or run_train) wrote"
     if not run.exists():
         raise FxpError(f"run folder {run} does not exist; {hint}")
     if not run.is_dir():

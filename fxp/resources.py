@@ -1,4 +1,4 @@
-"""Files fxp ships beside its code: jinja2 templates and board profiles.
+"""Files fxp ships beside its code: jinja2 templates and board profiles (read by :mod:`hdl_gen.boards`).
 
 In a source checkout (or an editable install) they are the repository's ``templates/`` and
 ``boards/``; a wheel carries them as ``fxp/_data/templates`` and ``fxp/_data/boards``.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import tomllib
 from pathlib import Path
 
 import jinja2
@@ -39,22 +38,6 @@ def render(template: str, **context: object) -> str:
         autoescape=False,
     )
     return env.get_template(template).render(**context)
-
-
-def boards() -> dict[str, dict]:
-    """Every board profile, by name (the file name without ``.toml``)."""
-    return {p.stem: load_board(p.stem) for p in sorted(data_dir("boards").glob("*.toml"))}
-
-
-def load_board(name: str) -> dict:
-    path = data_dir("boards") / f"{name}.toml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in data_dir("boards").glob("*.toml")))
-        raise FxpError(f"unknown board {name!r}; known boards: {known}")
-    with open(path, "rb") as fh:
-        profile = tomllib.load(fh)
-    profile["name"] = name
-    return profile
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:

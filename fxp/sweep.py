@@ -36,7 +36,7 @@ def run_sweep(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, bits: li
         raise FxpError("give at least one bit width and one dimension to vary")
     for v in vary:
         if v not in DIMENSIONS:
-            raise FxpError(f"--vary {v!r} is not a dimension; use any of {', '.join(DIMENSIONS)}")
+            raise FxpError(f"vary: {v!r} is not a dimension; use any of {', '.join(DIMENSIONS)}")
     for b in bits:
         if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 64:
             raise FxpError(f"bits: {b!r} is not a word width in 2..64; give widths like 4,8,12")

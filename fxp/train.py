@@ -31,10 +31,13 @@ from fxp.resources import check_out_folder, write_atomic
 
 @dataclass
 class Recipe:
-    """How to train: the same for the fixed-point model and its float baseline."""
+    """How to train: the same for the fixed-point model and its float baseline.
 
-    epochs: int = 10
-    batch_size: int = 64
+    These defaults are ``fxp train``'s and ``fxp sweep``'s too (the CLI reads them from here).
+    """
+
+    epochs: int = 20
+    batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -104,7 +107,8 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
     gen = torch.Generator().manual_seed(recipe.seed + 1)  # stochastic rounding of updates
     if fixed:
         if recipe.optimizer != "sgd":
-            raise FxpError("fixed mode stores parameters in fixed point with FixedPointSGD; use --optimizer sgd")
+            raise FxpError(f"fixed mode stores parameters in fixed point with FixedPointSGD, not {recipe.optimizer}; "
+                           "use Recipe(optimizer='sgd')")
         opt = FixedPointSGD(model, recipe.lr, recipe.momentum, recipe.weight_decay, generator=gen)
     elif recipe.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -134,7 +138,8 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
             out = net(xb)
             loss = F.cross_entropy(out, yb)
             if not math.isfinite(loss.item()):
-                raise FxpError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}; lower --lr or widen the formats")
+                raise FxpError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}; lower the learning rate "
+                               "(Recipe.lr) or widen the formats")
             loss.backward()
             opt.step()
             for f in post_steps:  # e.g. clip the latent weights of binary layers

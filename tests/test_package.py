@@ -23,7 +23,7 @@ def test_wheel_install_ships_templates_and_boards(tmp_path):
     code = (
         "import fxp, fxp.resources as r;"
         "print(fxp.__file__); print(r.data_dir('templates')); print(r.data_dir('boards'));"
-        "print(sorted(r.boards()));"
+        "import hdl_gen.boards as b; print(sorted(b.boards()));"
         "print(r.render('quant_report.md.j2', model='m', dataset='d', seed=0, float_accuracy=1.0, n_test=1,"
         " rounding='floor', overflow='wrap', sweep=[], tensors=[], plot='p.png').splitlines()[0])"
     )

@@ -12,7 +12,7 @@ from fxp.train import Recipe, train_model
 
 
 def _qat_model():
-    cfg, recipe = FxConfig(mode="qat", weight_bits=4), Recipe(epochs=1, limit_train=200)
+    cfg, recipe = FxConfig(mode="qat", weight_bits=4), Recipe(epochs=1, batch_size=64, limit_train=200)
     model, _ = train_model("digits_mlp", load("digits"), cfg, recipe, progress=False)
     return model
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
+from reference import quantize_value
 
 from fxp import ROUNDING, Format, quantize
-from reference import quantize_value
 
 DETERMINISTIC = [r for r in ROUNDING if r != "stochastic"]
 

@@ -5,15 +5,13 @@ from fractions import Fraction
 
 import pytest
 import torch
+from reference import fit, round_fraction
 
-from fxp import FxpError
+from fxp import Format, FxpError
 from fxp.datasets import load
 from fxp.layers import FxConfig, named_trackers
 from fxp.models import build, load_spec
 from fxp.train import Recipe, load_checkpoint, run_train, train_model
-from reference import fit, round_fraction
-
-from fxp import Format
 
 TINY = {"name": "tiny", "input_shape": [1, 1, 4],
         "layers": [{"type": "flatten"}, {"type": "linear", "out": 3}, {"type": "relu"}, {"type": "linear", "out": 2}]}
@@ -81,7 +79,8 @@ def test_narrow_accumulator_wraps_or_saturates():
 
 def test_fixed_mode_keeps_parameters_on_their_grid_and_formats_move():
     d = load("digits")
-    model, hist = train_model("digits_mlp", d, FxConfig(mode="fixed"), Recipe(epochs=2, limit_train=512), progress=False)
+    recipe = Recipe(epochs=2, batch_size=64, limit_train=512)
+    model, hist = train_model("digits_mlp", d, FxConfig(mode="fixed"), recipe, progress=False)
     for name, t in named_trackers(model).items():
         if name.endswith(("weight", "bias")):
             p = dict(model.named_parameters())[name]
@@ -94,10 +93,11 @@ def test_fixed_mode_keeps_parameters_on_their_grid_and_formats_move():
 
 def test_checkpoint_reloads_to_identical_outputs(tmp_path):
     d = load("digits")
+    recipe = Recipe(epochs=2, batch_size=64, limit_train=400)
     for mode in ("fixed", "qat"):
-        run_train("digits_mlp", d, FxConfig(mode=mode), Recipe(epochs=2, limit_train=400), tmp_path / mode, progress=False)
+        run_train("digits_mlp", d, FxConfig(mode=mode), recipe, tmp_path / mode, progress=False)
         model = load_checkpoint(tmp_path / mode / "checkpoint.pt")
-        again, _ = train_model("digits_mlp", d, FxConfig(mode=mode), Recipe(epochs=2, limit_train=400), progress=False)
+        again, _ = train_model("digits_mlp", d, FxConfig(mode=mode), recipe, progress=False)
         again.eval()
         assert torch.equal(model(d.x_test), again(d.x_test))  # same seed: same model, bit for bit
         m = json.loads((tmp_path / mode / "metrics.json").read_text())
