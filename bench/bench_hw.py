@@ -31,9 +31,11 @@ from common import save_json, write_section  # noqa: E402
 
 from fxp.errors import FxpError  # noqa: E402
 from hdl_gen import synth  # noqa: E402
-from hdl_gen.fold import adder_trees, compressor_trees, select  # noqa: E402
+from hdl_gen.adders import adder_trees  # noqa: E402
+from hdl_gen.compressor import compressor_trees  # noqa: E402
 from hdl_gen.gen import random_layer  # noqa: E402
 from hdl_gen.mac import MacUnit  # noqa: E402
+from hdl_gen.schedule import select  # noqa: E402
 from hdl_gen.verilog import emit  # noqa: E402
 from hdl_gen.xnor import XnorPopcountUnit  # noqa: E402
 
@@ -143,13 +145,13 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
         vec, new = x[: simd * sf], x[simd * sf : 2 * simd * sf]
         return Mux(x[-1], new, vec.rotate_right(simd))
 
-    def in_select(m, x):  # slice `sf` of the latched vector through a mux tree (fold.folded_issue)
+    def in_select(m, x):  # slice `sf` of the latched vector through a mux tree (schedule.FoldSchedule)
         return select([x.word_select(k, simd) for k in range(sf)], x[simd * sf:])
 
     return [
-        (f"popcount of {simd} bits, carry-save compressor (fold.compressor_trees, the unit's)",
+        (f"popcount of {simd} bits, carry-save compressor (compressor.compressor_trees, the unit's)",
          _Piece(simd, pc_w, lambda m, x: compressor_trees(m, [list(x)])[0])),
-        (f"popcount of {simd} bits, balanced tree of adders (fold.adder_trees)",
+        (f"popcount of {simd} bits, balanced tree of adders (adders.adder_trees)",
          _Piece(simd, pc_w, lambda m, x: adder_trees([list(x)])[0])),
         (f"popcount of {simd} bits, chained sum", _Piece(simd, pc_w, lambda m, x: sum(x[i] for i in range(simd)))),
         (f"XNOR with a weight that changes every cycle (block RAM) + popcount of {simd}",
@@ -158,7 +160,7 @@ def pieces(simd: int, nf: int, sf: int) -> list[tuple[str, _Piece]]:
          _Piece(abits, simd, lambda m, x: rom(m, x))),
         (f"weight ROM {depth} x {simd} + XNOR with the input",
          _Piece(abits + simd, simd, lambda m, x: ~(rom(m, x[:abits]) ^ x[abits:]))),
-        (f"input vector {sf} x {simd} bits: the slice for this cycle through an SF:1 mux (fold.select)",
+        (f"input vector {sf} x {simd} bits: the slice for this cycle through an SF:1 mux (schedule.select)",
          _Piece(simd * sf + max(1, (sf - 1).bit_length()), simd, in_select)),
         (f"input vector {sf} x {simd} bits: load or rotate by a slice instead (the former design)",
          _Piece(2 * simd * sf + 1, simd * sf, in_rotate)),

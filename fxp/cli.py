@@ -206,7 +206,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from fxp.datasets import check_dataset, load
-    from fxp.predict import run_predict
+    from sim.predict import run_predict
 
     _existing(args.model, "integer model description", folder=True)
     check_dataset(args.dataset)
@@ -236,18 +236,35 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_gen(args: argparse.Namespace) -> int:
     from hdl_gen.gen import generate
 
-    if args.from_model is not None:
+    if args.from_model is not None:  # which flags go together, said in the flags' words
         _existing(args.from_model, "--from", folder=True)
-    options = {"weights_in": args.weights_in, "pipeline": args.pipeline}
-    if args.popcount:
-        options["popcount"] = args.popcount
-    if args.table_bits is not None:
-        options["table_bits"] = args.table_bits
-    car = generate(args.kind, args.out, mw=args.mw, mh=args.mh, pe=args.pe, simd=args.simd, seed=args.seed,
+        if args.mw is not None or args.mh is not None:
+            raise FxpError("--mw and --mh size a random layer; with --from the layer sets them: drop them")
+        if args.layer is None:
+            from fxp import fxpm
+            from hdl_gen.engines import buildable
+
+            raise FxpError(f"--from needs --layer: one of {buildable(fxpm.load(args.from_model))}")
+    else:
+        if args.kind is None:
+            raise FxpError("give the unit kind (xnor or mac) for a random layer, or --from MODEL --layer NAME")
+        if args.layer is not None:
+            raise FxpError("--layer picks a layer of --from MODEL; give --from too, or drop --layer")
+        for flag, v in (("--mw", args.mw), ("--mh", args.mh)):
+            if v is None:
+                raise FxpError(f"give {flag} and --mh (inputs and outputs of a random layer), or --from MODEL --layer "
+                               "NAME" if flag == "--mw" else "give --mh (outputs of a random layer), or --from "
+                               "MODEL --layer NAME")
+    from hdl_gen.engines import all_options
+
+    given = {o.name: getattr(args, o.name) for o, _ in all_options()}
+    options = {name: v for name, v in given.items() if v is not None and v is not False}  # what was asked for
+    sidecar = generate(args.kind, args.out, mw=args.mw, mh=args.mh, pe=args.pe, simd=args.simd, seed=args.seed,
                    model_path=args.from_model, layer=args.layer, top=args.top, options=options, force=args.force)
-    print(f"wrote {args.out}: {car['top']}.v, {car['wrapper']}.v, {car['top']}.json, layer.fxpm"
-          f"{''.join(', ' + name for name in car['sim_models'])} — {car['kind']} unit, "
-          f"MW={car['mw']} MH={car['mh']} PE={car['pe']} SIMD={car['simd']}, {car['cycles_per_vector']} cycles per vector")
+    print(f"wrote {args.out}: {sidecar['top']}.v, {sidecar['wrapper']}.v, {sidecar['top']}.json, layer.fxpm"
+          f"{''.join(', ' + name for name in sidecar['sim_models'])} — {sidecar['kind']} unit, "
+          f"MW={sidecar['mw']} MH={sidecar['mh']} PE={sidecar['pe']} SIMD={sidecar['simd']}, "
+          f"{sidecar['cycles_per_vector']} cycles per vector")
     return 0
 
 
@@ -270,15 +287,19 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _cmd_boards(args: argparse.Namespace) -> int:
-    from fxp.resources import boards
+    from hdl_gen.boards import boards
 
-    profiles = boards()
+    found = boards()
     if args.json:
-        print(json.dumps(profiles, indent=2))
+        print(json.dumps({name: board.to_json() for name, board in found.items()}, indent=2))
         return 0
-    for name, p in profiles.items():
-        res = ", ".join(f"{k} {v}" for k, v in p["resources"].items())
-        print(f"{name:12} {p['description']:32} {p['clock_mhz']:5.1f} MHz  {res}")
+    for name, board in found.items():
+        res = ", ".join(f"{k} {v}" for k, v in board.resources.items())
+        uart = " ".join(f"{sig} {pin}" for sig, pin in board.uart.items()) if board.uart else "none"
+        print(f"{name:12} {board.description:32} {board.device} {board.package}, "
+              f"{board.clock_mhz:g} MHz ({board.default_clk})  {res}\n"
+              f"{'':12} platform {board.amaranth_platform}; UART {uart}; "
+              f"synth_{board.family.name} {board.synth_opts}; {board.nextpnr} {board.nextpnr_device}")
     return 0
 
 
@@ -317,8 +338,9 @@ def _quiet(p: argparse.ArgumentParser) -> None:
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     from fxp.layers import FxConfig
+    from fxp.train import Recipe
 
-    defaults = FxConfig()
+    defaults, recipe = FxConfig(), Recipe()
     bits = _int_in(2, 64)
     p.add_argument("--model", default="digits_mlp",
                    help="lenet300, lenet5, digits_mlp, bnn_digits, sfc_bnn, or a model TOML file")
@@ -343,16 +365,34 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--update-interval", type=_int_in(1, 1 << 20), default=defaults.update_interval,
                    help="batches between revisions of the dynamic scales")
     p.add_argument("--exact", action="store_true", help="accumulate in float64 (exact) instead of float32")
-    p.add_argument("--epochs", type=_int_in(1, 100_000), default=20, help="passes over the training set")
-    p.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=32, help="images per optimizer step")
-    p.add_argument("--lr", type=_float_in(0, 1e3, lo_open=True), default=0.05, help="learning rate (cosine schedule)")
-    p.add_argument("--momentum", type=_float_in(0, 1, hi_open=True), default=0.9, help="SGD momentum")
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"), help="sgd (with momentum) or adam")
-    p.add_argument("--weight-decay", type=_float_in(0, 1), default=0.0, help="L2 weight decay")
-    p.add_argument("--limit-train", type=_int_in(1, 1 << 31), default=None,
+    p.add_argument("--epochs", type=_int_in(1, 100_000), default=recipe.epochs, help="passes over the training set")
+    p.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=recipe.batch_size,
+                   help="images per optimizer step")
+    p.add_argument("--lr", type=_float_in(0, 1e3, lo_open=True), default=recipe.lr,
+                   help="learning rate (cosine schedule)")
+    p.add_argument("--momentum", type=_float_in(0, 1, hi_open=True), default=recipe.momentum, help="SGD momentum")
+    p.add_argument("--optimizer", default=recipe.optimizer, choices=("sgd", "adam"), help="sgd (with momentum) or adam")
+    p.add_argument("--weight-decay", type=_float_in(0, 1), default=recipe.weight_decay, help="L2 weight decay")
+    p.add_argument("--limit-train", type=_int_in(1, 1 << 31), default=recipe.limit_train,
                    help="train on the first N training images only (default: all)")
     _seed(p, "seed of the initialization, the shuffling and the digits split")
     _quiet(p)
+
+
+def _add_unit_options(p: argparse.ArgumentParser) -> None:
+    """One flag per option of the hardware units (their tables in hdl_gen/options.py), saying which take it."""
+    from hdl_gen.engines import ENGINES, all_options
+
+    for option, kinds in all_options():
+        units = "" if len(kinds) == len(ENGINES) else f" [{' and '.join(kinds)} only]"
+        shown = "" if option.default in (None, False) else f" (default: {option.default})"
+        text = option.help + units + shown
+        if option.type is bool:
+            p.add_argument(option.flag, action="store_true", help=text)
+        elif option.type is str:
+            p.add_argument(option.flag, default=None, choices=option.choices, help=text)
+        else:
+            p.add_argument(option.flag, type=_int_in(option.lo, option.hi), default=None, metavar="N", help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,7 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gen", help="generate hardware: fxp gen unit [xnor|mac] ...")
     gsub = g.add_subparsers(dest="what", metavar="WHAT", parser_class=_Parser, required=True)
     u = gsub.add_parser("unit", help="one engine: Verilog, wrapper, JSON sidecar, layer.fxpm")
-    u.add_argument("kind", nargs="?", default=None, choices=("xnor", "mac"),
+    from hdl_gen.engines import ENGINES
+
+    u.add_argument("kind", nargs="?", default=None, choices=tuple(ENGINES),
                    help="xnor (binary_dense layers) or mac (dense layers); with --from, the layer decides")
     size = _int_in(1, 1 << 16)
     u.add_argument("--mw", type=size, help="inputs per vector of a random layer")
@@ -432,16 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _seed(u, "seed of the random layer")
     u.add_argument("--from", dest="from_model", default=None, help="an .fxpm to take the layer from")
     u.add_argument("--layer", default=None, help="with --from: the dense or binary_dense layer to build")
-    u.add_argument("--weights-in", default="logic", choices=("logic", "bram", "dp16kd"),
-                   help="weights as constant logic (LUTs), in block RAM (inferred), or in ECP5 DP16KD block RAM "
-                        "through its output register (ECP5 only; icarus/verilator only)")
-    u.add_argument("--table-bits", type=_int_in(1, 16), default=None, metavar="N",
-                   help="xnor with --weights-in bram|dp16kd: the block RAM holds tables of counts, each addressed "
-                        "by N bits (fold index and a few inputs), instead of weight words: fewer LUTs, more block "
-                        "RAM (9: 512-word tables; at most 9 with dp16kd)")
-    u.add_argument("--pipeline", action="store_true", help="pipeline registers for Fmax (more latency)")
-    u.add_argument("--popcount", default=None, choices=("tree", "chain"),
-                   help="xnor: a carry-save compressor (tree, the default) or the naive chained sum (chain)")
+    _add_unit_options(u)
     u.add_argument("--top", default=None,
                    help="module name, a Verilog identifier (default fxp_xnor / fxp_mac); the wrapper is <top>_top")
     u.add_argument("--out", required=True, help="the unit folder to write")
@@ -464,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="probability of output backpressure in a cycle (default 0.3; 0 with --harness cpp)")
     sm.set_defaults(func=_cmd_sim)
 
-    b = sub.add_parser("boards", help="list the board profiles fxp can build for")
+    b = sub.add_parser("boards", help="list the boards fxp can build for: their amaranth-boards platform and "
+                                      "profile (boards/*.toml)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=_cmd_boards)
     return p

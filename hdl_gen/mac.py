@@ -14,16 +14,17 @@ requantization multiply are plain ``*``: Yosys maps them onto DSPs.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import stream, wiring
+from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from fxp.errors import FxpError
 from fxp.format import Format
-from hdl_gen.fold import (WEIGHTS_IN, accumulate, adder_trees, carry, check_folding, check_weights_in, deliver,
-                          fetch_weights, folded_issue, pack, pipelined, refused_quietly, rom, stage,
-                          tree_cuts)
-
+from hdl_gen.adders import accumulate, adder_trees, tree_cuts
+from hdl_gen.memories import READ_LATENCY, align_to_read, check_capacity, pack, read_rom, rom
+from hdl_gen.options import PIPELINE, WEIGHTS_IN, refused_quietly
+from hdl_gen.pipeline import Slice, pipelined, register_slice
+from hdl_gen.schedule import check_folding, fold_unit
 
 MAX_BITS = 16  # the widest integer format the description allows for a layer's input, weights and output
 
@@ -56,7 +57,9 @@ class MacUnit(wiring.Component):
 
     Members
     -------
-    i: ``In(stream.Signature(IW * MW))``; o: ``Out(stream.Signature(OW * PE))``.
+    i: ``In(stream.Signature(ArrayLayout(IW bits, MW)))``; o: ``Out(stream.Signature(ArrayLayout(OW bits, PE)))``:
+        lanes of the formats' widths and signedness (flat on the Verilog ports, lane 0 least significant).
+    cycles_per_vector: ``NF x SF``.
     in_lane_width, in_lane_signed, out_lane_width, out_lane_signed: the lanes of ``i`` and ``o``
         (``IW``, ``OW``: the input and output formats' word widths).
     accumulator_bits: the width of each output's running sum (``acc_bits``).
@@ -64,6 +67,8 @@ class MacUnit(wiring.Component):
         (no stalls): SF plus the pipeline stages.
     """
 
+    kind = "mac"
+    OPTIONS = (PIPELINE, WEIGHTS_IN)
     tree_every = 2
 
     @refused_quietly
@@ -95,96 +100,133 @@ class MacUnit(wiring.Component):
         self.accumulator_bits = acc_bits
         self.weights_in, self.pipeline = weights_in, bool(pipeline)
         self.nf, self.sf = self.mh // pe, self.mw // simd
-        check_weights_in(weights_in, self.nf * self.sf)  # one weight word per issued slice
+        WEIGHTS_IN.check(weights_in)
+        PIPELINE.check(pipeline)
+        check_capacity(weights_in, self.nf * self.sf)  # one weight word per issued slice
         if self.mult.min() < 1 or self.mult.max() >= 1 << 31 or self.shift.min() < 0 or self.shift.max() > 62:
             raise FxpError("multipliers must be in 1..2**31-1 and shifts in 0..62 (the description's ranges)")
         self.mult_bits = int(self.mult.max()).bit_length()
         # power-of-two requantization (dynamic fixed point): every multiplier 1, a shift and no multiply
         self.shift_only = bool((self.mult == 1).all())
-        stages = WEIGHTS_IN[weights_in] + ((1 + tree_cuts(simd, self.tree_every) + 3 - self.shift_only)
+        stages = READ_LATENCY[weights_in] + ((1 + tree_cuts(simd, self.tree_every) + 3 - self.shift_only)
                                            if self.pipeline else 0)
         self.latency = self.sf + stages
-        super().__init__({"i": In(stream.Signature(unsigned(self.in_lane_width * self.mw))),
-                          "o": Out(stream.Signature(unsigned(self.out_lane_width * pe)))})
+        self.cycles_per_vector = self.nf * self.sf
+        lane = {True: signed, False: unsigned}
+        in_lanes = data.ArrayLayout(lane[self.in_lane_signed](self.in_lane_width), self.mw)
+        out_lanes = data.ArrayLayout(lane[self.out_lane_signed](self.out_lane_width), pe)
+        super().__init__({"i": In(stream.Signature(in_lanes)), "o": Out(stream.Signature(out_lanes))})
+
+    @staticmethod
+    def random_layer(mw: int, mh: int, seed: int):
+        """A random one-layer description this unit builds: an int8 dense layer with ReLU and gemmlowp
+        requantization (31-bit multipliers, a shift that keeps the outputs in range)."""
+        from fxp import fxpm
+
+        rng = np.random.default_rng(seed)
+        spec = {"format": "fxpm", "version": 1, "name": "unit",
+                "input": {"shape": [mw], "quantizer": {"kind": "fixed", "format": "s8.0"}},
+                "layers": [{"name": "layer", "op": "dense", "out_features": mh, "input_format": "s8.0",
+                            "weight_format": "s8.0", "output_format": "s8.0", "acc_bits": 32, "relu": True,
+                            "input_zero_point": 0, "output_zero_point": 0, "weights": "w", "bias": "b",
+                            "multiplier": "m", "shift": "s"}]}
+        arrays = {"w": rng.integers(-128, 128, (mh, mw)).astype(np.int8),
+                  "b": rng.integers(-4096, 4096, mh).astype(np.int32),
+                  "m": rng.integers(1 << 30, 1 << 31, mh).astype(np.int64),
+                  "s": np.full(mh, 31 + max(0, int(np.ceil(np.log2(mw)))) + 6, np.int64)}
+        return fxpm.Model(spec, arrays)
+
+    @classmethod
+    def from_op(cls, op, pe: int, simd: int, **options) -> MacUnit:
+        """The unit for a ``dense`` op of an integer model description (``fxp.ops.dense.Dense``)."""
+        return cls(op.array("weights"), op.array("bias"), op.array("multiplier"), op.array("shift"),
+                   in_format=op.input_format, weight_format=op.weight_format,
+                   input_zero_point=op.input_zero_point, weight_zero_point=op.array("weight_zero_point"),
+                   output_zero_point=op.output_zero_point, relu=op.relu, out_format=op.output_format,
+                   acc_bits=op.acc_bits, pe=pe, simd=simd, **options)
 
     @classmethod
     def from_layer(cls, model, name: str, pe: int, simd: int, **options) -> MacUnit:
-        """The unit for the ``dense`` layer ``name`` of an integer model description."""
-        layer = next((x for x in model.layers if x["name"] == name), None)
-        if layer is None or layer["op"] != "dense":
-            raise FxpError(f"{name!r} is not a dense layer of this model")
-        return cls(model.array(layer, "weights"), model.array(layer, "bias"), model.array(layer, "multiplier"),
-                   model.array(layer, "shift"), in_format=layer["input_format"],
-                   weight_format=layer["weight_format"], input_zero_point=layer["input_zero_point"],
-                   weight_zero_point=model.array(layer, "weight_zero_point"),
-                   output_zero_point=layer["output_zero_point"], relu=layer["relu"],
-                   out_format=layer["output_format"], acc_bits=layer["acc_bits"], pe=pe, simd=simd, **options)
+        """The unit for the ``dense`` layer ``name`` of ``model``."""
+        op = model.op(name)
+        if op.engine != cls.kind:
+            raise FxpError(f"layer {name!r} is {op.op}, which the {cls.kind} unit does not build")
+        return cls.from_op(op, pe, simd, **options)
 
     def elaborate(self, platform) -> Module:
         m = Module()
         pe, simd, acc_w = self.pe, self.simd, self.acc_bits
         iw, wb = self.in_lane_width, self.w_bits
-        iss = folded_issue(m, self, iw)
-        en = iss.en
-        wwords = [pack([self.wadj[n * pe + p, s * simd + j] for p in range(pe) for j in range(simd)], wb)
-                  for n in range(self.nf) for s in range(self.sf)]
-        w, s = fetch_weights(m, iss, wb * pe * simd, wwords, self.weights_in)
-        prods = []
+        issued, output = fold_unit(m, self)
+        en = issued.en
+        words = [pack([self.wadj[n * pe + p, s * simd + j] for p in range(pe) for j in range(simd)], wb)
+                 for n in range(self.nf) for s in range(self.sf)]
+        w = read_rom(m, "wrom", wb * pe * simd, words, issued.addr, en, self.weights_in)
+        slice_, (x,) = align_to_read(m, en, issued.slice, [issued.x], self.weights_in)
+        products = []
         for p in range(pe):
             for j in range(simd):
-                lane = s["x"][iw * j : iw * (j + 1)]
+                lane = x[iw * j : iw * (j + 1)]
                 xj = (lane.as_signed() if self.in_lane_signed else lane.as_unsigned()) - self.xz
                 wj = w[wb * (p * simd + j) : wb * (p * simd + j + 1)].as_signed()
-                prods.append(xj * wj)
+                products.append(xj * wj)
         if self.pipeline:  # the DSPs' output registers
-            s, prods = carry(m, en, "prod", s, prods)
-        trees = [prods[p * simd : (p + 1) * simd] for p in range(pe)]
-        sums, s = pipelined(m, en, s, self.pipeline, lambda cut: adder_trees(trees, cut, self.tree_every))
-        totals = accumulate(m, en, s, sums, signed(acc_w))
-        self._requantize(m, en, totals, {"nf": s["nf"], "valid": s["valid"] & s["last"]})
+            slice_, products = register_slice(m, en, "product", slice_, products)
+        trees = [products[p * simd : (p + 1) * simd] for p in range(pe)]
+        sums, slice_ = pipelined(m, en, slice_, self.pipeline, lambda cut: adder_trees(trees, cut, self.tree_every))
+        totals = accumulate(m, en, slice_, sums, signed(acc_w))
+        results, valid = self._requantize(m, en, totals, slice_.group, slice_.valid & slice_.last)
+        for p, y in enumerate(results):
+            m.d.comb += output.lanes[p].eq(y)
+        m.d.comb += output.valid.eq(valid)
         return m
 
-    def _requantize(self, m: Module, en, totals: list, out: dict) -> None:
-        """(acc + bias) · M, add half, shift right by S, add the zero point, clamp; into ``o``."""
+    def _requantize(self, m: Module, en: Value, totals: list, group: Value, valid: Value) -> tuple[list, Value]:
+        """(acc + bias) · M, add half, shift right by S, add the zero point, clamp: the output lanes, and
+        whether they are valid (a cycle later per pipeline stage)."""
         pe, acc_w = self.pe, self.acc_bits
         # per output: bias (acc_bits), multiplier (as wide as the largest: a 31-bit multiplier needs
         # four 16x16 or 18x18 DSPs, a power-of-two scale none), shift (6 bits)
-        mw_ = self.mult_bits
-        cw = acc_w + mw_ + 6
+        mult_w = self.mult_bits
+        cw = acc_w + mult_w + 6
         cwords = [pack([(int(self.bias[n * pe + p]) & ((1 << acc_w) - 1)) | (int(self.mult[n * pe + p]) << acc_w)
-                         | (int(self.shift[n * pe + p]) << (acc_w + mw_)) for p in range(pe)], cw) for n in range(self.nf)]
-        consts = rom(m, "crom", cw * pe, cwords, out["nf"])
-        # the constants travel beside the data, so the ROM is read once, where nf is current
-        c = [consts[cw * p : cw * (p + 1)] for p in range(pe)]
-        v = {**out, **{f"s{p}": totals[p] + c[p][:acc_w].as_signed() for p in range(pe)},
-             **{f"c{p}": c[p][acc_w:] for p in range(pe)}}
+                        | (int(self.shift[n * pe + p]) << (acc_w + mult_w)) for p in range(pe)], cw)
+                  for n in range(self.nf)]
+        consts = rom(m, "crom", cw * pe, cwords, group)
+        # the constants travel beside the data, so the ROM is read once, where the group is current
+        scale = [consts[cw * p : cw * (p + 1)][acc_w:] for p in range(pe)]  # multiplier and shift of each lane
+        sums = [totals[p] + consts[cw * p : cw * p + acc_w].as_signed() for p in range(pe)]
+        done = Slice(Const(0, 1), Const(1, 1), Const(1, 1), valid)  # only valid travels with the results
+
+        def stage(name: str, *groups: list) -> list[list]:  # one register stage for lists of lanes
+            nonlocal done
+            done, values = register_slice(m, en, name, done, [v for g in groups for v in g])
+            return [values[k * pe : (k + 1) * pe] for k in range(len(groups))]
+
         if self.pipeline:
-            v = stage(m, en, "biased", v)
+            sums, scale = stage("biased", sums, scale)
         if not self.shift_only:
-            v = {**v, **{f"s{p}": v[f"s{p}"] * v[f"c{p}"][:mw_].as_unsigned() for p in range(pe)}}
+            sums = [sums[p] * scale[p][:mult_w].as_unsigned() for p in range(pe)]
             if self.pipeline:
-                v = stage(m, en, "scaled", v)
+                sums, scale = stage("scaled", sums, scale)
         lo = self.oz if self.relu else self.out_fmt.raw_min
         hi = self.out_fmt.raw_max
-        ys = []
+        results = []
         uniform = len(set(self.shift.tolist())) == 1  # one shift for the layer: wires, not a barrel shifter
         for p in range(pe):
-            prod = v[f"s{p}"]
             rounded = Signal(signed(acc_w + 33), name=f"rounded{p}")
             if uniform:
                 sh = int(self.shift[0])
-                m.d.comb += rounded.eq((prod + ((1 << sh) >> 1)) >> sh)
+                m.d.comb += rounded.eq((sums[p] + ((1 << sh) >> 1)) >> sh)
             else:
-                sh = v[f"c{p}"][mw_ : mw_ + 6]
-                shm1 = Signal(6, name=f"shm1_{p}")
-                m.d.comb += shm1.eq(sh - 1)  # unused (wraps) when the shift is 0
-                half = Mux(sh.any(), Const(1, 1) << shm1, 0)
-                m.d.comb += rounded.eq((prod + half) >> sh)
+                sh = scale[p][mult_w : mult_w + 6]
+                shift_minus_1 = Signal(6, name=f"shift_minus_1_{p}")
+                m.d.comb += shift_minus_1.eq(sh - 1)  # unused (wraps) when the shift is 0
+                half = Mux(sh.any(), Const(1, 1) << shift_minus_1, 0)
+                m.d.comb += rounded.eq((sums[p] + half) >> sh)
             y = Signal(signed(acc_w + 34), name=f"y{p}")
             m.d.comb += y.eq(rounded + self.oz)
-            ys.append(Mux(y < lo, lo, Mux(y > hi, hi, y)))
+            results.append(Mux(y < lo, lo, Mux(y > hi, hi, y)))
         if self.pipeline:
-            ow = self.out_lane_width
-            v = stage(m, en, "clamped", {"valid": v["valid"], **{f"y{p}": y[:ow] for p, y in enumerate(ys)}})
-            ys = [v[f"y{p}"] for p in range(pe)]
-        deliver(m, self, en, v["valid"], ys, self.out_lane_width, skid=self.pipeline)
+            (results,) = stage("clamped", [y[: self.out_lane_width] for y in results])
+        return results, done.valid

@@ -15,6 +15,10 @@ from fxp.errors import FxpError
 
 # A Verilog identifier that is also a C++ one and a plain file name (no '$', no escapes).
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+# The sidecar's numbers (widths, counts, cycles): whole numbers of 0 or more.
+_COUNTS = ("mw", "mh", "pe", "simd", "nf", "sf", "in_width", "in_lanes", "in_lane_width", "in_words", "out_width",
+           "out_lanes", "out_lane_width", "out_words", "out_transfers", "cycles_per_output", "cycles_per_vector",
+           "latency_cycles")
 # Models of FPGA primitives that fxp renders beside a unit (dp16kd.SIM_MODEL): plain file names.
 SIM_MODEL = re.compile(r"[A-Za-z0-9_]{1,60}\.v")
 
@@ -29,25 +33,31 @@ def check_identifier(name: object, what: str) -> str:
 
 def read_sidecar(folder: Path) -> dict:
     """The sidecar of the unit folder ``folder``, its names checked (see the module docstring)."""
-    cars = [p for p in folder.glob("*.json") if not p.name.startswith("sim_")]
-    if not folder.is_dir() or len(cars) != 1 or not (folder / "layer.fxpm").is_dir():
+    sidecars = [p for p in folder.glob("*.json") if not p.name.startswith("sim_")]
+    if not folder.is_dir() or len(sidecars) != 1 or not (folder / "layer.fxpm").is_dir():
         raise FxpError(f"{folder} is not a unit folder (one sidecar .json and layer.fxpm); make one with fxp gen unit")
     try:
-        car = json.loads(cars[0].read_text())
-        top, wrapper, models = car["top"], car["wrapper"], car.get("sim_models", [])
+        sidecar = json.loads(sidecars[0].read_text())
+        top, wrapper, models = sidecar["top"], sidecar["wrapper"], sidecar.get("sim_models", [])
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise FxpError(f"{cars[0]} is not a sidecar of fxp gen unit ({type(e).__name__}: {e}); regenerate the unit "
+        raise FxpError(f"{sidecars[0]} is not a sidecar of fxp gen unit ({type(e).__name__}: {e}); regenerate the unit "
                        "folder with fxp gen unit") from None
-    check_identifier(top, f"{cars[0].name}: top")
-    check_identifier(wrapper, f"{cars[0].name}: wrapper")
+    check_identifier(top, f"{sidecars[0].name}: top")
+    check_identifier(wrapper, f"{sidecars[0].name}: wrapper")
     if not isinstance(models, list) or not all(isinstance(m, str) and SIM_MODEL.fullmatch(m) for m in models):
-        raise FxpError(f"{cars[0].name}: sim_models {models!r} are not plain .v file names in the unit folder; "
+        raise FxpError(f"{sidecars[0].name}: sim_models {models!r} are not plain .v file names in the unit folder; "
                        "regenerate the unit folder with fxp gen unit")
-    if cars[0].name != f"{top}.json":
-        raise FxpError(f"{cars[0].name} describes unit {top!r}; regenerate the unit folder with fxp gen unit")
-    return car
+    counts = [k for k in _COUNTS if isinstance(sidecar.get(k), bool) or not isinstance(sidecar.get(k), int)
+              or sidecar[k] < 0]
+    flags = [k for k in ("in_lane_signed", "out_lane_signed") if not isinstance(sidecar.get(k), bool)]
+    if counts or flags:  # numbers become C++ constants and Python sizes: nothing else may stand there
+        raise FxpError(f"{sidecars[0].name}: {', '.join(counts + flags)} must be whole numbers (signedness: true or "
+                       "false); regenerate the unit folder with fxp gen unit")
+    if sidecars[0].name != f"{top}.json":
+        raise FxpError(f"{sidecars[0].name} describes unit {top!r}; regenerate the unit folder with fxp gen unit")
+    return sidecar
 
 
-def sim_sources(car: dict) -> list[str]:
+def sim_sources(sidecar: dict) -> list[str]:
     """The Verilog files of a unit folder that a simulator compiles: unit, wrapper, primitive models."""
-    return [f"{car['top']}.v", f"{car['wrapper']}.v", *car.get("sim_models", [])]
+    return [f"{sidecar['top']}.v", f"{sidecar['wrapper']}.v", *sidecar.get("sim_models", [])]

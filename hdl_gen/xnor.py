@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth import Cat, Const, Module, Signal, Value, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
 
 from fxp.errors import FxpError
 from hdl_gen import dp16kd
-from hdl_gen.fold import (WEIGHTS_IN, accumulate, carry, check_choice, check_folding, check_weights_in,
-                          compressor_cuts, compressor_trees, deliver, fetch_weights, folded_issue, meet_reads,
-                          pack, pipelined, read_rom, refused_quietly, rom, stage, term_value, wires)
+from hdl_gen.adders import accumulate
+from hdl_gen.compressor import compressor_cuts, compressor_trees, term_value
+from hdl_gen.memories import READ_LATENCY, align_to_read, check_capacity, pack, read_rom, rom
+from hdl_gen.options import PIPELINE, POPCOUNT, TABLE_BITS, WEIGHTS_IN, refused_quietly
+from hdl_gen.pipeline import Slice, pipelined, register, register_slice, wires
+from hdl_gen.schedule import Issued, check_folding, fold_unit
 
 
 def at_least(x: Value, t: int) -> Value:
@@ -83,7 +86,7 @@ class XnorPopcountUnit(wiring.Component):
         latency grows.
     popcount:
         ``"tree"``: a carry-save compressor (a Wallace tree of full adders over the bit columns of the
-        terms, then one adder: :func:`hdl_gen.fold.compressor_trees`); ``"chain"``: a chained sum of
+        terms, then one adder: :func:`hdl_gen.compressor.compressor_trees`); ``"chain"``: a chained sum of
         bits, the naive baseline. When the weights are constants (nothing folded) and PE > 1, the
         tree's terms are 3-input counters that the outputs share (see :meth:`_shared_plan`): fewer
         LUTs per synapse.
@@ -101,6 +104,8 @@ class XnorPopcountUnit(wiring.Component):
     tables: how many count tables there are (0: weight words).
     """
 
+    kind = "xnor"
+    OPTIONS = (PIPELINE, WEIGHTS_IN, POPCOUNT, TABLE_BITS)
     csa_every = 2  # layers of full adders between pipeline registers
     in_lane_width, in_lane_signed, out_lane_signed = 1, False, False  # input bits; thresholded bits or popcounts
 
@@ -113,7 +118,9 @@ class XnorPopcountUnit(wiring.Component):
             raise FxpError("weights must be a 0/1 matrix of shape (MH, MW)")
         self.mh, self.mw = w.shape
         check_folding(self.mh, self.mw, pe, simd)
-        check_choice("popcount", popcount, ("tree", "chain"))
+        POPCOUNT.check(popcount)
+        WEIGHTS_IN.check(weights_in)
+        PIPELINE.check(pipeline)
         if thresholds is not None:
             thresholds = np.asarray(thresholds, dtype=np.int64)
             if thresholds.shape != (self.mh,) or thresholds.min() < 0 or thresholds.max() > self.mw + 1:
@@ -122,7 +129,7 @@ class XnorPopcountUnit(wiring.Component):
         self.weights_in, self.pipeline, self.popcount = weights_in, bool(pipeline), popcount
         self.nf, self.sf = self.mh // pe, self.mw // simd
         if table_bits is None:
-            check_weights_in(weights_in, self.nf * self.sf)  # one weight word per issued slice
+            check_capacity(weights_in, self.nf * self.sf)  # one weight word per issued slice
         else:
             self._check_tables(weights_in, popcount, table_bits)
         self.table_bits = table_bits
@@ -144,19 +151,19 @@ class XnorPopcountUnit(wiring.Component):
         # A weight that changes (an XNOR gate) or a table's word: a fabric register behind the ROM or RAM read
         self._read_stage = self.pipeline and (self.nf * self.sf > 1 or table_bits is not None)
         # the count's register, and the accumulator's unless the offsets made the output the count's top bit
-        stages = WEIGHTS_IN[weights_in] + int(self._read_stage) + (1 + (not self._tree_offsets) if self.pipeline else 0)
+        stages = READ_LATENCY[weights_in] + int(self._read_stage) + (1 + (not self._tree_offsets) if self.pipeline else 0)
         if self.pipeline and popcount == "tree":
             stages += compressor_cuts(self._leaf_widths(), self.csa_every, self._csa_first, self._tree_offsets)
         self.latency = self.sf + stages
         self.tables = len(self._groups) if table_bits is not None else 0
+        self.cycles_per_vector = self.nf * self.sf
         super().__init__({
-            "i": In(stream.Signature(unsigned(self.mw))),
-            "o": Out(stream.Signature(unsigned(pe * self.lane_width))),
+            "i": In(stream.Signature(unsigned(self.mw))),  # bit k is input k: the lanes are the bits
+            "o": Out(stream.Signature(data.ArrayLayout(unsigned(self.lane_width), pe))),
         })
 
     def _check_tables(self, weights_in: str, popcount: str, table_bits: int) -> None:
         """Check the count tables' options (or say which to change) and settle their geometry."""
-        check_choice("weights_in", weights_in, tuple(WEIGHTS_IN))
         if weights_in == "logic":
             raise FxpError("count tables (table_bits) live in block RAM; use weights_in='bram' or 'dp16kd' with them")
         if popcount != "tree":
@@ -220,31 +227,32 @@ class XnorPopcountUnit(wiring.Component):
         return [pack(self.weights[nf * pe : (nf + 1) * pe, sf * simd : (sf + 1) * simd].ravel())
                 for nf in range(self.nf) for sf in range(self.sf)]
 
-    def _xnor_lanes(self, m: Module, iss) -> tuple[dict, list[list]]:
+    def _xnor_lanes(self, m: Module, issued: Issued) -> tuple[Slice, list[list]]:
         """Per lane, its popcount's terms: XNORs of the inputs with weights from logic or block RAM
-        (constants: inversions; shared counters where outputs share them), and the slice metadata."""
-        pe, simd, en = self.pe, self.simd, iss.en
-        w, s = fetch_weights(m, iss, pe * simd, self._weight_words(), self.weights_in)
+        (constants: inversions; shared counters where outputs share them), and the slice they belong to."""
+        pe, simd, en = self.pe, self.simd, issued.en
+        w = read_rom(m, "wrom", pe * simd, self._weight_words(), issued.addr, en, self.weights_in)
+        slice_, (x,) = align_to_read(m, en, issued.slice, [issued.x], self.weights_in)
         if self.shared:
-            x, (counters, plan) = s["x"], self._plan
+            counters, plan = self._plan
             tail = range(simd - simd % 3, simd)
             values = [*(sum(x[g + k] ^ ((c >> k) & 1) for k in range(3))[:2] for g, c in counters),
                       *(x[j] for j in tail)]
-            reg = dict(zip([*counters, *tail], wires(m, "counter", values)))  # each counter feeds many outputs
-            lanes = [[(reg[src], mask) for src, mask in leaves] for leaves in plan]
+            wired = dict(zip([*counters, *tail], wires(m, "counter", values)))  # each counter feeds many outputs
+            lanes = [[(wired[src], mask) for src, mask in leaves] for leaves in plan]
         elif self.nf * self.sf == 1:  # constant weights: an XNOR is an inversion, which the popcount absorbs
-            lanes = [[(s["x"][j], 1 - int(self.weights[p, j])) for j in range(simd)] for p in range(pe)]
+            lanes = [[(x[j], 1 - int(self.weights[p, j])) for j in range(simd)] for p in range(pe)]
         else:
-            x, agree = s["x"], Signal(pe * simd)
+            agree = Signal(pe * simd)
             if self._read_stage and self.weights_in != "logic":
                 # A block RAM word arrives as bits: registered as they are, the XNORs fall into the
                 # compressor's first full adders (registered XNORs: 11 % more LUT4 sites at 128x16).
-                s, (x, w) = carry(m, en, "xnor", s, [x, w])
+                slice_, (x, w) = register_slice(m, en, "xnor", slice_, [x, w])
             m.d.comb += agree.eq(~(x.replicate(pe) ^ w))
             if self._read_stage and self.weights_in == "logic":  # a ROM in LUTs computes the XNOR with its bit
-                s, (agree,) = carry(m, en, "xnor", s, [agree])
+                slice_, (agree,) = register_slice(m, en, "xnor", slice_, [agree])
             lanes = [[agree[p * simd + j] for j in range(simd)] for p in range(pe)]
-        return s, lanes
+        return slice_, lanes
 
     def _table_words(self, j0: int, k: int) -> list[int]:
         """Table contents: at ``fold << (n k) | x`` (``x``: ``k`` inputs from each of the ``n`` slices the
@@ -264,46 +272,47 @@ class XnorPopcountUnit(wiring.Component):
                 words[a * len(xs) : (a + 1) * len(xs)] = word
         return [int(v) for v in words]
 
-    def _tables(self, m: Module, iss) -> tuple[dict, list[list]]:
+    def _tables(self, m: Module, issued: Issued) -> tuple[Slice, list[list]]:
         """Block RAM tables that count agreeing inputs: each is read at (fold, a few input bits) and
         holds every lane's count, so the XNORs and the compressor's first layers are in the RAM."""
         outs, n = [], self._table_slices
         for g, (j0, k) in enumerate(self._groups):
-            x = iss.x[j0 : j0 + k] if n == 1 else Cat(*(iss.vec[sf * self.simd + j0 :][:k] for sf in range(n)))
-            # nothing folded: no fold index (iss.addr is then a placeholder constant, not an address bit)
+            x = (issued.x[j0 : j0 + k] if n == 1
+                 else Cat(*(issued.vector[sf * self.simd + j0 :][:k] for sf in range(n))))
+            # nothing folded: no fold index (issued.addr is then a placeholder constant, not an address bit)
             outs.append(read_rom(m, f"table{g}", self.pe * bits_for(k), self._table_words(j0, k),
-                                 Cat(x, iss.addr) if self._fold_bits else x, iss.en, self.weights_in))
-        s = meet_reads(m, iss, self.weights_in, with_x=False)
+                                 Cat(x, issued.addr) if self._fold_bits else x, issued.en, self.weights_in))
+        slice_, _ = align_to_read(m, issued.en, issued.slice, [], self.weights_in)
         if self._read_stage:
-            s, outs = carry(m, iss.en, "table", s, outs)
+            slice_, outs = register_slice(m, issued.en, "table", slice_, outs)
         widths = self._leaf_widths()
-        return s, [[outs[g][p * cw : (p + 1) * cw] for g, cw in enumerate(widths)] for p in range(self.pe)]
+        return slice_, [[outs[g][p * cw : (p + 1) * cw] for g, cw in enumerate(widths)] for p in range(self.pe)]
 
-    def _group_rom(self, m: Module, name: str, values, width: int, nf: Value) -> Value:
-        """A ROM of per-output ``values``, ``width`` bits a lane, read at output group ``nf`` (where it is current)."""
+    def _group_rom(self, m: Module, name: str, values, width: int, group: Value) -> Value:
+        """A ROM of per-output ``values``, ``width`` bits a lane, read at output ``group`` (where it is current)."""
         words = [pack(values[n * self.pe : (n + 1) * self.pe], width) for n in range(self.nf)]
-        return rom(m, name, self.pe * width, words, nf)
+        return rom(m, name, self.pe * width, words, group)
 
-    def _totals(self, m: Module, en: Value, s: dict, counts: list) -> list:
+    def _totals(self, m: Module, en: Value, slice_: Slice, counts: list) -> list:
         """Per lane, what the output takes: the running popcount, or the top bit of the offset sum
         (the compressor's own where nothing is folded, else the accumulator's, which starts from the offset)."""
         if self._tree_offsets:
             return counts
         if self._offsets is None:
-            return accumulate(m, en, s, counts, unsigned(self.acc_width))
+            return accumulate(m, en, slice_, counts, unsigned(self.acc_width))
         width = self.acc_width + 1  # popcount + 2^W - T < 2^(W+1)
         starts = self._offsets
         if self.nf > 1:
-            word = self._group_rom(m, "offsets", self._offsets, width, s["nf"])
+            word = self._group_rom(m, "offsets", self._offsets, width, slice_.group)
             starts = [word[p * width : (p + 1) * width] for p in range(self.pe)]
-        return [t[-1] for t in accumulate(m, en, s, counts, unsigned(width), starts)]
+        return [t[-1] for t in accumulate(m, en, slice_, counts, unsigned(width), starts)]
 
     def elaborate(self, platform) -> Module:
         m = Module()
         pe, acc_w = self.pe, self.acc_width
-        iss = folded_issue(m, self, 1)
-        en = iss.en
-        s, lanes = (self._xnor_lanes if self.table_bits is None else self._tables)(m, iss)
+        issued, output = fold_unit(m, self)
+        en = issued.en
+        slice_, lanes = (self._xnor_lanes if self.table_bits is None else self._tables)(m, issued)
         if self.popcount == "chain":
             counts = []
             for bits in lanes:  # the naive popcount: one adder after another
@@ -313,35 +322,54 @@ class XnorPopcountUnit(wiring.Component):
                 counts.append(total)
         else:
             offsets = self._tree_offsets
-            counts, s = pipelined(m, en, s, self.pipeline, lambda cut: compressor_trees(
+            counts, slice_ = pipelined(m, en, slice_, self.pipeline, lambda cut: compressor_trees(
                 m, lanes, cut, self.csa_every, self._csa_first, offsets, acc_w if offsets else None))
         if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
-            s, counts = carry(m, en, "count", s, counts)
-        totals = self._totals(m, en, s, counts)
-        out = {"valid": s["valid"] & s["last"], **{f"t{p}": t for p, t in enumerate(totals)}}
+            slice_, counts = register_slice(m, en, "count", slice_, counts)
+        totals = self._totals(m, en, slice_, counts)
+        valid = slice_.valid & slice_.last
         tw = bits_for(self.mw + 1)
-        if self._offsets is None and self.thresholds is not None and self.nf > 1:  # the chained popcount's compare
-            out["thr"] = self._group_rom(m, "trom", self.thresholds, tw, s["nf"])
+        thresholds = []  # the chained popcount's compare, where the thresholds change with the output group
+        if self._offsets is None and self.thresholds is not None and self.nf > 1:
+            thresholds = [self._group_rom(m, "trom", self.thresholds, tw, slice_.group)]
         if self.pipeline and not self._tree_offsets:  # the accumulator's carry chain ends at a register
-            out = stage(m, en, "acc", out)
-        totals = [out[f"t{p}"] for p in range(pe)]
+            valid = register(m, en, "acc_valid", valid, reset=True)
+            totals = [register(m, en, f"acc_t{p}", t) for p, t in enumerate(totals)]
+            thresholds = [register(m, en, "acc_thr", t) for t in thresholds]
         if self.thresholds is None or self._offsets:  # raw popcounts, or the offset sums' top bits
             results = totals
         elif self.nf == 1:  # the chained popcount's constant thresholds: logic, not a comparator
             results = [at_least(totals[p], int(self.thresholds[p])) for p in range(pe)]
         else:
-            results = [totals[p] >= out["thr"][p * tw : (p + 1) * tw] for p in range(pe)]
-        deliver(m, self, en, out["valid"], results, self.lane_width, skid=self.pipeline)
+            results = [totals[p] >= thresholds[0][p * tw : (p + 1) * tw] for p in range(pe)]
+        for p, y in enumerate(results):
+            m.d.comb += output.lanes[p].eq(y)
+        m.d.comb += output.valid.eq(valid)
         return m
+
+    @staticmethod
+    def random_layer(mw: int, mh: int, seed: int):
+        """A random one-layer description this unit builds: binary_dense with thresholds in 0..MW+1."""
+        from fxp import fxpm
+
+        rng = np.random.default_rng(seed)
+        spec = {"format": "fxpm", "version": 1, "name": "unit",
+                "input": {"shape": [mw], "quantizer": {"kind": "binarize", "threshold": 0.5}},
+                "layers": [{"name": "layer", "op": "binary_dense", "out_features": mh, "weights": "w", "threshold": "t"}]}
+        arrays = {"w": np.packbits(rng.integers(0, 2, (mh, mw)).astype(np.uint8), axis=1, bitorder="little"),
+                  "t": rng.integers(0, mw + 2, mh).astype(np.int32)}
+        return fxpm.Model(spec, arrays)
+
+    @classmethod
+    def from_op(cls, op, pe: int, simd: int, **options) -> XnorPopcountUnit:
+        """The unit for a ``binary_dense`` op of an integer model description (``fxp.ops.binary_dense``)."""
+        bits = np.unpackbits(op.array("weights"), axis=1, count=op.in_shape[0], bitorder="little")
+        return cls(bits, op.array("threshold"), pe, simd, **options)
 
     @classmethod
     def from_layer(cls, model, name: str, pe: int, simd: int, **options) -> XnorPopcountUnit:
-        """The unit for the ``binary_dense`` layer ``name`` of an integer model description."""
-        layer = next((layer for layer in model.layers if layer["name"] == name), None)
-        if layer is None or layer["op"] != "binary_dense":
-            raise FxpError(f"{name!r} is not a binary_dense layer of this model; binary layers: "
-                           + ", ".join(x["name"] for x in model.layers if x["op"] == "binary_dense"))
-        i = model.layers.index(layer)
-        k = model.shapes[i - 1][0] if i else int(np.prod(model.spec["input"]["shape"]))
-        bits = np.unpackbits(model.array(layer, "weights"), axis=1, count=k, bitorder="little")
-        return cls(bits, model.array(layer, "threshold"), pe, simd, **options)
+        """The unit for the ``binary_dense`` layer ``name`` of ``model``."""
+        op = model.op(name)
+        if op.engine != cls.kind:
+            raise FxpError(f"layer {name!r} is {op.op}, which the {cls.kind} unit does not build")
+        return cls.from_op(op, pe, simd, **options)

@@ -8,16 +8,19 @@ import random
 def run_stream(dut, inputs: list[int], n_outputs: int, seed: int = 0, gap: float = 0.3, stall: float = 0.3,
                max_cycles: int | None = None, vcd: str | None = None) -> list[int]:
     """Feed ``inputs`` to ``dut.i``, collect ``n_outputs`` words from ``dut.o`` (fewer if it stops)."""
+    from amaranth import Value
     from amaranth.sim import Simulator
 
     rng = random.Random(seed)
     got: list[int] = []
+    # the payloads as flat words, whatever their layout (lanes of a data.ArrayLayout, or plain bits)
+    in_payload, out_payload = Value.cast(dut.i.payload), Value.cast(dut.o.payload)
 
     async def producer(ctx):
         for word in inputs:
             while rng.random() < gap:
                 await ctx.tick()
-            ctx.set(dut.i.payload, word)
+            ctx.set(in_payload, word)
             ctx.set(dut.i.valid, 1)
             await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
@@ -25,7 +28,7 @@ def run_stream(dut, inputs: list[int], n_outputs: int, seed: int = 0, gap: float
     async def consumer(ctx):
         while len(got) < n_outputs:
             ctx.set(dut.o.ready, int(rng.random() >= stall))
-            _, _, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload)
+            _, _, valid, ready, payload = await ctx.tick().sample(dut.o.valid, dut.o.ready, out_payload)
             if valid and ready:
                 got.append(int(payload))
 

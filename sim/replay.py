@@ -33,11 +33,11 @@ import fxp
 from fxp.errors import FxpError
 from fxp.fxpm import Model
 from fxp.resources import check_private, private_dir, render, write_atomic
+from hdl_gen.unit_folder import sim_sources
 from sim import golden
 from sim.lanes import pack_lanes
 from sim.native import cache_dir
 from sim.stimulus import BLOCK_LANES, block_rows, input_block
-from hdl_gen.unit_folder import sim_sources
 from sim.tools import verilator_env
 
 BUILD_DIR = "replay_build"
@@ -55,29 +55,29 @@ VERILATOR_ARGS = ["--cc", "--exe", "--build", "-O3", "-fno-dfg", "--x-assign", "
                   "--noassert", "-Wno-fatal", "-Wno-WIDTH", "-MAKEFLAGS", "OPT_FAST=-O3"]
 
 
-def harness_source(car: dict) -> str:
+def harness_source(sidecar: dict) -> str:
     """The harness C++ for a unit's sidecar: word counts and the output mask are compile-time constants."""
-    out_bits = car["out_width"] % 32 or 32
-    return render("replay_harness.cpp.j2", version=fxp.__version__, wrapper=car["wrapper"],
-                  in_width=car["in_width"], out_width=car["out_width"], in_words=-(-car["in_width"] // 32),
-                  out_words=-(-car["out_width"] // 32), out_transfers=car["out_transfers"],
+    out_bits = sidecar["out_width"] % 32 or 32
+    return render("replay_harness.cpp.j2", version=fxp.__version__, wrapper=sidecar["wrapper"],
+                  in_width=sidecar["in_width"], out_width=sidecar["out_width"], in_words=sidecar["in_words"],
+                  out_words=sidecar["out_words"], out_transfers=sidecar["out_transfers"],
                   out_top_mask=f"0x{(1 << out_bits) - 1:08x}")
 
 
-def build(folder: Path, car: dict) -> tuple[Path, float, bool]:
+def build(folder: Path, sidecar: dict) -> tuple[Path, float, bool]:
     """Compile the harness for the unit in ``folder``; (executable, seconds, whether it was rebuilt).
 
     The executable is kept in this user's private cache, named by the hash of everything it is built
     from; nothing executable is taken from the unit folder, which may be shared or downloaded.
     """
     bdir = folder / BUILD_DIR
-    names = sim_sources(car)
+    names = sim_sources(sidecar)
     for name in names:  # plain file names: the sidecar is checked when read (hdl_gen.unit_folder)
         if not (folder / name).is_file():
             raise FxpError(f"{folder / name} is missing; regenerate the unit folder with fxp gen unit")
     sources = [(folder / n).read_bytes() for n in names]  # hashed, then compiled: the same bytes
-    cpp = harness_source(car)
-    cmd = ["verilator", *VERILATOR_ARGS, "-j", str(min(2, os.cpu_count() or 1)), "--top-module", car["wrapper"],
+    cpp = harness_source(sidecar)
+    cmd = ["verilator", *VERILATOR_ARGS, "-j", str(min(2, os.cpu_count() or 1)), "--top-module", sidecar["wrapper"],
            "-Mdir", "obj", "-o", "replay", "replay_harness.cpp", *(f"src/{n}" for n in names)]
     key = hashlib.sha256(json.dumps([cmd, cpp, metadata.version("verilator"),
                                      [hashlib.sha256(b).hexdigest() for b in sources]]).encode()).hexdigest()
@@ -112,22 +112,22 @@ def build(folder: Path, car: dict) -> tuple[Path, float, bool]:
     return exe, time.perf_counter() - t, True
 
 
-def write_vectors(car: dict, model: Model, n: int, seed: int, in_path: Path, exp_path: Path) -> None:
+def write_vectors(sidecar: dict, model: Model, n: int, seed: int, in_path: Path, exp_path: Path) -> None:
     """The first ``n`` vectors of the seeded stream and their golden outputs, as the harness reads them."""
-    rows, pe = block_rows(car), car["pe"]
-    step = max(1, BLOCK_LANES // car["mh"])  # golden outputs in slices: memory bounded for wide layers too
+    rows, pe = block_rows(sidecar), sidecar["pe"]
+    step = max(1, BLOCK_LANES // sidecar["mh"])  # golden outputs in slices: memory bounded for wide layers too
     for path in (in_path, exp_path):  # a link left there (a shared folder) is removed, not written through
         path.unlink(missing_ok=True)
     with open(in_path, "xb") as fi, open(exp_path, "xb") as fe:
         for b in range(-(-n // rows)):
-            x = input_block(car, model, b, seed)[: n - b * rows]
-            pack_lanes(x, car["in_lane_width"], car["in_lane_signed"]).tofile(fi)
+            x = input_block(sidecar, model, b, seed)[: n - b * rows]
+            pack_lanes(x, sidecar["in_lane_width"], sidecar["in_lane_signed"]).tofile(fi)
             for i in range(0, len(x), step):
                 want = golden.run(model, x[i : i + step].astype(np.float64), batch=4096)[-1]
-                pack_lanes(want.reshape(-1, pe), car["out_lane_width"], car["out_lane_signed"]).tofile(fe)
+                pack_lanes(want.reshape(-1, pe), sidecar["out_lane_width"], sidecar["out_lane_signed"]).tofile(fe)
 
 
-def replay(folder: str | Path, car: dict, model: Model, n: int, seed: int = 0, gap: float = 0.0,
+def replay(folder: str | Path, sidecar: dict, model: Model, n: int, seed: int = 0, gap: float = 0.0,
            stall: float = 0.0) -> dict:
     """Build (if needed) and run the harness on ``n`` vectors; the harness's counts and timings.
 
@@ -145,13 +145,13 @@ def replay(folder: str | Path, car: dict, model: Model, n: int, seed: int = 0, g
     try:
         # The compile and the numpy work each keep one core busy: run them side by side.
         with ThreadPoolExecutor(1) as pool:
-            built = pool.submit(build, folder, car)
+            built = pool.submit(build, folder, sidecar)
             t = time.perf_counter()
-            write_vectors(car, model, n, seed, in_path, exp_path)
+            write_vectors(sidecar, model, n, seed, in_path, exp_path)
             prepare = time.perf_counter() - t
             exe, build_seconds, rebuilt = built.result()
         res_path.unlink(missing_ok=True)
-        idle_limit = 100_000 + 100 * car["cycles_per_vector"]
+        idle_limit = 100_000 + 100 * sidecar["cycles_per_vector"]
         cmd = [str(exe.resolve()), str(in_path), str(exp_path), str(n), repr(float(gap)), repr(float(stall)), str(seed),
                str(idle_limit), str(res_path)]
         r = subprocess.run(cmd, check=False, capture_output=True, text=True)

@@ -23,39 +23,41 @@ BLOCK_LANES = 1 << 21
 MAX_TIES = 64  # tie vectors at the start of the stream: one per output, for the first outputs
 
 
-def block_rows(car: dict) -> int:
+def block_rows(sidecar: dict) -> int:
     """Vectors per block of :func:`input_block` for this unit."""
-    return max(1, BLOCK_LANES // car["in_lanes"])
+    return max(1, BLOCK_LANES // sidecar["in_lanes"])
 
 
-def input_block(car: dict, model: Model, block: int, seed: int) -> np.ndarray:
+def input_block(sidecar: dict, model: Model, block: int, seed: int) -> np.ndarray:
     """Block ``block`` of the seeded input stream as lane values (rows, MW) int64.
 
     Lanes span the whole range of the sidecar's input lanes (bits 0/1 for an XNOR unit). Block 0
     starts with the corner cases and, for a MAC unit, the tie vectors of ``model``'s layer.
     """
     rng = np.random.default_rng([seed, block])
-    rows, mw = block_rows(car), car["mw"]
-    lo, hi = lane_range(car["in_lane_width"], car["in_lane_signed"])
+    rows, mw = block_rows(sidecar), sidecar["mw"]
+    lo, hi = lane_range(sidecar["in_lane_width"], sidecar["in_lane_signed"])
     x = rng.integers(lo, hi + 1, (rows, mw), dtype=np.int64)
     if block == 0:
         first = [np.full(mw, lo), np.full(mw, hi)]
-        if car["kind"] == "mac":
-            layer = model.layers[0]
-            first += [np.full(mw, layer["input_zero_point"]), *requantization_ties(model, lo, hi, seed)]
+        declared = type(model.ops[0]).fields  # what the layer has, whatever its op
+        if "input_zero_point" in declared:
+            first.append(np.full(mw, model.ops[0].input_zero_point))
+        if "shift" in declared:  # it requantizes: its ties decide bits
+            first += requantization_ties(model, lo, hi, seed)
         first = first[:rows]
         x[: len(first)] = np.array(first, np.int64).reshape(len(first), mw)
     return x
 
 
-def vectors(car: dict, model: Model, n: int, seed: int) -> np.ndarray:
+def vectors(sidecar: dict, model: Model, n: int, seed: int) -> np.ndarray:
     """The first ``n`` vectors of the seeded input stream as lane values (n, MW) int64."""
-    rows = block_rows(car)
-    return np.concatenate([input_block(car, model, b, seed)[: n - b * rows] for b in range(-(-n // rows))])
+    rows = block_rows(sidecar)
+    return np.concatenate([input_block(sidecar, model, b, seed)[: n - b * rows] for b in range(-(-n // rows))])
 
 
 def requantization_ties(model: Model, lo: int, hi: int, seed: int = 0) -> list[np.ndarray]:
-    """Input vectors (lanes in ``lo..hi``) on which an output of the dense layer of ``model`` is a tie.
+    """Input vectors (lanes in ``lo..hi``) on which an output of the layer of ``model`` is a tie.
 
     A tie is ``acc·M ≡ 2**(S−1) (mod 2**S)``: the add-half-and-shift lands exactly between two
     integers. With ``M = 2**a · m`` (``m`` odd) that means ``acc ≡ 2**(n−1) (mod 2**n)``, ``n = S − a``,
@@ -65,20 +67,16 @@ def requantization_ties(model: Model, lo: int, hi: int, seed: int = 0) -> list[n
     the exact difference. Outputs where no tie can matter (a 31-bit gemmlowp multiplier, whose odd
     part is far larger than the output range, or a shift of 0) get none.
     """
-    from fxp.format import Format
-
-    layer = model.layers[0]
-    if layer["op"] != "dense":
-        raise FxpError(f"requantization ties are for dense layers, not {layer['op']}")
-    w = model.array(layer, "weights").astype(np.int64)
-    wz = model.array(layer, "weight_zero_point")
+    op = model.ops[0]
+    w = op.array("weights").astype(np.int64)
+    if w.ndim != 2:
+        raise FxpError(f"requantization ties are for layers of flat input, not {op.op}")
+    wz = op.array("weight_zero_point")
     if wz is not None:
         w = w - wz.astype(np.int64)[:, None]
-    bias = model.array(layer, "bias")
-    mult, shift = model.array(layer, "multiplier"), model.array(layer, "shift")
-    xz, oz = layer["input_zero_point"], layer["output_zero_point"]
-    fmt = Format.parse(layer["output_format"])
-    y_lo, y_hi = (oz if layer["relu"] else fmt.raw_min) - oz + 1, fmt.raw_max - oz  # both neighbours unclamped
+    bias, mult, shift = op.array("bias"), op.array("multiplier"), op.array("shift")
+    xz, oz, fmt = op.input_zero_point, op.output_zero_point, op.output_format
+    y_lo, y_hi = (oz if op.relu else fmt.raw_min) - oz + 1, fmt.raw_max - oz  # both neighbours unclamped
     rng = np.random.default_rng([seed, 1 << 20])
     out = []
     for o in range(min(len(w), MAX_TIES)):

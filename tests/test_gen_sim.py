@@ -12,8 +12,8 @@ from fxp.cli import main
 def test_gen_then_sim_on_every_simulator(tmp_path, kind, sims):
     out = tmp_path / "u"
     assert main(["gen", "unit", kind, "--mw", "32", "--mh", "8", "--pe", "4", "--simd", "8", "--out", str(out)]) == 0
-    car = json.loads((out / f"fxp_{kind}.json").read_text())
-    assert (car["nf"], car["sf"], car["cycles_per_vector"]) == (2, 4, 8)
+    sidecar = json.loads((out / f"fxp_{kind}.json").read_text())
+    assert (sidecar["nf"], sidecar["sf"], sidecar["cycles_per_vector"]) == (2, 4, 8)
     top = (out / f"fxp_{kind}_top.v").read_text()
     for port in ("in_valid", "in_ready", "in_data", "out_valid", "out_ready", "out_data"):
         assert port in top
@@ -53,7 +53,7 @@ def test_bad_unit_requests_exit_2(tmp_path, capsys):
     # count tables: xnor only, and their address must leave room for inputs beside the fold index
     assert main(["gen", "unit", "mac", "--mw", "8", "--mh", "4", "--weights-in", "bram", "--table-bits", "9",
                  "--out", str(tmp_path / "m")]) == 2
-    assert "--table-bits (block RAM tables of counts) is for xnor units" in capsys.readouterr().err
+    assert "table_bits is an option of the xnor unit, not of the mac unit; drop it" in capsys.readouterr().err
     assert main(["gen", "unit", "xnor", "--mw", "64", "--mh", "8", "--weights-in", "bram", "--table-bits", "9",
                  "--out", str(tmp_path / "t")]) == 2
     assert "table_bits=9 leaves no address bit for inputs beside the 9" in capsys.readouterr().err

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from test_hdl_xnor import simulate
 
 from fxp import fxpm
 from hdl_gen.mac import MacUnit
 from sim import golden
-from test_hdl_xnor import simulate
 
 
 def dense_model(seed, mw, mh, zero_points, pow2, relu):

@@ -4,8 +4,9 @@ import gc
 
 import numpy as np
 import pytest
-
+from amaranth import Value
 from descriptions import random_bnn
+
 from fxp import FxpError, fxpm
 from hdl_gen.xnor import XnorPopcountUnit
 from sim import golden
@@ -131,7 +132,7 @@ def first_output_cycle(dut, word: int) -> int:
 
     async def bench(ctx):
         ctx.set(dut.o.ready, 1)
-        ctx.set(dut.i.payload, word)
+        ctx.set(Value.cast(dut.i.payload), word)
         ctx.set(dut.i.valid, 1)
         await ctx.tick()  # reset released: the unit is ready, this edge accepts
         ctx.set(dut.i.valid, 0)
@@ -322,7 +323,7 @@ def test_compressor_tree_sums_terms_and_counts_its_cuts(widths, every, first, in
     from amaranth import Module, Signal
     from amaranth.sim import Simulator
 
-    from hdl_gen.fold import compressor_cuts, compressor_trees
+    from hdl_gen.compressor import compressor_cuts, compressor_trees
 
     m, cuts = Module(), []
     terms = [Signal(w, name=f"t{i}") for i, w in enumerate(widths)]

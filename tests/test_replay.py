@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from fxp import FxpError, fxpm
-from fxp.format import Format
 from fxp.cli import main
+from fxp.format import Format
 from hdl_gen.gen import random_layer
 from sim.lanes import pack_lanes, words_to_ints
 from sim.stimulus import block_rows, input_block, vectors
@@ -54,13 +54,13 @@ def test_vector_blocks_regenerate_alone(kind, mw, fmt):
         model = fxpm.Model(dict(model.spec, input={"shape": [mw], "quantizer": {"kind": "fixed", "format": fmt}},
                                 layers=[dict(model.layers[0], input_format=fmt)]), model.arrays)
     lo, hi = (0, 1) if kind == "xnor" else (Format.parse(fmt).raw_min, Format.parse(fmt).raw_max)
-    car = {"kind": kind, "mw": mw, "in_lanes": mw, "in_lane_width": 1 if kind == "xnor" else Format.parse(fmt).word_bits,
+    sidecar = {"kind": kind, "mw": mw, "in_lanes": mw, "in_lane_width": 1 if kind == "xnor" else Format.parse(fmt).word_bits,
            "in_lane_signed": kind == "mac" and fmt.startswith("s")}
-    rows = block_rows(car)
-    x = vectors(car, model, rows + 5, seed=4)
-    assert np.array_equal(input_block(car, model, 1, 4)[:5], x[rows:])
+    rows = block_rows(sidecar)
+    x = vectors(sidecar, model, rows + 5, seed=4)
+    assert np.array_equal(input_block(sidecar, model, 1, 4)[:5], x[rows:])
     assert (x[0] == lo).all() and (x[1] == hi).all() and x.min() == lo and x.max() == hi
-    assert not np.array_equal(vectors(car, model, 20, seed=5), x[:20])
+    assert not np.array_equal(vectors(sidecar, model, 20, seed=5), x[:20])
 
 
 def test_xnor_thresholds_with_gaps_and_backpressure(xnor_unit):

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from descriptions import random_cnn
+
 from fxp import FxpError, fxpm
 from fxp.cli import main
 from fxp.resources import write_atomic
@@ -124,9 +124,9 @@ def test_replay_cache_writable_by_others_is_refused(tmp_path, monkeypatch):
     cache = tmp_path / "cache" / "fxp" / CACHE_DIR
     cache.mkdir(parents=True)
     cache.chmod(0o775)
-    car = json.loads((u / "fxp_xnor.json").read_text())
+    sidecar = json.loads((u / "fxp_xnor.json").read_text())
     with pytest.raises(FxpError, match=str(cache)):
-        build(u, car)
+        build(u, sidecar)
 
 
 # --- 4. arrays.npz -------------------------------------------------------------------------------
@@ -226,14 +226,16 @@ def test_cocotb_runner_does_not_write_through_links(tmp_path, monkeypatch):
     ("wrapper", "x_top; system(\"id\")", "is not a Verilog identifier"),
     ("sim_models", ["../../../etc/passwd"], "are not plain .v file names"),
     ("sim_models", ["/tmp/evil.v"], "are not plain .v file names"),
+    ("in_words", "1; int x = system(\"id\")", "in_words must be whole numbers"),
+    ("out_lane_signed", "yes", "out_lane_signed must be whole numbers (signedness: true or false)"),
 ])
 def test_a_sidecar_cannot_name_files_outside_its_folder_or_inject_code(tmp_path, capsys, field, value, message):
     """Sidecar names become file names, Verilog modules and C++ identifiers: fxp sim checks them first."""
     out = tmp_path / "u"
     assert main(["gen", "unit", "xnor", "--mw", "8", "--mh", "2", "--out", str(out)]) == 0
-    car = json.loads((out / "fxp_xnor.json").read_text())
-    car[field] = value
-    (out / "fxp_xnor.json").write_text(json.dumps(car))
+    sidecar = json.loads((out / "fxp_xnor.json").read_text())
+    sidecar[field] = value
+    (out / "fxp_xnor.json").write_text(json.dumps(sidecar))
     for sim in (["--simulator", "icarus"], ["--simulator", "verilator", "--harness", "cpp"]):
         assert main(["sim", str(out), *sim, "--vectors", "5"]) == 2
         err = capsys.readouterr().err

@@ -49,8 +49,8 @@ def _unit(tmp_path, model, *options, pe=4, simd=8, name="u"):
 def test_the_issues_wide_output_example(tmp_path):
     """Output s16.0, PE=4, SIMD=8, all inputs -128: the unit sends the golden values, not their low bytes."""
     model = dense(out_fmt="s16.0", mw=8, mh=4, seed=3, shift=np.full(4, 2))
-    out, car = _unit(tmp_path, model)
-    assert (car["out_lane_width"], car["out_lane_signed"], car["out_width"]) == (16, True, 64)
+    out, sidecar = _unit(tmp_path, model)
+    assert (sidecar["out_lane_width"], sidecar["out_lane_signed"], sidecar["out_width"]) == (16, True, 64)
     want = golden.run(model, np.full((1, 8), -128.0))[-1][0]
     assert np.abs(want).max() > 127  # the case the 8-bit lanes got wrong
     for sim in ("amaranth", "icarus"):
@@ -68,13 +68,13 @@ def test_every_width_and_signedness(tmp_path, in_fmt, w_fmt, out_fmt, zp, option
     with the full range of the input lanes in the stimulus (for u8: 128..255, read as unsigned)."""
     model = dense(in_fmt, w_fmt, out_fmt, mw=6, mh=4, seed=7, zero_points=zp, shift=np.array([0, 3, 5, 9]),
                   mult=np.array([1, 3, 1, 5]))
-    out, car = _unit(tmp_path, model, *options, pe=2, simd=3)
+    out, sidecar = _unit(tmp_path, model, *options, pe=2, simd=3)
     fi, fo = Format.parse(in_fmt), Format.parse(out_fmt)
-    assert (car["in_lane_width"], car["in_lane_signed"]) == (fi.word_bits, fi.signed)
-    assert (car["out_lane_width"], car["out_lane_signed"]) == (fo.word_bits, fo.signed)
+    assert (sidecar["in_lane_width"], sidecar["in_lane_signed"]) == (fi.word_bits, fi.signed)
+    assert (sidecar["out_lane_width"], sidecar["out_lane_signed"]) == (fo.word_bits, fo.signed)
     layer = fxpm.load(out / "layer.fxpm").layers[0]
     assert layer["input_format"] == str(Format(fi.word_bits, 0, fi.signed))  # the source's word and signedness
-    x = vectors(car, fxpm.load(out / "layer.fxpm"), 200, 0)
+    x = vectors(sidecar, fxpm.load(out / "layer.fxpm"), 200, 0)
     assert x.min() == fi.raw_min and x.max() == fi.raw_max
     # the unit folder's layer computes what the source layer computes on the same raw inputs
     src = golden.run(model, x * 2.0 ** -fi.frac_bits)[-1]
@@ -121,8 +121,8 @@ def test_stimulus_hits_ties_that_matter_on_every_path(path, mult, shift):
                 if 0 <= y - 1 and y <= 127:  # relu: both neighbours unclamped
                     hit.add(o)
     assert hit == {o for o in range(4) if shift[o] > 0}, path
-    car = {"kind": "mac", "mw": 12, "in_lanes": 12, "in_lane_width": 8, "in_lane_signed": True}
-    assert np.array_equal(vectors(car, model, 7, 0)[3 : 3 + len(ties)], np.array(ties))  # in the stream, after corners
+    sidecar = {"kind": "mac", "mw": 12, "in_lanes": 12, "in_lane_width": 8, "in_lane_signed": True}
+    assert np.array_equal(vectors(sidecar, model, 7, 0)[3 : 3 + len(ties)], np.array(ties))  # in the stream, after corners
 
 
 def test_gemmlowp_multipliers_have_no_ties_to_hit():
@@ -137,15 +137,19 @@ def test_a_unit_that_drops_high_bits_fails(tmp_path, monkeypatch):
     with monkeypatch.context() as mp:
         real = mac._lane_format
         mp.setattr(mac, "_lane_format", lambda text, what: real("s8.0" if what == "output" else text, what))
-        out, car = _unit(tmp_path, model, name="narrow")
-    assert car["out_lane_width"] == 8
+        out, sidecar = _unit(tmp_path, model, name="narrow")
+    assert sidecar["out_lane_width"] == 8
     assert main(["sim", str(out), "--simulator", "icarus", "--vectors", "20"]) == 2  # the packer refuses 1725 in 8 bits
     with monkeypatch.context() as mp:
-        real_deliver = mac.deliver
-        mp.setattr(mac, "deliver", lambda m, unit, en, valid, lanes, width, skid=False:
-                   real_deliver(m, unit, en, valid, [y[:8] for y in lanes], width, skid))
-        out, car = _unit(tmp_path, model, name="low")
-        assert car["out_lane_width"] == 16
+        real_requantize = mac.MacUnit._requantize
+
+        def low_byte(self, *args):  # 16-bit lanes whose high byte is lost
+            results, valid = real_requantize(self, *args)
+            return [y[:8] for y in results], valid
+
+        mp.setattr(mac.MacUnit, "_requantize", low_byte)
+        out, sidecar = _unit(tmp_path, model, name="low")
+        assert sidecar["out_lane_width"] == 16
         assert main(["sim", str(out), "--simulator", "amaranth", "--vectors", "20"]) == 1
     assert main(["sim", str(out), "--simulator", "icarus", "--vectors", "20"]) == 1
 
@@ -160,8 +164,8 @@ def test_a_unit_that_reads_unsigned_lanes_as_signed_fails(tmp_path, monkeypatch)
 
     with monkeypatch.context() as mp:
         mp.setattr(mac.MacUnit, "elaborate", signed_reader)
-        out, car = _unit(tmp_path, model)
-        assert car["in_lane_signed"] is False
+        out, sidecar = _unit(tmp_path, model)
+        assert sidecar["in_lane_signed"] is False
         assert main(["sim", str(out), "--simulator", "amaranth", "--vectors", "20"]) == 1
     assert main(["sim", str(out), "--simulator", "icarus", "--vectors", "20"]) == 1
     assert main(["sim", str(out), "--simulator", "verilator", "--harness", "cpp", "--vectors", "1000"]) == 1

@@ -45,17 +45,17 @@ def test_unit_on_every_simulator(tmp_path, kind, mw, mh, pe, simd, options):
     out = tmp_path / "u"
     assert main(["gen", "unit", kind, "--mw", str(mw), "--mh", str(mh), "--pe", str(pe), "--simd", str(simd),
                  "--seed", str(mw + mh + pe), "--out", str(out), *options]) == 0
-    car = json.loads((out / f"fxp_{kind}.json").read_text())
-    assert car["options"]["pipeline"] == ("--pipeline" in options)
+    sidecar = json.loads((out / f"fxp_{kind}.json").read_text())
+    assert sidecar["options"]["pipeline"] == ("--pipeline" in options)
     tables = options[options.index("--table-bits") + 1] if "--table-bits" in options else None
-    assert car["options"].get("table_bits") == (tables and int(tables))  # fxp sim rebuilds the unit from these
-    models = [out / name for name in car["sim_models"]]
+    assert sidecar["options"].get("table_bits") == (tables and int(tables))  # fxp sim rebuilds the unit from these
+    models = [out / name for name in sidecar["sim_models"]]
     assert bool(models) == ("dp16kd" in options)
     rc, messages = lint([out / f"fxp_{kind}.v", *models], f"fxp_{kind}")  # -Wall, only the documented waivers
     assert rc == 0, messages
     for sim in ("icarus", "verilator") if models else ("amaranth", "icarus", "verilator"):
         assert main(["sim", str(out), "--simulator", sim, "--vectors", "40", "--seed", str(pe)]) == 0, sim
         rec = json.loads((out / f"sim_{sim}.json").read_text())
-        assert rec["mismatches"] == 0 and rec["output_words"] == 40 * car["out_transfers"]
+        assert rec["mismatches"] == 0 and rec["output_words"] == 40 * sidecar["out_transfers"]
         if sim != "amaranth":  # the cocotb testbench measures it (Amaranth's: tests/test_hdl_*.py)
-            assert rec["latency_cycles"] == car["latency_cycles"], sim
+            assert rec["latency_cycles"] == sidecar["latency_cycles"], sim
