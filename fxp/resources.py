@@ -94,7 +94,7 @@ def check_out_folder(out: str | os.PathLike, force: bool, marker: str, holds: st
     if out.exists() and not out.is_dir():
         raise FxpError(f"output {out} is a file; give a folder")
     if (out / marker).exists() and not force:
-        raise FxpError(f"{out} already holds {holds}; choose another output folder or pass --force to replace it")
+        raise FxpError(f"{out} already holds {holds}; choose another output folder or replace it (force=True, --force)")
     if out.is_symlink() or (out / marker).is_symlink():
         raise FxpError(f"output {out} is or holds a link; give a plain folder")
     return out

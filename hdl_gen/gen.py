@@ -82,8 +82,8 @@ def _check_out(out: Path, force: bool) -> list[Path]:
     except FxpError:
         raise FxpError(f"output {out} holds files that are not a unit folder; give a new or empty folder") from None
     if not force:
-        raise FxpError(f"output {out} already holds unit {earlier['top']}; choose another output folder or pass "
-                       "--force to replace it")
+        raise FxpError(f"output {out} already holds unit {earlier['top']}; choose another output folder or "
+                       "replace it (force=True, --force)")
     mine = [out / n for n in (*sim_sources(earlier), f"{earlier['top']}.json", "layer.fxpm")]
     mine += [p for pattern in _SIM_OUTPUTS for p in out.glob(pattern)]
     others = sorted(p.name for p in out.iterdir() if p not in mine)
