@@ -43,7 +43,8 @@ def _int_in(lo: int, hi: int):
 
 
 def _float_in(lo: float, hi: float, hi_open: bool = False, lo_open: bool = False):
-    """An argparse type: a finite number in ``lo..hi`` (``[lo, hi)`` with ``hi_open``, ``(lo, hi]`` with ``lo_open``)."""
+    """An argparse type: a finite number in ``[lo, hi]`` (``[lo, hi)`` with ``hi_open``, ``(lo, hi]`` with
+    ``lo_open``)."""
     span = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
 
     def parse(text: str) -> float:
@@ -62,7 +63,8 @@ def _bits_list(text: str) -> tuple[int, ...]:
     try:
         bits = tuple(int(b) for b in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of word widths, e.g. 4,8,16") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of word widths, e.g. 4,8,16") \
+            from None
     return bits
 
 
@@ -268,16 +270,57 @@ def _cmd_gen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gen_model(args: argparse.Namespace) -> int:
+    from fxp.datasets import levels_of
+    from hdl_gen.engines import all_options
+    from hdl_gen.gen import generate_network
+
+    _existing(args.model, "integer model description", folder=True)
+    if args.folding is not None:
+        _existing(args.folding, "--folding", folder=False)
+    given = [flag for flag, v in (("--folding", args.folding), ("--cycles", args.cycles), ("--fps", args.fps))
+             if v is not None]
+    if len(given) > 1:
+        raise FxpError(f"{' and '.join(given)} each set the folding; give one of them")
+    cycles = args.cycles
+    if args.fps is not None:
+        cycles = int(args.clock_mhz * 1e6 // args.fps)
+        if cycles < 1:
+            raise FxpError(f"--fps {args.fps} at {args.clock_mhz} MHz leaves less than a cycle per frame; lower --fps "
+                           "or raise --clock-mhz")
+    dataset = args.dataset or "digits"
+    options = {o.name: getattr(args, o.name) for o, _ in all_options()}
+    options = {k: v for k, v in options.items() if v is not None and v is not False}
+    sidecar = generate_network(args.model, args.out, levels=levels_of(dataset), dataset=dataset, folding=args.folding,
+                               cycles=cycles, top=args.top, options=options, force=args.force)
+    print((Path(args.out) / "folding.md").read_text().rstrip())
+    print(f"wrote {args.out}: {sidecar['top']}.v, {sidecar['wrapper']}.v, {sidecar['top']}.json, model.fxpm, folding.md"
+          f"{''.join(', ' + name for name in sidecar['sim_models'])}")
+    return 0
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     from sim.run import run_unit_sim
 
     _existing(args.dir, "unit folder", folder=True)
+    if args.dataset is not None:
+        from fxp.datasets import check_dataset
+
+        check_dataset(args.dataset)
     rec = run_unit_sim(args.dir, args.simulator, args.vectors, args.seed, args.waves, args.harness, args.gap,
-                       args.stall)
+                       args.stall, args.dataset)
     rate = f", {rec['vectors_per_second']:.0f} vectors/s" if rec["vectors_per_second"] else ""
     on = rec["simulator"] + (" (C++ harness)" if args.harness == "cpp" else "")
-    print(f"{rec['unit']} on {on}: {rec['vectors']} vectors, {rec['output_words']} output words, "
-          f"{rec['mismatches']} mismatches{rate}")
+    if rec.get("kind") == "network":
+        hw = rec["hardware_accuracy"]
+        measured = rec.get("cycles_per_frame_measured")
+        print(f"{rec['unit']} on {on}: {rec['images']} {rec['dataset']} test images, {rec['mismatches']} mismatched "
+              f"outputs; accuracy: hardware {'—' if hw is None else f'{100 * hw:.2f} %'}, golden "
+              f"{100 * rec['golden_accuracy']:.2f} %; cycles per frame: predicted {rec['cycles_per_frame_predicted']}"
+              f"{'' if measured is None else f', measured {measured:.1f}'}{rate.replace('vectors', 'frames')}")
+    else:
+        print(f"{rec['unit']} on {on}: {rec['vectors']} vectors, {rec['output_words']} output words, "
+              f"{rec['mismatches']} mismatches{rate}")
     if rec["mismatches"]:
         f = rec["first_mismatch"]
         print(f"first differing vector: {f['vector']} (output transfer {f['output_transfer']}, outputs "
@@ -352,7 +395,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="word of every back-propagated gradient (fixed mode)")
     p.add_argument("--update-bits", type=bits, default=defaults.update_bits,
                    help="word of every stored parameter and its update (fixed mode)")
-    p.add_argument("--weight-bits", type=bits, default=defaults.weight_bits, help="word of the forward weights (qat mode)")
+    p.add_argument("--weight-bits", type=bits, default=defaults.weight_bits,
+                   help="word of the forward weights (qat mode)")
     p.add_argument("--acc-bits", type=bits, default=defaults.acc_bits, help="accumulator word of every compute layer")
     p.add_argument("--acc-overflow", default=defaults.acc_overflow, choices=fxp.OVERFLOW,
                    help="what an accumulator does when it overflows")
@@ -459,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     _force(pr, "an existing --json file")
     pr.set_defaults(func=_cmd_predict)
 
-    g = sub.add_parser("gen", help="generate hardware: fxp gen unit [xnor|mac] ...")
+    g = sub.add_parser("gen", help="generate hardware: fxp gen unit [xnor|mac] ... or fxp gen model MODEL ...")
     gsub = g.add_subparsers(dest="what", metavar="WHAT", parser_class=_Parser, required=True)
     u = gsub.add_parser("unit", help="one engine: Verilog, wrapper, JSON sidecar, layer.fxpm")
     from hdl_gen.engines import ENGINES
@@ -481,11 +525,37 @@ def build_parser() -> argparse.ArgumentParser:
     _force(u, "a unit")
     u.set_defaults(func=_cmd_gen)
 
-    sm = sub.add_parser("sim", help="replay golden-model vectors through a generated unit")
-    sm.add_argument("dir", help="a folder made by fxp gen unit (the result is recorded there as sim_<simulator>.json)")
+    nm = gsub.add_parser("model", help="a whole model as one streaming accelerator: Verilog, wrapper, sidecar, "
+                                        "folding report")
+    nm.add_argument("model", help="an .fxpm folder of flatten, dense and binary_dense layers")
+    nm.add_argument("--dataset", default=None,
+                    help="the data it will take: digits (pixels 0..16, the default), fashion-mnist or an IDX folder "
+                         "(0..255); recorded for fxp sim")
+    nm.add_argument("--folding", default=None,
+                    help="PE and SIMD per layer from a JSON file ({\"pixels_per_word\": P, \"layers\": {NAME: "
+                         "{\"pe\": .., \"simd\": ..}}}, or an earlier network's sidecar)")
+    nm.add_argument("--cycles", type=_int_in(1, 1 << 30), default=None,
+                    help="fold for this many cycles per frame (default: the frame's pixels, one pixel a cycle)")
+    nm.add_argument("--fps", type=_float_in(0, 1e12, lo_open=True), default=None,
+                    help="fold for this many frames per second at --clock-mhz")
+    nm.add_argument("--clock-mhz", type=_float_in(0, 1e4, lo_open=True), default=100.0,
+                    help="the clock --fps counts with")
+    _add_unit_options(nm)
+    nm.add_argument("--top", default="fxp_network", help="module name, a Verilog identifier; the wrapper is <top>_top")
+    nm.add_argument("--out", required=True, help="the network folder to write")
+    _force(nm, "a network")
+    nm.set_defaults(func=_cmd_gen_model)
+
+    sm = sub.add_parser("sim", help="replay golden-model vectors through a generated unit, or test images through "
+                                    "a generated network")
+    sm.add_argument("dir", help="a folder made by fxp gen unit or fxp gen model (the result is recorded there as "
+                                "sim_<simulator>.json)")
     sm.add_argument("--simulator", default="amaranth", choices=("amaranth", "icarus", "verilator"),
                     help="Amaranth's own simulator, or the Verilog through cocotb on Icarus or Verilator")
-    sm.add_argument("--vectors", type=_int_in(1, 1 << 40), default=1000, help="input vectors to replay")
+    sm.add_argument("--vectors", type=_int_in(1, 1 << 40), default=1000,
+                    help="input vectors to replay (a network: test images, at most the whole test set)")
+    sm.add_argument("--dataset", default=None,
+                    help="a network folder's test images (default: the dataset it was made for)")
     _seed(sm, "seed of the input vectors, gaps and stalls")
     sm.add_argument("--waves", action="store_true", help="write waveforms (VCD; FST on icarus)")
     sm.add_argument("--harness", default="cocotb", choices=("cocotb", "cpp"),

@@ -18,6 +18,14 @@ import torch
 from fxp.errors import FxpError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+DIGITS_LEVELS, IDX_LEVELS = 16, 255  # the largest raw pixel value of each kind of data
+
+
+def normalize(raw: np.ndarray, levels: int) -> np.ndarray:
+    """Raw integer pixels 0..``levels`` as the float32 values in [0, 1] every model sees: ``raw / levels``
+    in float32 (one rounding). The integer model's input quantizer starts from exactly these values, so
+    a table indexed by the raw pixel reproduces it in hardware."""
+    return np.asarray(raw).astype(np.float32) / np.float32(levels)
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -37,6 +45,12 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     source: str = ""
+    levels: int = 255  # the largest raw pixel value: the pixels were raw / levels (see normalize)
+
+    def raw(self, x: torch.Tensor) -> np.ndarray:
+        """The raw integer pixels (0..levels) of normalized images ``x``: what a sensor or a file holds,
+        and what an accelerator takes (``normalize`` of them gives ``x`` back exactly)."""
+        return np.rint(x.numpy().astype(np.float64) * self.levels).astype(np.int64)
 
     @property
     def input_shape(self) -> list[int]:
@@ -55,7 +69,7 @@ def digits(seed: int = 0, test_fraction: float = 0.25) -> tuple[torch.Tensor, to
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.from_numpy((d.data / 16.0).astype(np.float32))
+    x = torch.from_numpy(normalize(d.data, DIGITS_LEVELS))
     y = torch.from_numpy(d.target.astype(np.int64))
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_test = int(round(len(x) * test_fraction))
@@ -99,21 +113,28 @@ def idx_folder(folder: str | Path, name: str | None = None, hint: str = "give a 
         y = read_idx(_find(folder, f"{split}-labels-idx1-ubyte", hint))
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise FxpError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not match; check the files")
-        parts += [torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1), torch.from_numpy(y.astype(np.int64))]
-    return Dataset(name or folder.name, *parts, source=str(folder.resolve()))
+        parts += [torch.from_numpy(normalize(x, IDX_LEVELS)).unsqueeze(1), torch.from_numpy(y.astype(np.int64))]
+    return Dataset(name or folder.name, *parts, source=str(folder.resolve()), levels=IDX_LEVELS)
 
 
 def load(name: str, seed: int = 0) -> Dataset:
     """``digits``, ``fashion-mnist``, or the path of an MNIST-format IDX folder."""
     if name == "digits":
         xtr, ytr, xte, yte = digits(seed)
-        return Dataset("digits", xtr.view(-1, 1, 8, 8), ytr, xte.view(-1, 1, 8, 8), yte, source="digits")
+        return Dataset("digits", xtr.view(-1, 1, 8, 8), ytr, xte.view(-1, 1, 8, 8), yte, source="digits",
+                       levels=DIGITS_LEVELS)
     if name == "fashion-mnist":
         data = idx_folder(FASHION_MNIST_DIR, "fashion-mnist", "install it with: apt-get install dataset-fashion-mnist")
         data.source = "fashion-mnist"
         return data
     check_dataset(name)
     return idx_folder(name)
+
+
+def levels_of(name: str) -> int:
+    """The largest raw pixel value of dataset ``name`` (as :func:`load` takes it), without loading it."""
+    check_dataset(name)
+    return DIGITS_LEVELS if name == "digits" else IDX_LEVELS
 
 
 def check_dataset(name: str) -> None:

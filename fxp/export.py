@@ -124,7 +124,8 @@ def export_fixed(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.nd
     """A ``qat``/``fixed``-mode fxp model → (spec, arrays)."""
     cfg = getattr(model, "config", None) or next(m.cfg for m in model.modules() if isinstance(m, FxQuant))
     if cfg.mode == "float":
-        raise FxpError("a float model has no integer formats; train in qat or fixed mode, or export with per-channel scales")
+        raise FxpError("a float model has no integer formats; train in qat or fixed mode, or export with "
+                       "per-channel scales")
     return export_with(FixedExport(cfg), model, name)
 
 

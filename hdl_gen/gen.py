@@ -22,6 +22,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 import fxp
 from fxp import fxpm
 from fxp.errors import FxpError
@@ -46,11 +48,12 @@ def describe_unit(kind: str, unit, top: str, layer: str, seed: int | None) -> di
     in_width, out_width = unit.mw * unit.in_lane_width, unit.pe * unit.out_lane_width
     return {
         "fxp_version": fxp.__version__, "kind": kind, "top": top, "wrapper": f"{top}_top", "layer": layer,
+        "description": "layer.fxpm",
         "mw": unit.mw, "mh": unit.mh, "pe": unit.pe, "simd": unit.simd, "nf": unit.nf, "sf": unit.sf, "seed": seed,
         # in_data: MW lanes; out_data: PE lanes; lane k at bits [k*width, (k+1)*width), two's complement
         # where signed (a lane narrower than 32 bits is sign- or zero-extended by whoever reads it)
         "in_width": in_width, "in_lanes": unit.mw, "in_lane_width": unit.in_lane_width,
-        "in_lane_signed": unit.in_lane_signed, "in_words": -(-in_width // 32),
+        "in_lane_signed": unit.in_lane_signed, "in_words": -(-in_width // 32), "in_transfers": 1,
         "out_width": out_width, "out_lanes": unit.pe, "out_lane_width": unit.out_lane_width,
         "out_lane_signed": unit.out_lane_signed, "out_words": -(-out_width // 32),
         # the width of the running sum each lane keeps (XNOR: the popcount, 0..MW; MAC: acc_bits)
@@ -66,8 +69,9 @@ def describe_unit(kind: str, unit, top: str, layer: str, seed: int | None) -> di
     }
 
 
-# What a unit folder holds besides the unit's own files: results and build folders of fxp sim.
-_SIM_OUTPUTS = ("sim_*.json", "sim_build_*", "replay_build", "amaranth.vcd")
+# What a folder holds besides the unit's or network's own files: the folding report, results and build
+# folders of fxp sim.
+_OTHER_OUTPUTS = ("sim_*.json", "sim_build_*", "replay_build", "amaranth.vcd", "folding.md")
 
 
 def _check_out(out: Path, force: bool) -> list[Path]:
@@ -80,12 +84,13 @@ def _check_out(out: Path, force: bool) -> list[Path]:
     try:
         earlier = read_sidecar(out)
     except FxpError:
-        raise FxpError(f"output {out} holds files that are not a unit folder; give a new or empty folder") from None
+        raise FxpError(f"output {out} holds files that are not a unit or network folder; give a new or empty "
+                       "folder") from None
     if not force:
         raise FxpError(f"output {out} already holds unit {earlier['top']}; choose another output folder or "
                        "replace it (force=True, --force)")
-    mine = [out / n for n in (*sim_sources(earlier), f"{earlier['top']}.json", "layer.fxpm")]
-    mine += [p for pattern in _SIM_OUTPUTS for p in out.glob(pattern)]
+    mine = [out / n for n in (*sim_sources(earlier), f"{earlier['top']}.json", earlier["description"])]
+    mine += [p for pattern in _OTHER_OUTPUTS for p in out.glob(pattern)]
     others = sorted(p.name for p in out.iterdir() if p not in mine)
     if others:
         raise FxpError(f"output {out} holds other files besides unit {earlier['top']} ({', '.join(others[:3])}); "
@@ -142,14 +147,23 @@ def generate(kind: str | None, out: str | Path, *, mw: int | None = None, mh: in
     verilog = emit(unit, top)
     source = f"layer {layer} of {Path(model_path).name}" if model_path is not None else f"random seed {seed}"
     wrapper = render("stream_top.v.j2", version=fxp.__version__, source=source, **sidecar)
+    _write_folder(out, earlier, sidecar, sub, verilog, wrapper)
+    return sidecar
+
+
+def _write_folder(out: Path, earlier: list[Path], sidecar: dict, description: fxpm.Model, verilog: str, wrapper: str,
+                  extra: dict[str, str] | None = None) -> None:
+    """Replace the earlier folder's files with a unit's or network's: description, Verilog, wrapper,
+    primitive models, ``extra`` files, and the sidecar last (a folder without one is not taken for done)."""
     _remove(earlier)
-    fxpm.save(out / "layer.fxpm", sub.spec, sub.arrays)
-    write_atomic(out / f"{top}.v", verilog)
-    write_atomic(out / f"{top}_top.v", wrapper)
+    fxpm.save(out / sidecar["description"], description.spec, description.arrays)
+    write_atomic(out / f"{sidecar['top']}.v", verilog)
+    write_atomic(out / f"{sidecar['wrapper']}.v", wrapper)
     if sidecar["sim_models"]:
         write_atomic(out / dp16kd.SIM_MODEL, dp16kd.sim_model())
-    write_atomic(out / f"{top}.json", json.dumps(sidecar, indent=2) + "\n")
-    return sidecar
+    for name, text in (extra or {}).items():
+        write_atomic(out / name, text)
+    write_atomic(out / f"{sidecar['top']}.json", json.dumps(sidecar, indent=2) + "\n")
 
 
 def _one_layer(model: fxpm.Model, name: str, kind: str | None) -> fxpm.Model:
@@ -175,3 +189,58 @@ def _one_layer(model: fxpm.Model, name: str, kind: str | None) -> fxpm.Model:
             "input": {"shape": [int(op.in_shape[0])], "quantizer": quant}, "layers": [layer]}
     arrays = [layer[f] for f, declared in type(op).fields.items() if isinstance(declared, ArrayField) and layer.get(f)]
     return fxpm.Model(spec, {k: model.arrays[k] for k in arrays})
+
+
+def generate_network(model_path: str | Path, out: str | Path, *, levels: int, dataset: str | None = None,
+                     folding: str | Path | None = None, cycles: int | None = None, top: str = "fxp_network",
+                     options: dict | None = None, force: bool = False) -> dict:
+    """Write a network folder: the accelerator of a whole model (:mod:`hdl_gen.network`); returns the sidecar.
+
+    ``levels``: the largest raw pixel value of the data it takes (``dataset``, recorded for fxp sim).
+    The folding comes from a file (``folding``: a folding JSON or a network sidecar), or is chosen for
+    ``cycles`` per frame (default: the frame's pixel count, one pixel a cycle). Everything is checked and
+    the Verilog emitted before anything is written; an earlier folder is replaced only with ``force``.
+    """
+    from hdl_gen import folding as folds
+    from hdl_gen.network import Network, compute_layers
+    from hdl_gen.verilog import emit
+
+    model = fxpm.load(model_path)
+    layers = compute_layers(model)
+    pixels = int(np.prod(model.spec["input"]["shape"]))
+    if folding is not None and cycles is not None:
+        raise FxpError("give a folding file or a target of cycles per frame, not both")
+    chosen = (folds.from_file(folding, layers, pixels) if folding is not None
+              else folds.fold(layers, pixels, pixels if cycles is None else cycles))
+    top = check_identifier(top, "top")
+    out = Path(out)
+    earlier = _check_out(out, force)
+    net = Network(model, chosen, levels, options)
+    verilog = emit(net, top)
+    sidecar = describe_network(net, top, model_path, dataset)
+    wrapper = render("network_top.v.j2", version=fxp.__version__, source=Path(model_path).name, **sidecar)
+    _write_folder(out, earlier, sidecar, model, verilog, wrapper,
+                  {"folding.md": f"# Folding of {model.spec['name']}\n\n" + chosen.markdown()})
+    return sidecar
+
+
+def describe_network(net, top: str, model_path, dataset: str | None) -> dict:
+    """What a network folder says about its accelerator (the packers, fxp sim and the replay harness read it)."""
+    layout = net.o.signature.members["payload"].shape
+    per_word, pw = net.folding.pixels_per_word, net.pixel_bits
+    in_width, out_width, index_bits = per_word * pw, layout.size, layout["index"].shape.width
+    options = {o.name: getattr(u, o.name) for u in net.units for o in u.OPTIONS if getattr(u, o.name) is not None}
+    return {
+        "fxp_version": fxp.__version__, "kind": "network", "top": top, "wrapper": f"{top}_top",
+        "description": "model.fxpm", "model": net.model.spec["name"], "dataset": dataset, "levels": net.levels,
+        # in_data: pixels_per_word raw pixels (0..levels), lane k at bits [k*w, (k+1)*w), in (C, H, W) order
+        "pixels": net.folding.pixels, "pixels_per_word": per_word, "in_transfers": net.folding.input_cycles,
+        "in_width": in_width, "in_lanes": per_word, "in_lane_width": pw, "in_lane_signed": False,
+        "in_words": -(-in_width // 32),
+        # out_data, one transfer per frame: the class index in the low index_bits, then classes scores
+        "classes": net.classes, "index_bits": index_bits, "out_width": out_width, "out_lane_width": net._score.width,
+        "out_lane_signed": net._score.signed, "out_words": -(-out_width // 32), "out_transfers": 1,
+        "cycles_per_frame": net.cycles_per_frame, "cycles_per_vector": net.cycles_per_frame,
+        "folding": net.folding.to_json(), "layers": net.folding.table(), "options": options,
+        "sim_models": [dp16kd.SIM_MODEL] if any(u.weights_in == "dp16kd" for u in net.units) else [],
+    }

@@ -118,6 +118,15 @@ class MacUnit(wiring.Component):
         super().__init__({"i": In(stream.Signature(in_lanes)), "o": Out(stream.Signature(out_lanes))})
 
     @staticmethod
+    def estimate(mw: int, mh: int, pe: int, simd: int, weight_bits: int = 9) -> dict:
+        """Rough cost of a unit of this shape, for folding tables: one DSP per product, about 30 LUT4 per
+        lane for the accumulator and requantization (bench/bench_hw.py, docs/benchmarks.md); the input
+        vector and each lane's accumulator in flip-flops; weights stored where folded."""
+        folded = (mh // pe) * (mw // simd) > 1
+        return {"lut4": 30 * pe, "ff": 8 * mw + 40 * pe, "dsp": pe * simd,
+                "weight_bits": mw * mh * weight_bits if folded else 0}
+
+    @staticmethod
     def random_layer(mw: int, mh: int, seed: int):
         """A random one-layer description this unit builds: an int8 dense layer with ReLU and gemmlowp
         requantization (31-bit multipliers, a shift that keeps the outputs in range)."""

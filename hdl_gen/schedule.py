@@ -157,8 +157,8 @@ def fold_unit(m: Module, unit) -> tuple[Issued, OutputStage]:
     :class:`~hdl_gen.pipeline.OutputStage` (with a skid register where ``unit.pipeline``) into its
     output stream, the stage's enable to the schedule. Returns this cycle's slice and the output stage,
     whose ``lanes`` and ``valid`` the unit drives."""
-    m.submodules.schedule = schedule = FoldSchedule(unit.i.signature.members["payload"].shape, unit.in_lane_width, unit.nf,
-                                                    unit.sf, unit.simd)
+    payload = unit.i.signature.members["payload"].shape
+    m.submodules.schedule = schedule = FoldSchedule(payload, unit.in_lane_width, unit.nf, unit.sf, unit.simd)
     m.submodules.output = output = OutputStage(unit.o.signature.members["payload"].shape, skid=unit.pipeline)
     wiring.connect(m, wiring.flipped(unit.i), schedule.i)
     wiring.connect(m, output.o, wiring.flipped(unit.o))

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -60,7 +61,8 @@ def harness_source(sidecar: dict) -> str:
     out_bits = sidecar["out_width"] % 32 or 32
     return render("replay_harness.cpp.j2", version=fxp.__version__, wrapper=sidecar["wrapper"],
                   in_width=sidecar["in_width"], out_width=sidecar["out_width"], in_words=sidecar["in_words"],
-                  out_words=sidecar["out_words"], out_transfers=sidecar["out_transfers"],
+                  out_words=sidecar["out_words"], in_transfers=sidecar["in_transfers"],
+                  out_transfers=sidecar["out_transfers"],
                   out_top_mask=f"0x{(1 << out_bits) - 1:08x}")
 
 
@@ -116,8 +118,6 @@ def write_vectors(sidecar: dict, model: Model, n: int, seed: int, in_path: Path,
     """The first ``n`` vectors of the seeded stream and their golden outputs, as the harness reads them."""
     rows, pe = block_rows(sidecar), sidecar["pe"]
     step = max(1, BLOCK_LANES // sidecar["mh"])  # golden outputs in slices: memory bounded for wide layers too
-    for path in (in_path, exp_path):  # a link left there (a shared folder) is removed, not written through
-        path.unlink(missing_ok=True)
     with open(in_path, "xb") as fi, open(exp_path, "xb") as fe:
         for b in range(-(-n // rows)):
             x = input_block(sidecar, model, b, seed)[: n - b * rows]
@@ -128,14 +128,21 @@ def write_vectors(sidecar: dict, model: Model, n: int, seed: int, in_path: Path,
 
 
 def replay(folder: str | Path, sidecar: dict, model: Model, n: int, seed: int = 0, gap: float = 0.0,
-           stall: float = 0.0) -> dict:
+           stall: float = 0.0, write: Callable[[Path, Path], None] | None = None) -> dict:
     """Build (if needed) and run the harness on ``n`` vectors; the harness's counts and timings.
+
+    ``write(in_path, exp_path)`` writes the input transfers and the expected words (default: the unit's
+    seeded stream and its golden outputs, :func:`write_vectors`); ``n`` vectors are ``n`` times the
+    sidecar's ``in_transfers`` input transfers.
 
     Returns ``mismatches`` (differing words), ``received`` (output words that arrived),
     ``first`` (index of the first differing word, or None), ``got_word`` (its value), ``cycles``,
     ``seconds`` (the simulation loop alone), ``build_seconds``, ``rebuilt``, ``prepare_seconds``
     (vectors and golden outputs) and ``log``.
     """
+    if write is None:
+        def write(in_path: Path, exp_path: Path) -> None:
+            write_vectors(sidecar, model, n, seed, in_path, exp_path)
     folder = Path(folder)
     bdir = folder / BUILD_DIR
     if bdir.is_symlink():  # a shared folder must not make fxp sim write its files somewhere else
@@ -147,12 +154,14 @@ def replay(folder: str | Path, sidecar: dict, model: Model, n: int, seed: int = 
         with ThreadPoolExecutor(1) as pool:
             built = pool.submit(build, folder, sidecar)
             t = time.perf_counter()
-            write_vectors(sidecar, model, n, seed, in_path, exp_path)
+            for path in (in_path, exp_path):  # a link left there (a shared folder) is removed, not written through
+                path.unlink(missing_ok=True)
+            write(in_path, exp_path)
             prepare = time.perf_counter() - t
             exe, build_seconds, rebuilt = built.result()
         res_path.unlink(missing_ok=True)
         idle_limit = 100_000 + 100 * sidecar["cycles_per_vector"]
-        cmd = [str(exe.resolve()), str(in_path), str(exp_path), str(n), repr(float(gap)), repr(float(stall)), str(seed),
+        cmd = [str(exe.resolve()), str(in_path), str(exp_path), str(n * sidecar["in_transfers"]), repr(float(gap)), repr(float(stall)), str(seed),
                str(idle_limit), str(res_path)]
         r = subprocess.run(cmd, check=False, capture_output=True, text=True)
     finally:

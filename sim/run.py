@@ -30,8 +30,12 @@ HARNESSES = ("cocotb", "cpp")
 
 
 def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed: int = 0, waves: bool = False,
-                 harness: str = "cocotb", gap: float | None = None, stall: float | None = None) -> dict:
+                 harness: str = "cocotb", gap: float | None = None, stall: float | None = None,
+                 dataset: str | None = None) -> dict:
     """Replay ``n_vectors`` seeded vectors through the unit in ``folder``; the record also written as JSON.
+
+    A network folder (``fxp gen model``) replays the first ``n_vectors`` test images of ``dataset``
+    (default: the one it was made for) instead: :mod:`sim.network_run`.
 
     ``harness`` "cpp" replays through :mod:`sim.replay` (Verilator only) instead of cocotb; ``gap``
     and ``stall`` are the probabilities of idle input cycles and output backpressure (default 0.3 for
@@ -58,6 +62,14 @@ def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed
         raise FxpError(f"{folder} holds a unit built on an FPGA primitive (simulation model: "
                        f"{', '.join(sidecar['sim_models'])}), which Amaranth's simulator cannot run; "
                        "use simulator='icarus' or 'verilator'")
+    if sidecar["kind"] == "network":
+        from sim.network_run import run_network
+
+        rec = run_network(folder, sidecar, simulator, n_vectors, seed, waves, harness, gap, stall, dataset)
+        _record(folder, simulator, harness, rec)
+        return rec
+    if dataset is not None:
+        raise FxpError("a dataset is for network folders (fxp gen model); a unit replays seeded random vectors")
     model = fxpm.load(folder / "layer.fxpm")
     pe, nf = sidecar["pe"], sidecar["nf"]
     extra: dict = {}
@@ -95,9 +107,14 @@ def run_unit_sim(folder: str | Path, simulator: str, n_vectors: int = 1000, seed
         rec["first_mismatch"] = {"vector": v, "output_transfer": n, "outputs": list(range(n * pe, (n + 1) * pe)),
                                  "expected": want[n * pe : (n + 1) * pe].tolist(), "got_word": got_word,
                                  "input": x[0].tolist()}
+    _record(folder, simulator, harness, rec)
+    return rec
+
+
+def _record(folder: Path, simulator: str, harness: str, rec: dict) -> None:
+    """The run's record, ``sim_<simulator>[_cpp].json`` in the folder (replacing the previous one)."""
     name = f"sim_{simulator}_cpp.json" if harness == "cpp" else f"sim_{simulator}.json"
     write_atomic(folder / name, json.dumps(rec, indent=2) + "\n")
-    return rec
 
 
 def _simulate_in_python(folder: Path, sidecar: dict, model, simulator: str, n_vectors: int, seed: int, waves: bool,

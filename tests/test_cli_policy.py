@@ -108,7 +108,7 @@ CASES = {
     ]),
     "gen-out": (["gen", "unit", "xnor", "--mw", "8", "--mh", "4"], None, None, [
         (["--out", "FILE"], "is a file or a link"), (["--out", "UNIT"], "already holds unit fxp_xnor"),
-        (["--out", "OTHER"], "holds files that are not a unit folder"),
+        (["--out", "OTHER"], "holds files that are not a unit or network folder"),
     ]),
     "sim": (["sim", "UNIT", "--vectors", "5"], None, None, [
         (["--simulator", "modelsim"], "invalid choice"), (["--vectors", "0"], "outside"), (["--vectors", "-1"], "outside"),
@@ -119,8 +119,8 @@ CASES = {
         (["--stall", "1.5"], "outside"), (["--stall", "x"], "not a number"),
     ]),
     "sim-dir": (["sim"], None, None, [
-        (["NEW"], "does not exist"), (["FILE"], "is a file"), (["EMPTY"], "is not a unit folder"),
-        (["OTHER"], "is not a unit folder"),
+        (["NEW"], "does not exist"), (["FILE"], "is a file"), (["EMPTY"], "is not a unit or network folder"),
+        (["OTHER"], "is not a unit or network folder"),
     ]),
     "boards": (["boards"], None, None, [(["--json", "x"], "unrecognized arguments"), (["--format"], "unrecognized")]),
 }

@@ -162,6 +162,8 @@ class Op:
 
     op: ClassVar[str]
     engine: ClassVar[str | None] = None
+    # only reorders or reshapes its input (in C, H, W order): a stream needs no hardware for it
+    reorders_only: ClassVar[bool] = False
     fields: ClassVar[dict[str, Field | ArrayField]] = {}
     exports_from: ClassVar[tuple[type, ...]] = ()
 

@@ -14,6 +14,7 @@ from fxp.ops.base import Activation, Op
 
 class Flatten(Op):
     op = "flatten"
+    reorders_only = True
     exports_from = (FxFlatten, nn.Flatten)
 
     def produces(self) -> Activation:

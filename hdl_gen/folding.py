@@ -1,0 +1,146 @@
+"""Folding a network: PE and SIMD per layer, FINN's rule (the slowest stage sets the frame rate).
+
+A layer of ``MH x MW`` takes ``NF x SF = (MH / PE) x (MW / SIMD)`` cycles per frame; the input stage
+takes ``pixels / pixels_per_word``. For a target of ``T`` cycles per frame each layer gets the
+smallest ``PE x SIMD`` (divisors only) that meets it, so no hardware is spent on a layer that would
+only wait for a slower one. A folding can also be given by hand (a JSON file), and is then checked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fxp.errors import FxpError
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@dataclass(frozen=True)
+class LayerFold:
+    """One compute layer's folding and what it costs (estimates, see the module constants)."""
+
+    name: str
+    kind: str  # the unit that builds it
+    mw: int
+    mh: int
+    pe: int
+    simd: int
+    weight_bits: int  # bits of one weight as the unit stores it
+
+    @property
+    def cycles(self) -> int:
+        return (self.mh // self.pe) * (self.mw // self.simd)
+
+    def estimate(self) -> dict:
+        """LUT4, FF, DSP and stored weight bits, as the unit that builds the layer estimates them."""
+        from hdl_gen.engines import engine
+
+        return engine(self.kind).estimate(self.mw, self.mh, self.pe, self.simd, self.weight_bits)
+
+
+@dataclass(frozen=True)
+class Folding:
+    """PE and SIMD of every compute layer, and the input's pixels per transfer."""
+
+    layers: tuple[LayerFold, ...]
+    pixels: int  # pixels of one frame
+    pixels_per_word: int
+
+    @property
+    def input_cycles(self) -> int:
+        return self.pixels // self.pixels_per_word
+
+    @property
+    def cycles_per_frame(self) -> int:
+        """The slowest stage's cycles per frame: the predicted steady-state frame period."""
+        return max([self.input_cycles, *(f.cycles for f in self.layers)])
+
+    def table(self) -> list[dict]:
+        rows = [{"layer": "input", "kind": "pixels", "mw": self.pixels, "mh": self.pixels, "pe": self.pixels_per_word,
+                 "simd": 1, "cycles_per_frame": self.input_cycles, "lut4": 0, "ff": 0, "dsp": 0, "weight_bits": 0}]
+        for f in self.layers:
+            rows.append({"layer": f.name, "kind": f.kind, "mw": f.mw, "mh": f.mh, "pe": f.pe, "simd": f.simd,
+                         "cycles_per_frame": f.cycles, **f.estimate()})
+        return rows
+
+    def to_json(self) -> dict:
+        return {"pixels_per_word": self.pixels_per_word,
+                "layers": {f.name: {"pe": f.pe, "simd": f.simd} for f in self.layers}}
+
+    def markdown(self) -> str:
+        head = "| layer | unit | MW | MH | PE | SIMD | cycles/frame | LUT4 (est.) | FF (est.) | DSP | weight bits |\n"
+        head += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        rows = "".join(f"| {r['layer']} | {r['kind']} | {r['mw']} | {r['mh']} | {r['pe']} | {r['simd']} | "
+                       f"{r['cycles_per_frame']} | {r['lut4']} | {r['ff']} | {r['dsp']} | {r['weight_bits']} |\n"
+                       for r in self.table())
+        return (head + rows + f"\nPredicted: one frame every {self.cycles_per_frame} cycles (the slowest stage), "
+                f"{1 / self.cycles_per_frame:.3g} frames per cycle.\n")
+
+
+def _fold_layer(name: str, kind: str, mw: int, mh: int, weight_bits: int, target: int) -> LayerFold:
+    """The smallest PE x SIMD (divisors only) that meets ``target`` cycles; among equals, the wider SIMD."""
+    best = None
+    for pe in divisors(mh):
+        for simd in divisors(mw):
+            if (mh // pe) * (mw // simd) <= target:
+                key = (pe * simd, -simd)
+                if best is None or key < best[0]:
+                    best = (key, pe, simd)
+    _, pe, simd = best  # PE = MH, SIMD = MW always meets it (one cycle)
+    return LayerFold(name, kind, mw, mh, pe, simd, weight_bits)
+
+
+def fold(layers: list[tuple[str, str, int, int, int]], pixels: int, target: int) -> Folding:
+    """Fold ``layers`` (name, unit kind, MW, MH, weight bits) and the input for ``target`` cycles per frame."""
+    if target < 1:
+        raise FxpError(f"the target must be at least 1 cycle per frame, got {target}")
+    per_word = min(d for d in divisors(pixels) if pixels // d <= target)
+    return Folding(tuple(_fold_layer(*layer, target) for layer in layers), pixels, per_word)
+
+
+def from_file(path: str | Path, layers: list[tuple[str, str, int, int, int]], pixels: int) -> Folding:
+    """A folding written by hand (``{"pixels_per_word": P, "layers": {name: {"pe": .., "simd": ..}}}``) or
+    an earlier network's sidecar (its ``folding``), checked against the model."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise FxpError(f"folding file {path} cannot be read ({type(e).__name__}: {e}); write "
+                       '{"pixels_per_word": P, "layers": {"fc1": {"pe": 4, "simd": 8}, ...}}') from None
+    spec = spec.get("folding", spec) if isinstance(spec, dict) else spec  # a network sidecar holds one
+    return from_spec(spec, layers, pixels, f"folding file {path}")
+
+
+def from_sidecar(sidecar: dict, layers: list[tuple[str, str, int, int, int]]) -> Folding:
+    """The folding a network folder was made with."""
+    return from_spec(sidecar["folding"], layers, sidecar["pixels"], "the network's sidecar")
+
+
+def from_spec(spec: object, layers: list[tuple[str, str, int, int, int]], pixels: int, where: str) -> Folding:
+    """``{"pixels_per_word": P, "layers": {name: {"pe": .., "simd": ..}}}`` checked against ``layers``."""
+    try:
+        given, per_word = spec["layers"], spec.get("pixels_per_word", 1)
+        names = [name for name, *_ in layers]
+        unknown = sorted(set(given) - set(names))
+    except (KeyError, TypeError, AttributeError) as e:
+        raise FxpError(f"{where} is not a folding ({type(e).__name__}: {e}); write "
+                       '{"pixels_per_word": P, "layers": {"fc1": {"pe": 4, "simd": 8}, ...}}') from None
+    if unknown or set(names) - set(given):
+        raise FxpError(f"{where} names layers {sorted(given)}; the model's compute layers are {names}")
+    if not isinstance(per_word, int) or isinstance(per_word, bool) or per_word < 1 or pixels % per_word:
+        raise FxpError(f"{where}: pixels_per_word {per_word!r} does not divide the {pixels} pixels of a frame; use "
+                       f"one of {divisors(pixels)}")
+    folds = []
+    for name, kind, mw, mh, wb in layers:
+        entry = given[name] if isinstance(given[name], dict) else {}
+        pe, simd = entry.get("pe"), entry.get("simd")
+        for what, v, n, dim in (("pe", pe, mh, "MH"), ("simd", simd, mw, "MW")):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1 or n % v:
+                raise FxpError(f"{where}: layer {name} {what}={v!r} does not divide {dim}={n}; use one of "
+                               f"{divisors(n)}")
+        folds.append(LayerFold(name, kind, mw, mh, pe, simd, wb))
+    return Folding(tuple(folds), pixels, per_word)

@@ -1,0 +1,124 @@
+"""Whole-network accelerators (fxp gen model): trained models become one streaming design, bit-exact with
+the golden model on test images on every simulator, at the folding's predicted frame rate."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fxp import fxpm
+from fxp.cli import main
+from hdl_gen.folding import divisors, fold, from_spec
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A binarized and an integer digits model, trained briefly and exported with default options."""
+    root = tmp_path_factory.mktemp("models")
+    quick = ["--epochs", "2", "--limit-train", "400", "--quiet"]
+    assert main(["train", *quick, "--model", "bnn_digits", "--out", str(root / "bnn")]) == 0
+    assert main(["train", *quick, "--out", str(root / "mlp")]) == 0
+    for name in ("bnn", "mlp"):
+        assert main(["export", str(root / name), "--out", str(root / f"{name}.fxpm")]) == 0
+    return root
+
+
+def _record(folder, name):
+    return json.loads((folder / name).read_text())
+
+
+@pytest.mark.parametrize("name,cycles", [("bnn", 16), ("mlp", 32)])
+def test_network_is_bit_exact_on_every_simulator(models, tmp_path, name, cycles):
+    out = tmp_path / "hw"
+    assert main(["gen", "model", str(models / f"{name}.fxpm"), "--cycles", str(cycles), "--out", str(out)]) == 0
+    car = _record(out, "fxp_network.json")
+    assert car["kind"] == "network" and car["cycles_per_frame"] <= cycles and car["levels"] == 16
+    assert "Predicted: one frame every" in (out / "folding.md").read_text()
+    for sim in ("amaranth", "icarus", "verilator"):
+        assert main(["sim", str(out), "--simulator", sim, "--vectors", "25"]) == 0, sim
+        rec = _record(out, f"sim_{sim}.json")
+        assert rec["mismatches"] == 0 and rec["images"] == 25
+        assert rec["hardware_accuracy"] == rec["golden_accuracy"]
+    # the whole test set through the C++ harness, out_ready always high: the predicted frame period
+    assert main(["sim", str(out), "--simulator", "verilator", "--harness", "cpp", "--vectors", "100000"]) == 0
+    rec = _record(out, "sim_verilator_cpp.json")
+    assert rec["images"] == 449 and rec["mismatches"] == 0 and rec["hardware_accuracy"] == rec["golden_accuracy"]
+    assert abs(rec["cycles_per_frame_measured"] / car["cycles_per_frame"] - 1) < 0.05
+    # and with input gaps and output backpressure: slower, still exact
+    assert main(["sim", str(out), "--simulator", "verilator", "--harness", "cpp", "--vectors", "449", "--gap", "0.3",
+                 "--stall", "0.3"]) == 0
+
+
+def test_a_wrong_accelerator_is_caught(models, tmp_path):
+    """The golden side changed under a generated network: fxp sim reports the mismatches and exits 1."""
+    out = tmp_path / "hw"
+    assert main(["gen", "model", str(models / "bnn.fxpm"), "--cycles", "64", "--out", str(out)]) == 0
+    m = fxpm.load(out / "model.fxpm")
+    arrays = dict(m.arrays)
+    key = m.layers[-1]["weights"]
+    arrays[key] = m.arrays[key].copy()
+    arrays[key][3] ^= 0xFF  # class 3's weights inverted on the golden side only
+    fxpm.save(out / "model.fxpm", m.spec, arrays)
+    assert main(["sim", str(out), "--simulator", "icarus", "--vectors", "20"]) == 1  # the Verilog is what was made
+    assert _record(out, "sim_icarus.json")["mismatches"] > 0
+
+
+def test_equal_scores_go_to_the_lowest_class(tmp_path):
+    """A last layer whose rows repeat gives equal scores on every image: the class is the lower index."""
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, (4, 64)).astype(np.uint8)
+    bits = np.concatenate([bits, bits[::-1]])  # rows 0-3 again as 7-4
+    spec = {"format": "fxpm", "version": 1, "name": "ties",
+            "input": {"shape": [1, 8, 8], "quantizer": {"kind": "binarize", "threshold": 0.5}},
+            "layers": [{"name": "flat", "op": "flatten"},
+                       {"name": "scores", "op": "binary_dense", "out_features": 8, "weights": "w"}]}
+    fxpm.save(tmp_path / "t.fxpm", spec, {"w": np.packbits(bits, axis=1, bitorder="little")})
+    assert main(["gen", "model", str(tmp_path / "t.fxpm"), "--cycles", "8", "--out", str(tmp_path / "hw")]) == 0
+    assert main(["sim", str(tmp_path / "hw"), "--simulator", "amaranth", "--vectors", "40"]) == 0
+    from sim.network_run import expected_words, images
+
+    car = _record(tmp_path / "hw", "fxp_network.json")
+    raw, _, _ = images(car, fxpm.load(tmp_path / "t.fxpm"), "digits", 40)
+    _, scores, classes = expected_words(car, fxpm.load(tmp_path / "t.fxpm"), raw)
+    assert (classes < 4).all() and (scores[:, :4] == scores[:, 7:3:-1]).all()
+
+
+def test_folding_takes_the_smallest_array_that_meets_the_target():
+    layers = [("a", "xnor", 784, 256, 1), ("b", "mac", 256, 10, 9)]
+    f = fold(layers, 784, 100)
+    assert f.pixels_per_word == 8 and f.input_cycles == 98  # 784 / 8: the smallest divisor meeting 100
+    for lf, (_, _, mw, mh, _) in zip(f.layers, layers):
+        assert mw % lf.simd == 0 and mh % lf.pe == 0 and lf.cycles <= 100
+        assert all((mh // pe) * (mw // simd) > 100 for pe in divisors(mh) for simd in divisors(mw)
+                   if pe * simd < lf.pe * lf.simd)  # nothing smaller meets it
+    assert f.cycles_per_frame == max(98, *(lf.cycles for lf in f.layers))
+    with pytest.raises(ValueError, match=r"layer b simd=3 does not divide MW=256; use one of \[1, 2, 4"):
+        from_spec({"pixels_per_word": 1, "layers": {"a": {"pe": 1, "simd": 1}, "b": {"pe": 1, "simd": 3}}},
+                  layers, 784, "here")
+    with pytest.raises(ValueError, match="names layers"):
+        from_spec({"layers": {"a": {"pe": 1, "simd": 1}}}, layers, 784, "here")
+
+
+def test_bad_requests_exit_2_and_write_nothing(models, tmp_path, capsys):
+    conv = tmp_path / "conv.toml"
+    conv.write_text('name = "c"\ninput_shape = [1, 8, 8]\n[[layers]]\ntype = "conv2d"\nout = 2\nkernel = 3\n'
+                    '[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "linear"\nout = 10\n')
+    assert main(["train", "--model", str(conv), "--epochs", "1", "--limit-train", "100", "--quiet",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert main(["export", str(tmp_path / "c"), "--out", str(tmp_path / "c.fxpm")]) == 0
+    folding = tmp_path / "fold.json"
+    folding.write_text(json.dumps({"layers": {"bfc1": {"pe": 3, "simd": 1}, "bfc2": {"pe": 1, "simd": 1}}}))
+    cases = [
+        (["gen", "model", str(tmp_path / "c.fxpm")], "layer conv1 is conv2d, which no engine builds yet"),
+        (["gen", "model", str(models / "bnn.fxpm"), "--folding", str(folding)], "layer bfc1 pe=3 does not divide MH=64"),
+        (["gen", "model", str(models / "bnn.fxpm"), "--folding", str(folding), "--cycles", "4"], "each set the folding"),
+        (["gen", "model", str(models / "bnn.fxpm"), "--fps", "1e9", "--clock-mhz", "1"], "less than a cycle per frame"),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "--out", str(tmp_path / "hw")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "hw").exists()
+    assert main(["gen", "model", str(models / "bnn.fxpm"), "--cycles", "64", "--out", str(tmp_path / "hw")]) == 0
+    assert main(["sim", str(tmp_path / "hw"), "--dataset", "fashion-mnist", "--vectors", "5"]) == 2
+    assert "fashion-mnist images have 784 pixels, the accelerator takes 64" in capsys.readouterr().err
