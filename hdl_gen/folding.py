@@ -1,9 +1,10 @@
 """Folding a network: PE and SIMD per layer, FINN's rule (the slowest stage sets the frame rate).
 
-A layer of ``MH x MW`` takes ``NF x SF = (MH / PE) x (MW / SIMD)`` cycles per frame; the input stage
-takes ``pixels / pixels_per_word``. For a target of ``T`` cycles per frame each layer gets the
-smallest ``PE x SIMD`` (divisors only) that meets it, so no hardware is spent on a layer that would
-only wait for a slower one. A folding can also be given by hand (a JSON file), and is then checked.
+A layer of ``MH x MW`` takes ``NF x SF = (MH / PE) x (MW / SIMD)`` cycles per input vector, times the
+vectors it takes per frame (a convolution: one per output position); the input stage takes
+``pixels / pixels_per_word``, and a sliding window one cycle per pixel of its padded frame. For a
+target of ``T`` cycles per frame each layer gets the smallest ``PE x SIMD`` (divisors only) that meets
+it, so no hardware is spent on a layer that would only wait for a slower one. A folding can also be given by hand (a JSON file), and is then checked.
 """
 
 from __future__ import annotations
@@ -20,20 +21,33 @@ def divisors(n: int) -> list[int]:
 
 
 @dataclass(frozen=True)
-class LayerFold:
-    """One compute layer's folding and what it costs (estimates, see the module constants)."""
+class Layer:
+    """A compute layer as folding sees it: its unit, its matrix, and the vectors it takes per frame."""
 
     name: str
     kind: str  # the unit that builds it
     mw: int
     mh: int
+    weight_bits: int  # bits of one weight as the unit stores it
+    windows: int = 1  # input vectors per frame: 1, or a convolution's output positions
+
+
+@dataclass(frozen=True)
+class LayerFold:
+    """One compute layer's folding and what it costs (estimates, by the unit that builds it)."""
+
+    name: str
+    kind: str
+    mw: int
+    mh: int
     pe: int
     simd: int
-    weight_bits: int  # bits of one weight as the unit stores it
+    weight_bits: int
+    windows: int = 1
 
     @property
     def cycles(self) -> int:
-        return (self.mh // self.pe) * (self.mw // self.simd)
+        return self.windows * (self.mh // self.pe) * (self.mw // self.simd)
 
     def estimate(self) -> dict:
         """LUT4, FF, DSP and stored weight bits, as the unit that builds the layer estimates them."""
@@ -49,6 +63,7 @@ class Folding:
     layers: tuple[LayerFold, ...]
     pixels: int  # pixels of one frame
     pixels_per_word: int
+    fixed: tuple[tuple[str, int], ...] = ()  # stages of a fixed rate (sliding windows) and their cycles per frame
 
     @property
     def input_cycles(self) -> int:
@@ -57,7 +72,7 @@ class Folding:
     @property
     def cycles_per_frame(self) -> int:
         """The slowest stage's cycles per frame: the predicted steady-state frame period."""
-        return max([self.input_cycles, *(f.cycles for f in self.layers)])
+        return max([self.input_cycles, *(f.cycles for f in self.layers), *(c for _, c in self.fixed)])
 
     def table(self) -> list[dict]:
         rows = [{"layer": "input", "kind": "pixels", "mw": self.pixels, "mh": self.pixels, "pe": self.pixels_per_word,
@@ -65,6 +80,9 @@ class Folding:
         for f in self.layers:
             rows.append({"layer": f.name, "kind": f.kind, "mw": f.mw, "mh": f.mh, "pe": f.pe, "simd": f.simd,
                          "cycles_per_frame": f.cycles, **f.estimate()})
+        for name, cycles in self.fixed:
+            rows.append({"layer": name, "kind": "window", "mw": 0, "mh": 0, "pe": 1, "simd": 1,
+                         "cycles_per_frame": cycles, "lut4": 0, "ff": 0, "dsp": 0, "weight_bits": 0})
         return rows
 
     def to_json(self) -> dict:
@@ -81,28 +99,32 @@ class Folding:
                 f"{1 / self.cycles_per_frame:.3g} frames per cycle.\n")
 
 
-def _fold_layer(name: str, kind: str, mw: int, mh: int, weight_bits: int, target: int) -> LayerFold:
+def _fold_layer(layer: Layer, target: int) -> LayerFold:
     """The smallest PE x SIMD (divisors only) that meets ``target`` cycles; among equals, the wider SIMD."""
     best = None
-    for pe in divisors(mh):
-        for simd in divisors(mw):
-            if (mh // pe) * (mw // simd) <= target:
+    for pe in divisors(layer.mh):
+        for simd in divisors(layer.mw):
+            if layer.windows * (layer.mh // pe) * (layer.mw // simd) <= target:
                 key = (pe * simd, -simd)
                 if best is None or key < best[0]:
                     best = (key, pe, simd)
-    _, pe, simd = best  # PE = MH, SIMD = MW always meets it (one cycle)
-    return LayerFold(name, kind, mw, mh, pe, simd, weight_bits)
+    if best is None:  # even fully parallel, one vector a cycle: a convolution's positions set the pace
+        best = (None, layer.mh, layer.mw)
+    _, pe, simd = best
+    return LayerFold(layer.name, layer.kind, layer.mw, layer.mh, pe, simd, layer.weight_bits, layer.windows)
 
 
-def fold(layers: list[tuple[str, str, int, int, int]], pixels: int, target: int) -> Folding:
-    """Fold ``layers`` (name, unit kind, MW, MH, weight bits) and the input for ``target`` cycles per frame."""
+def fold(layers: list[Layer], pixels: int, target: int, fixed: list[tuple[str, int]] = (),
+         pixels_per_word: int | None = None) -> Folding:
+    """Fold ``layers`` and the input for ``target`` cycles per frame; ``fixed`` stages keep their rate, and
+    ``pixels_per_word`` is forced where the first layer reads whole pixels."""
     if target < 1:
         raise FxpError(f"the target must be at least 1 cycle per frame, got {target}")
-    per_word = min(d for d in divisors(pixels) if pixels // d <= target)
-    return Folding(tuple(_fold_layer(*layer, target) for layer in layers), pixels, per_word)
+    per_word = pixels_per_word or min(d for d in divisors(pixels) if pixels // d <= target or d == pixels)
+    return Folding(tuple(_fold_layer(layer, target) for layer in layers), pixels, per_word, tuple(fixed))
 
 
-def from_file(path: str | Path, layers: list[tuple[str, str, int, int, int]], pixels: int) -> Folding:
+def from_file(path: str | Path, layers: list[Layer], pixels: int, fixed: list[tuple[str, int]] = ()) -> Folding:
     """A folding written by hand (``{"pixels_per_word": P, "layers": {name: {"pe": .., "simd": ..}}}``) or
     an earlier network's sidecar (its ``folding``), checked against the model."""
     path = Path(path)
@@ -112,19 +134,19 @@ def from_file(path: str | Path, layers: list[tuple[str, str, int, int, int]], pi
         raise FxpError(f"folding file {path} cannot be read ({type(e).__name__}: {e}); write "
                        '{"pixels_per_word": P, "layers": {"fc1": {"pe": 4, "simd": 8}, ...}}') from None
     spec = spec.get("folding", spec) if isinstance(spec, dict) else spec  # a network sidecar holds one
-    return from_spec(spec, layers, pixels, f"folding file {path}")
+    return from_spec(spec, layers, pixels, f"folding file {path}", fixed)
 
 
-def from_sidecar(sidecar: dict, layers: list[tuple[str, str, int, int, int]]) -> Folding:
+def from_sidecar(sidecar: dict, layers: list[Layer], fixed: list[tuple[str, int]] = ()) -> Folding:
     """The folding a network folder was made with."""
-    return from_spec(sidecar["folding"], layers, sidecar["pixels"], "the network's sidecar")
+    return from_spec(sidecar["folding"], layers, sidecar["pixels"], "the network's sidecar", fixed)
 
 
-def from_spec(spec: object, layers: list[tuple[str, str, int, int, int]], pixels: int, where: str) -> Folding:
+def from_spec(spec: object, layers: list[Layer], pixels: int, where: str, fixed: list[tuple[str, int]] = ()) -> Folding:
     """``{"pixels_per_word": P, "layers": {name: {"pe": .., "simd": ..}}}`` checked against ``layers``."""
     try:
         given, per_word = spec["layers"], spec.get("pixels_per_word", 1)
-        names = [name for name, *_ in layers]
+        names = [layer.name for layer in layers]
         unknown = sorted(set(given) - set(names))
     except (KeyError, TypeError, AttributeError) as e:
         raise FxpError(f"{where} is not a folding ({type(e).__name__}: {e}); write "
@@ -135,12 +157,12 @@ def from_spec(spec: object, layers: list[tuple[str, str, int, int, int]], pixels
         raise FxpError(f"{where}: pixels_per_word {per_word!r} does not divide the {pixels} pixels of a frame; use "
                        f"one of {divisors(pixels)}")
     folds = []
-    for name, kind, mw, mh, wb in layers:
-        entry = given[name] if isinstance(given[name], dict) else {}
+    for layer in layers:
+        entry = given[layer.name] if isinstance(given[layer.name], dict) else {}
         pe, simd = entry.get("pe"), entry.get("simd")
-        for what, v, n, dim in (("pe", pe, mh, "MH"), ("simd", simd, mw, "MW")):
+        for what, v, n, dim in (("pe", pe, layer.mh, "MH"), ("simd", simd, layer.mw, "MW")):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1 or n % v:
-                raise FxpError(f"{where}: layer {name} {what}={v!r} does not divide {dim}={n}; use one of "
+                raise FxpError(f"{where}: layer {layer.name} {what}={v!r} does not divide {dim}={n}; use one of "
                                f"{divisors(n)}")
-        folds.append(LayerFold(name, kind, mw, mh, pe, simd, wb))
-    return Folding(tuple(folds), pixels, per_word)
+        folds.append(LayerFold(layer.name, layer.kind, layer.mw, layer.mh, pe, simd, layer.weight_bits, layer.windows))
+    return Folding(tuple(folds), pixels, per_word, tuple(fixed))

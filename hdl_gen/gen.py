@@ -198,20 +198,22 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
 
     ``levels``: the largest raw pixel value of the data it takes (``dataset``, recorded for fxp sim).
     The folding comes from a file (``folding``: a folding JSON or a network sidecar), or is chosen for
-    ``cycles`` per frame (default: the frame's pixel count, one pixel a cycle). Everything is checked and
+    ``cycles`` per frame (default: what the input or a sliding window needs anyway: one pixel a cycle). Everything is checked and
     the Verilog emitted before anything is written; an earlier folder is replaced only with ``force``.
     """
     from hdl_gen import folding as folds
-    from hdl_gen.network import Network, compute_layers
+    from hdl_gen.network import Network, plan
     from hdl_gen.verilog import emit
 
     model = fxpm.load(model_path)
-    layers = compute_layers(model)
+    stages, layers, fixed = plan(model)
+    # a first layer that reads windows takes whole pixels: one (C-channel) pixel a transfer
+    per_word = stages[0].channels if stages[0].op.window is not None else None
     pixels = int(np.prod(model.spec["input"]["shape"]))
     if folding is not None and cycles is not None:
         raise FxpError("give a folding file or a target of cycles per frame, not both")
-    chosen = (folds.from_file(folding, layers, pixels) if folding is not None
-              else folds.fold(layers, pixels, pixels if cycles is None else cycles))
+    chosen = (folds.from_file(folding, layers, pixels, fixed) if folding is not None
+              else folds.fold(layers, pixels, cycles or max([pixels, *(c for _, c in fixed)]), fixed, per_word))
     top = check_identifier(top, "top")
     out = Path(out)
     earlier = _check_out(out, force)
@@ -229,7 +231,7 @@ def describe_network(net, top: str, model_path, dataset: str | None) -> dict:
     layout = net.o.signature.members["payload"].shape
     per_word, pw = net.folding.pixels_per_word, net.pixel_bits
     in_width, out_width, index_bits = per_word * pw, layout.size, layout["index"].shape.width
-    options = {o.name: getattr(u, o.name) for u in net.units for o in u.OPTIONS if getattr(u, o.name) is not None}
+    options = {o.name: getattr(u, o.name) for u in net.units.values() for o in u.OPTIONS if getattr(u, o.name) is not None}
     return {
         "fxp_version": fxp.__version__, "kind": "network", "top": top, "wrapper": f"{top}_top",
         "description": "model.fxpm", "model": net.model.spec["name"], "dataset": dataset, "levels": net.levels,
@@ -242,5 +244,5 @@ def describe_network(net, top: str, model_path, dataset: str | None) -> dict:
         "out_lane_signed": net._score.signed, "out_words": -(-out_width // 32), "out_transfers": 1,
         "cycles_per_frame": net.cycles_per_frame, "cycles_per_vector": net.cycles_per_frame,
         "folding": net.folding.to_json(), "layers": net.folding.table(), "options": options,
-        "sim_models": [dp16kd.SIM_MODEL] if any(u.weights_in == "dp16kd" for u in net.units) else [],
+        "sim_models": [dp16kd.SIM_MODEL] if any(u.weights_in == "dp16kd" for u in net.units.values()) else [],
     }

@@ -146,9 +146,12 @@ class MacUnit(wiring.Component):
         return fxpm.Model(spec, arrays)
 
     @classmethod
-    def from_op(cls, op, pe: int, simd: int, **options) -> MacUnit:
-        """The unit for a ``dense`` op of an integer model description (``fxp.ops.dense.Dense``)."""
-        return cls(op.array("weights"), op.array("bias"), op.array("multiplier"), op.array("shift"),
+    def from_op(cls, op, pe: int, simd: int, columns=None, **options) -> MacUnit:
+        """The unit for an integer op of a description (``dense``; a ``conv2d`` one window at a time): its
+        weights as a matrix ``[out, in]`` (a convolution's ``[out, c, u, v]`` flattened), the columns
+        reordered by ``columns`` where given (unit column ``k`` is the op's column ``columns[k]``)."""
+        w = op.array("weights").reshape(op.array("weights").shape[0], -1)
+        return cls(w if columns is None else w[:, columns], op.array("bias"), op.array("multiplier"), op.array("shift"),
                    in_format=op.input_format, weight_format=op.weight_format,
                    input_zero_point=op.input_zero_point, weight_zero_point=op.array("weight_zero_point"),
                    output_zero_point=op.output_zero_point, relu=op.relu, out_format=op.output_format,

@@ -7,7 +7,7 @@ so that chaining them adds no combinational path through the network.
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
@@ -163,4 +163,131 @@ class Argmax(wiring.Component):
                              Value.cast(self.o.payload.scores).eq(done)]
             with m.Else():
                 m.d.sync += transfer.eq(transfer + 1)
+        return m
+
+
+class Padder(wiring.Component):
+    """Surrounds a frame of ``height x width`` pixels with ``pad`` pixels of ``value`` on every side.
+
+    Pixels in raster order, in and out; ``(height + 2 pad) x (width + 2 pad)`` out per frame. A padded
+    position sends ``value`` without taking an input (a convolution's padding holds the real value 0:
+    the input zero point in every lane).
+    """
+
+    def __init__(self, pixel_shape, height: int, width: int, pad: int, value: int) -> None:
+        self.height, self.width, self.pad, self.value = height, width, pad, value
+        super().__init__({"i": In(stream.Signature(pixel_shape)), "o": Out(stream.Signature(pixel_shape))})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p, rows, cols = self.pad, self.height + 2 * self.pad, self.width + 2 * self.pad
+        row, col = Signal(range(rows), name="row"), Signal(range(cols), name="col")
+        inside = (row >= p) & (row < rows - p) & (col >= p) & (col < cols - p)
+        pixel = Value.cast(self.o.payload)
+        m.d.comb += [self.o.valid.eq(Mux(inside, self.i.valid, 1)), self.i.ready.eq(inside & self.o.ready),
+                     pixel.eq(Mux(inside, Value.cast(self.i.payload), Const(self.value, len(pixel))))]
+        with m.If(self.o.valid & self.o.ready):
+            with m.If(col == cols - 1):
+                m.d.sync += [col.eq(0), row.eq(Mux(row == rows - 1, 0, row + 1))]
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+        return m
+
+
+def _phase(m: Module, name: str, position: Signal, size: int, start: int, step: int, advance: Value) -> Value:
+    """Whether ``position`` (0..size-1, advancing on ``advance``) is ``start`` plus a multiple of ``step``."""
+    if step == 1:
+        return position >= start
+    phase = Signal(range(step), name=f"{name}_phase")  # (position - start) mod step, for position >= start
+    with m.If(advance):
+        with m.If((position + 1 == start) | (position == size - 1)):
+            m.d.sync += phase.eq(0)
+        with m.Elif(position >= start):
+            m.d.sync += phase.eq(Mux(phase == step - 1, 0, phase + 1))
+    return (position >= start) & (phase == 0) if start else (phase == 0)
+
+
+class SlidingWindow(wiring.Component):
+    """The ``kernel x kernel`` windows of a frame of ``rows x cols`` pixels, at ``stride``, in raster order.
+
+    FINN's sliding window unit with line buffers: the pixels flow through a shift register of
+    ``(kernel - 1)`` rows and ``kernel`` pixels, whose taps are the window whose bottom-right pixel has
+    just arrived. A window leaves as one transfer: its pixels in (row, column) order, each pixel's lanes
+    as they came, so window pixel ``(u, v)`` lane ``c`` is lane ``(u k + v) C + c``. The frame must come
+    padded (:class:`Padder`); windows start at row and column 0, every ``stride``.
+    """
+
+    def __init__(self, pixel_shape, out_shape, rows: int, cols: int, kernel: int, stride: int) -> None:
+        if width(out_shape) != kernel * kernel * width(pixel_shape):
+            raise ValueError("SlidingWindow: a window is kernel x kernel pixels")
+        self.rows, self.cols, self.kernel, self.stride = rows, cols, kernel, stride
+        super().__init__({"i": In(stream.Signature(pixel_shape)), "o": Out(stream.Signature(out_shape))})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        k, w, h = self.kernel, self.cols, self.rows
+        bits = width(self.i.signature.members["payload"].shape)
+        history = [Signal(bits, name=f"line{n}", reset_less=True) for n in range((k - 1) * w + k - 1)]
+        pixels = [Value.cast(self.i.payload), *history]  # pixels[a*W + b]: the pixel a rows and b columns back
+        row, col = Signal(range(h), name="row"), Signal(range(w), name="col")
+        taken = self.i.valid & self.i.ready
+        end_of_row = col == w - 1
+        in_row = _phase(m, "row", row, h, k - 1, self.stride, taken & end_of_row)
+        in_col = _phase(m, "col", col, w, k - 1, self.stride, taken)
+        window = Cat(*(pixels[(k - 1 - u) * w + (k - 1 - v)] for u in range(k) for v in range(k)))
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(taken):
+            m.d.sync += [dst.eq(src) for dst, src in zip(history, pixels)]
+            with m.If(end_of_row):
+                m.d.sync += [col.eq(0), row.eq(Mux(row == h - 1, 0, row + 1))]
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+            with m.If(in_row & in_col):
+                m.d.sync += [self.o.valid.eq(1), Value.cast(self.o.payload).eq(window)]
+        return m
+
+
+class WindowMax(wiring.Component):
+    """Per lane of a pixel, the largest value over a window's pixels (max-pooling), in the same cycle."""
+
+    def __init__(self, window_shape, pixel_shape, lane, pixels: int) -> None:
+        self.lane, self.pixels = Shape.cast(lane), pixels
+        super().__init__({"i": In(stream.Signature(window_shape)), "o": Out(stream.Signature(pixel_shape))})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        lw, lanes = self.lane.width, width(self.o.signature.members["payload"].shape) // self.lane.width
+        window, out = Value.cast(self.i.payload), Value.cast(self.o.payload)
+        for c in range(lanes):
+            values = [window[(n * lanes + c) * lw : (n * lanes + c + 1) * lw] for n in range(self.pixels)]
+            values = [v.as_signed() if self.lane.signed else v for v in values]
+            best = values[0]
+            for v in values[1:]:
+                best = Mux(v > best, v, best)
+            m.d.comb += out[c * lw : (c + 1) * lw].eq(best)
+        m.d.comb += [self.o.valid.eq(self.i.valid), self.i.ready.eq(self.o.ready)]
+        return m
+
+
+class Fifo(wiring.Component):
+    """A first-in first-out buffer of ``depth`` transfers between two stages, so that a stage that takes its
+    input in bursts (a sliding window in front of a folded engine) does not stall the stages before it.
+    Amaranth's ``SyncFIFOBuffered`` (block RAM where synthesis finds one), with typed stream ports."""
+
+    def __init__(self, shape, depth: int) -> None:
+        self.depth = depth
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform) -> Module:
+        from amaranth.lib.fifo import SyncFIFOBuffered
+
+        m = Module()
+        m.submodules.buffer = buffer = SyncFIFOBuffered(width=width(self.i.signature.members["payload"].shape),
+                                                        depth=self.depth)
+        m.d.comb += [buffer.w_data.eq(Value.cast(self.i.payload)), buffer.w_en.eq(self.i.valid),
+                     self.i.ready.eq(buffer.w_rdy),
+                     Value.cast(self.o.payload).eq(buffer.r_data), self.o.valid.eq(buffer.r_rdy),
+                     buffer.r_en.eq(self.o.ready)]
         return m

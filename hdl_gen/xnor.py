@@ -370,10 +370,11 @@ class XnorPopcountUnit(wiring.Component):
         return fxpm.Model(spec, arrays)
 
     @classmethod
-    def from_op(cls, op, pe: int, simd: int, **options) -> XnorPopcountUnit:
-        """The unit for a ``binary_dense`` op of an integer model description (``fxp.ops.binary_dense``)."""
+    def from_op(cls, op, pe: int, simd: int, columns=None, **options) -> XnorPopcountUnit:
+        """The unit for a ``binary_dense`` op of an integer model description (``fxp.ops.binary_dense``), its
+        weight columns reordered by ``columns`` where given (unit column ``k`` is the op's ``columns[k]``)."""
         bits = np.unpackbits(op.array("weights"), axis=1, count=op.in_shape[0], bitorder="little")
-        return cls(bits, op.array("threshold"), pe, simd, **options)
+        return cls(bits if columns is None else bits[:, columns], op.array("threshold"), pe, simd, **options)
 
     @classmethod
     def from_layer(cls, model, name: str, pe: int, simd: int, **options) -> XnorPopcountUnit:

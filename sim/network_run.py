@@ -123,10 +123,11 @@ def run_network(folder: Path, sidecar: dict, simulator: str, n_images: int, seed
 def _amaranth(folder: Path, sidecar: dict, model: Model, in_words: list[int], n: int, seed: int, waves: bool,
               stream: dict) -> tuple[list[int], None, None]:
     from hdl_gen.folding import from_sidecar
-    from hdl_gen.network import Network, compute_layers
+    from hdl_gen.network import Network, plan
     from sim.amaranth_runner import run_stream
 
-    folding = from_sidecar(sidecar, compute_layers(model))
+    _, layers, fixed = plan(model)
+    folding = from_sidecar(sidecar, layers, fixed)
     net = Network(model, folding, sidecar["levels"], sidecar.get("options"))
     cycles = (len(in_words) + n * (sidecar["cycles_per_frame"] + 8)) * 4 + 500
     vcd = str(folder / "amaranth.vcd") if waves else None

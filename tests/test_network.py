@@ -8,7 +8,7 @@ import pytest
 
 from fxp import fxpm
 from fxp.cli import main
-from hdl_gen.folding import divisors, fold, from_spec
+from hdl_gen.folding import Layer, divisors, fold, from_spec
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +84,10 @@ def test_equal_scores_go_to_the_lowest_class(tmp_path):
 
 
 def test_folding_takes_the_smallest_array_that_meets_the_target():
-    layers = [("a", "xnor", 784, 256, 1), ("b", "mac", 256, 10, 9)]
+    layers = [Layer("a", "xnor", 784, 256, 1), Layer("b", "mac", 256, 10, 9)]
     f = fold(layers, 784, 100)
     assert f.pixels_per_word == 8 and f.input_cycles == 98  # 784 / 8: the smallest divisor meeting 100
-    for lf, (_, _, mw, mh, _) in zip(f.layers, layers):
+    for lf, mw, mh in zip(f.layers, (784, 256), (256, 10)):
         assert mw % lf.simd == 0 and mh % lf.pe == 0 and lf.cycles <= 100
         assert all((mh // pe) * (mw // simd) > 100 for pe in divisors(mh) for simd in divisors(mw)
                    if pe * simd < lf.pe * lf.simd)  # nothing smaller meets it
@@ -99,17 +99,62 @@ def test_folding_takes_the_smallest_array_that_meets_the_target():
         from_spec({"layers": {"a": {"pe": 1, "simd": 1}}}, layers, 784, "here")
 
 
+CONV = """name = "small-cnn"
+input_shape = [1, 8, 8]
+[[layers]]
+type = "conv2d"
+out = 4
+kernel = 3
+padding = 1
+[[layers]]
+type = "relu"
+[[layers]]
+type = "maxpool2d"
+kernel = 2
+[[layers]]
+type = "conv2d"
+out = 6
+kernel = 3
+[[layers]]
+type = "relu"
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "linear"
+out = 10
+"""
+
+
+def test_a_convolutional_network(tmp_path):
+    """Convolutions (padding, stride 1), max-pooling and a dense layer after flatten: sliding windows with
+    line buffers, the (H, W, C) stream, the weight columns reordered; bit-exact, at the predicted rate."""
+    (tmp_path / "cnn.toml").write_text(CONV)
+    assert main(["train", "--model", str(tmp_path / "cnn.toml"), "--epochs", "2", "--limit-train", "400", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "cnn.fxpm")]) == 0
+    ops = [x["op"] for x in fxpm.load(tmp_path / "cnn.fxpm").layers]
+    assert ops == ["conv2d", "maxpool2d", "conv2d", "flatten", "dense"]
+    out = tmp_path / "hw"
+    assert main(["gen", "model", str(tmp_path / "cnn.fxpm"), "--out", str(out)]) == 0
+    car = _record(out, "fxp_network.json")
+    assert car["cycles_per_frame"] == 100  # the first sliding window: the padded 10 x 10 frame, a pixel a cycle
+    for sim in ("amaranth", "icarus"):
+        assert main(["sim", str(out), "--simulator", sim, "--vectors", "12"]) == 0, sim
+    assert main(["sim", str(out), "--simulator", "verilator", "--harness", "cpp", "--vectors", "1000"]) == 0
+    rec = _record(out, "sim_verilator_cpp.json")
+    assert rec["images"] == 449 and rec["mismatches"] == 0 and rec["hardware_accuracy"] == rec["golden_accuracy"]
+    assert abs(rec["cycles_per_frame_measured"] / car["cycles_per_frame"] - 1) < 0.05
+
+
 def test_bad_requests_exit_2_and_write_nothing(models, tmp_path, capsys):
-    conv = tmp_path / "conv.toml"
-    conv.write_text('name = "c"\ninput_shape = [1, 8, 8]\n[[layers]]\ntype = "conv2d"\nout = 2\nkernel = 3\n'
-                    '[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "linear"\nout = 10\n')
-    assert main(["train", "--model", str(conv), "--epochs", "1", "--limit-train", "100", "--quiet",
-                 "--out", str(tmp_path / "c")]) == 0
-    assert main(["export", str(tmp_path / "c"), "--out", str(tmp_path / "c.fxpm")]) == 0
+    spec = {"format": "fxpm", "version": 1, "name": "pooled",
+            "input": {"shape": [1, 8, 8], "quantizer": {"kind": "binarize", "threshold": 0.5}},
+            "layers": [{"name": "pool", "op": "maxpool2d", "kernel": 2, "stride": 2}]}
+    fxpm.save(tmp_path / "p.fxpm", spec, {})
     folding = tmp_path / "fold.json"
     folding.write_text(json.dumps({"layers": {"bfc1": {"pe": 3, "simd": 1}, "bfc2": {"pe": 1, "simd": 1}}}))
     cases = [
-        (["gen", "model", str(tmp_path / "c.fxpm")], "layer conv1 is conv2d, which no engine builds yet"),
+        (["gen", "model", str(tmp_path / "p.fxpm")], "the model has no compute layer"),
         (["gen", "model", str(models / "bnn.fxpm"), "--folding", str(folding)], "layer bfc1 pe=3 does not divide MH=64"),
         (["gen", "model", str(models / "bnn.fxpm"), "--folding", str(folding), "--cycles", "4"], "each set the folding"),
         (["gen", "model", str(models / "bnn.fxpm"), "--fps", "1e9", "--clock-mhz", "1"], "less than a cycle per frame"),

@@ -88,3 +88,8 @@ def test_no_hardware_engine_builds_the_toy_op(clamp_op, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "clamp" in err[0] and "engine" in err[0], err
     assert not (tmp_path / "u").exists()
+    # nor is it part of a network: the accelerator's generator names the layer and what it builds
+    code = main(["gen", "model", str(tmp_path / "toy.fxpm"), "--out", str(tmp_path / "n")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "layer clip is clamp, which no engine builds yet" in err[0], err
+    assert not (tmp_path / "n").exists()

@@ -164,6 +164,14 @@ class Op:
     engine: ClassVar[str | None] = None
     # only reorders or reshapes its input (in C, H, W order): a stream needs no hardware for it
     reorders_only: ClassVar[bool] = False
+    # what its output keeps of each k x k window of its [C, H, W] input, where it reads windows: None (the
+    # engine's matrix product, as a convolution) or "max" (max-pooling); hardware feeds it through a sliding window
+    window_reduce: ClassVar[str | None] = None
+
+    @property
+    def window(self) -> tuple[int, int, int] | None:
+        """(kernel, stride, padding) where the op reads k x k windows of its input, else None."""
+        return None
     fields: ClassVar[dict[str, Field | ArrayField]] = {}
     exports_from: ClassVar[tuple[type, ...]] = ()
 

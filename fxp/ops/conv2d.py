@@ -18,9 +18,14 @@ from fxp.ops.integer_layer import IntegerLayer
 
 class Conv2d(IntegerLayer):
     op = "conv2d"
+    engine = "mac"  # one window at a time: the MAC unit's matrix is [out, k*k*in]
     exports_from = (FxConv2d,)
     fields = {**IntegerLayer.fields, "out_channels": Field(int), "kernel": Field(int), "stride": Field(int),
               "padding": Field(int)}
+
+    @property
+    def window(self) -> tuple[int, int, int]:
+        return self.kernel, self.stride, self.padding
 
     def geometry(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         shape = self.in_shape

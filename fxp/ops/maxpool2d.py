@@ -14,8 +14,13 @@ from fxp.ops.base import Activation, Field, Op
 
 class MaxPool2d(Op):
     op = "maxpool2d"
+    window_reduce = "max"
     exports_from = (FxMaxPool2d,)
     fields = {"kernel": Field(int), "stride": Field(int)}
+
+    @property
+    def window(self) -> tuple[int, int, int]:
+        return self.kernel, self.stride, 0
 
     def produces(self) -> Activation:
         shape, k, s = self.in_shape, self.kernel, self.stride
