@@ -34,14 +34,15 @@ def all_options() -> list[tuple[Option, list[str]]]:
 
 def buildable(model) -> str:
     """The layers of ``model`` a unit builds, each with its kind (for errors that name the choice)."""
-    names = [f"{op.name} ({op.op}: {op.engine})" for op in model.ops if op.engine in ENGINES]
+    names = [f"{op.name} ({op.op}: {op.engine})" for op in model.ops if op.engine in ENGINES and op.window is None]
     return ", ".join(names) if names else f"none (units build {_what_units_build()})"
 
 
 def _what_units_build() -> str:
     from fxp.ops import OPS
 
-    return ", ".join(f"{name} ({cls.engine})" for name, cls in sorted(OPS.items()) if cls.engine in ENGINES)
+    return ", ".join(f"{name} ({cls.engine})" for name, cls in sorted(OPS.items())
+                     if cls.engine in ENGINES and not cls.windowed)
 
 
 def op_named(model, name: str, kind: str | None = None):

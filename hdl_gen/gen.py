@@ -176,6 +176,9 @@ def _one_layer(model: fxpm.Model, name: str, kind: str | None) -> fxpm.Model:
     integer arithmetic). Everything else, arrays included, is the source's.
     """
     op = op_named(model, name, kind)
+    if op.window is not None:
+        raise FxpError(f"layer {name!r} is {op.op}: its engine computes one window at a time behind a sliding window; "
+                       "build the whole model (fxp gen model)")
     if len(op.in_shape) != 1:
         raise FxpError(f"layer {name!r} takes {list(op.in_shape)} input; units take flat vectors: add a flatten "
                        "layer before it")

@@ -140,6 +140,8 @@ def test_a_convolutional_network(tmp_path):
     assert car["cycles_per_frame"] == 100  # the first sliding window: the padded 10 x 10 frame, a pixel a cycle
     for sim in ("amaranth", "icarus"):
         assert main(["sim", str(out), "--simulator", sim, "--vectors", "12"]) == 0, sim
+    # a convolution is a network's stage, not a unit of its own
+    assert main(["gen", "unit", "--from", str(tmp_path / "cnn.fxpm"), "--layer", "conv1", "--out", str(tmp_path / "u")]) == 2
     assert main(["sim", str(out), "--simulator", "verilator", "--harness", "cpp", "--vectors", "1000"]) == 0
     rec = _record(out, "sim_verilator_cpp.json")
     assert rec["images"] == 449 and rec["mismatches"] == 0 and rec["hardware_accuracy"] == rec["golden_accuracy"]

@@ -167,6 +167,7 @@ class Op:
     # what its output keeps of each k x k window of its [C, H, W] input, where it reads windows: None (the
     # engine's matrix product, as a convolution) or "max" (max-pooling); hardware feeds it through a sliding window
     window_reduce: ClassVar[str | None] = None
+    windowed: ClassVar[bool] = False  # whether it reads windows (then ``window`` gives kernel, stride, padding)
 
     @property
     def window(self) -> tuple[int, int, int] | None:

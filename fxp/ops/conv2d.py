@@ -23,6 +23,8 @@ class Conv2d(IntegerLayer):
     fields = {**IntegerLayer.fields, "out_channels": Field(int), "kernel": Field(int), "stride": Field(int),
               "padding": Field(int)}
 
+    windowed = True
+
     @property
     def window(self) -> tuple[int, int, int]:
         return self.kernel, self.stride, self.padding

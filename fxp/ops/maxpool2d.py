@@ -18,6 +18,8 @@ class MaxPool2d(Op):
     exports_from = (FxMaxPool2d,)
     fields = {"kernel": Field(int), "stride": Field(int)}
 
+    windowed = True
+
     @property
     def window(self) -> tuple[int, int, int]:
         return self.kernel, self.stride, 0
