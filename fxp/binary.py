@@ -75,6 +75,22 @@ class BinaryLinear(nn.Module):
         self.weight.clamp_(-1, 1)
 
 
+class BinaryConv2d(nn.Module):
+    """Convolution with ±1 weights on ±1 inputs, no padding (latent float weights, clipped after each step)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.kernel, self.stride = in_channels, out_channels, kernel, stride
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel, kernel).uniform_(-1, 1) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, sign(self.weight), stride=self.stride)
+
+    @torch.no_grad()
+    def post_step(self) -> None:
+        self.weight.clamp_(-1, 1)
+
+
 class Scale(nn.Module):
     """A learnable positive scalar for the last layer's scores: keeps softmax trainable, not argmax."""
 

@@ -54,7 +54,7 @@ def _seq(*layers: tuple) -> list[dict]:
         d = {"type": kind}
         if kind in ("linear", "binary_linear"):
             d["out"] = args[0]
-        elif kind == "conv2d":
+        elif kind in ("conv2d", "binary_conv2d"):
             d.update(out=args[0], kernel=args[1], **(args[2] if len(args) > 2 else {}))
         elif kind in ("maxpool2d", "avgpool2d"):
             d["kernel"] = args[0]
@@ -85,6 +85,19 @@ BUILTIN: dict[str, dict] = {
         "layers": _seq(("binarize",), ("flatten",), ("binary_linear", 64), ("batchnorm",), ("sign",),
                        ("binary_linear", 10), ("scale",)),
     },
+    "bcnn_digits": {  # a binary CNN small enough for tests: 16 3x3 kernels, pooling, binary scores
+        "input_shape": [1, 8, 8],
+        "layers": _seq(("binarize",), ("binary_conv2d", 16, 3), ("batchnorm",), ("sign",), ("maxpool2d", 2),
+                       ("flatten",), ("binary_linear", 10), ("scale",)),
+    },
+    "cnv_bnn": {  # a CNV-like binary CNN for 28x28 (FINN's CNV is 3 pairs of 3x3 convolutions for 32x32)
+        "input_shape": [1, 28, 28],
+        "layers": _seq(("binarize",), ("binary_conv2d", 32, 3), ("batchnorm",), ("sign",),
+                       ("binary_conv2d", 32, 3), ("batchnorm",), ("sign",), ("maxpool2d", 2),
+                       ("binary_conv2d", 64, 3), ("batchnorm",), ("sign",), ("maxpool2d", 2),
+                       ("flatten",), ("binary_linear", 128), ("batchnorm",), ("sign",),
+                       ("binary_linear", 10), ("scale",)),
+    },
     "sfc_bnn": {  # FINN's SFC: 784-256-256-256-10
         "input_shape": [1, 28, 28],
         "layers": _seq(("binarize",), ("flatten",),
@@ -94,7 +107,7 @@ BUILTIN: dict[str, dict] = {
                        ("binary_linear", 10), ("scale",)),
     },
 }
-BINARY_TYPES = {"binarize", "binary_linear", "sign", "scale"}
+BINARY_TYPES = {"binarize", "binary_linear", "binary_conv2d", "sign", "scale"}
 
 LAYER_KEYS = {
     "linear": {"out", "bias"},
@@ -106,6 +119,7 @@ LAYER_KEYS = {
     "flatten": set(),
     "binarize": {"threshold"},
     "binary_linear": {"out"},
+    "binary_conv2d": {"out", "kernel", "stride"},
     "sign": set(),
     "scale": set(),
 }
@@ -199,10 +213,11 @@ def build(model: str | Path | dict, cfg: FxConfig, seed: int = 0) -> nn.Sequenti
 
 
 def _build_binary(spec: dict, cfg: FxConfig, seed: int) -> nn.Sequential:
-    from fxp.binary import Binarize, BinaryLinear, Scale, Sign
+    from fxp.binary import Binarize, BinaryConv2d, BinaryLinear, Scale, Sign
 
     torch.manual_seed(seed)
     real = cfg.mode == "float"
+    c, h, w = spec["input_shape"]
     flat = None
     mods: list[tuple[str, nn.Module]] = []
     counts: dict[str, int] = {}
@@ -213,21 +228,33 @@ def _build_binary(spec: dict, cfg: FxConfig, seed: int) -> nn.Sequential:
             m, base = (nn.Identity() if real else Binarize(layer.get("threshold", 0.5))), "binarize"
         elif kind == "flatten":
             m, base = nn.Flatten(), "flatten"
-            flat = int(torch.tensor(spec["input_shape"]).prod())
+            flat = c * h * w
+        elif kind == "binary_conv2d":
+            if flat is not None:
+                raise FxpError(f"{where}: a convolution after flatten; convolutions must come first")
+            k, s = layer["kernel"], layer.get("stride", 1)
+            m = (nn.Conv2d(c, layer["out"], k, stride=s, bias=False) if real
+                 else BinaryConv2d(c, layer["out"], k, stride=s))
+            base, c, h, w = "bconv", layer["out"], (h - k) // s + 1, (w - k) // s + 1
+            if h <= 0 or w <= 0:
+                raise FxpError(f"{where}: kernel {k} does not fit the input; binary convolutions do not pad")
+        elif kind == "maxpool2d":
+            k, s = layer["kernel"], layer.get("stride", layer["kernel"])
+            m, base, h, w = nn.MaxPool2d(k, s), "pool", (h - k) // s + 1, (w - k) // s + 1
         elif kind == "binary_linear":
             if flat is None:
                 raise FxpError(f"{where}: needs flat input; add a flatten layer before it")
             m = nn.Linear(flat, layer["out"], bias=False) if real else BinaryLinear(flat, layer["out"])
             base, flat = "bfc", layer["out"]
         elif kind == "batchnorm":
-            m, base = nn.BatchNorm1d(flat), "bn"
+            m, base = (nn.BatchNorm1d(flat) if flat is not None else nn.BatchNorm2d(c)), "bn"
         elif kind == "sign":
             m, base = (nn.ReLU() if real else Sign()), "sign"
         elif kind == "scale":
             m, base = Scale(), "scale"
         else:
             raise FxpError(f"{where}: {kind} cannot be mixed with binary layers; use binarize, flatten, "
-                           "binary_linear, batchnorm, sign, scale")
+                           "binary_linear, binary_conv2d, maxpool2d, batchnorm, sign, scale")
         counts[base] = counts.get(base, 0) + 1
         mods.append((f"{base}{counts[base]}" if base not in ("binarize", "flatten") else base, m))
     model = nn.Sequential(OrderedDict(mods))

@@ -371,9 +371,10 @@ class XnorPopcountUnit(wiring.Component):
 
     @classmethod
     def from_op(cls, op, pe: int, simd: int, columns=None, **options) -> XnorPopcountUnit:
-        """The unit for a ``binary_dense`` op of an integer model description (``fxp.ops.binary_dense``), its
-        weight columns reordered by ``columns`` where given (unit column ``k`` is the op's ``columns[k]``)."""
-        bits = np.unpackbits(op.array("weights"), axis=1, count=op.in_shape[0], bitorder="little")
+        """The unit for a binary op of a description (``binary_dense``; a ``binary_conv2d`` one window at a
+        time), its weight columns reordered by ``columns`` where given (unit column ``k`` is the op's
+        ``columns[k]``)."""
+        bits = op.weight_bits()  # [outputs, fan_in]: a convolution's kernels flattened in (c, u, v) order
         return cls(bits if columns is None else bits[:, columns], op.array("threshold"), pe, simd, **options)
 
     @classmethod

@@ -93,3 +93,23 @@ def test_bnn_digits_export_is_exact(tmp_path):
     agree = (g[2] == (h.numpy() > 0)).mean()
     assert agree > 0.999
     assert (g[-1].argmax(1) == d.y_test.numpy()).mean() == pytest.approx(evaluate(model, d.x_test, d.y_test), abs=0.01)
+
+
+def test_binary_cnn_exports_exactly(tmp_path):
+    """binary_conv2d (no padding) + BatchNorm2d + sign folded into thresholds, max-pooling of bits, then a
+    binary dense layer: the golden model equals the trained network on every image, and the PyTorch path."""
+    from fxp.cli import main
+
+    assert main(["train", "--model", "bcnn_digits", "--epochs", "2", "--limit-train", "600", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "b.fxpm")]) == 0
+    from fxp import fxpm
+
+    assert [x["op"] for x in fxpm.load(tmp_path / "b.fxpm").layers] == ["binary_conv2d", "maxpool2d", "flatten",
+                                                                          "binary_dense"]
+    assert main(["predict", str(tmp_path / "b.fxpm"), "--run", str(tmp_path / "run"), "--json",
+                 str(tmp_path / "p.json")]) == 0
+    import json
+
+    rec = json.loads((tmp_path / "p.json").read_text())
+    assert rec["integer_mismatches"] == 0 and rec["golden_accuracy"] == rec["fake_quantized_accuracy"] > 0.15  # above chance: it trained

@@ -148,6 +148,21 @@ def test_a_convolutional_network(tmp_path):
     assert abs(rec["cycles_per_frame_measured"] / car["cycles_per_frame"] - 1) < 0.05
 
 
+def test_a_binary_convolutional_network(tmp_path):
+    """binary_conv2d on the XNOR engine behind a sliding window, max-pooling of bits (an OR), a binary
+    dense layer after flatten: bit-exact, at the predicted rate."""
+    assert main(["train", "--model", "bcnn_digits", "--epochs", "2", "--limit-train", "400", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "b.fxpm")]) == 0
+    out = tmp_path / "hw"
+    assert main(["gen", "model", str(tmp_path / "b.fxpm"), "--out", str(out)]) == 0
+    assert main(["sim", str(out), "--simulator", "icarus", "--vectors", "12"]) == 0
+    assert main(["sim", str(out), "--simulator", "verilator", "--harness", "cpp", "--vectors", "1000"]) == 0
+    rec = _record(out, "sim_verilator_cpp.json")
+    assert rec["mismatches"] == 0 and rec["hardware_accuracy"] == rec["golden_accuracy"]
+    assert abs(rec["cycles_per_frame_measured"] / rec["cycles_per_frame_predicted"] - 1) < 0.05
+
+
 def test_bad_requests_exit_2_and_write_nothing(models, tmp_path, capsys):
     spec = {"format": "fxpm", "version": 1, "name": "pooled",
             "input": {"shape": [1, 8, 8], "quantizer": {"kind": "binarize", "threshold": 0.5}},

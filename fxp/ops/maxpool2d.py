@@ -15,7 +15,7 @@ from fxp.ops.base import Activation, Field, Op
 class MaxPool2d(Op):
     op = "maxpool2d"
     window_reduce = "max"
-    exports_from = (FxMaxPool2d,)
+    exports_from = (FxMaxPool2d, nn.MaxPool2d)  # the second in binarized models
     fields = {"kernel": Field(int), "stride": Field(int)}
 
     windowed = True
@@ -48,3 +48,11 @@ class MaxPool2d(Op):
     def export_per_channel(cls, ctx, name: str, m: nn.Module, following: list[nn.Module]) -> int:
         ctx.x = F.max_pool2d(ctx.x, m.kernel, m.stride)
         return cls.export_fixed(ctx, name, m, following)
+
+    @classmethod
+    def export_binary(cls, ctx, name: str, m: nn.Module, following: list[nn.Module]) -> int:
+        """Max-pooling of ±1 values is the OR of their bits: the same op on bits."""
+        kernel = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+        stride = m.stride if isinstance(m.stride, int) else m.stride[0]
+        ctx.add({"name": name, "op": cls.op, "kernel": kernel, "stride": stride})
+        return 0
