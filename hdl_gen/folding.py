@@ -36,24 +36,25 @@ class Layer:
 class LayerFold:
     """One compute layer's folding and what it costs (estimates, by the unit that builds it)."""
 
-    name: str
-    kind: str
-    mw: int
-    mh: int
+    layer: Layer
     pe: int
     simd: int
-    weight_bits: int
-    windows: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
 
     @property
     def cycles(self) -> int:
-        return self.windows * (self.mh // self.pe) * (self.mw // self.simd)
+        layer = self.layer
+        return layer.windows * (layer.mh // self.pe) * (layer.mw // self.simd)
 
     def estimate(self) -> dict:
         """LUT4, FF, DSP and stored weight bits, as the unit that builds the layer estimates them."""
         from hdl_gen.engines import engine
 
-        return engine(self.kind).estimate(self.mw, self.mh, self.pe, self.simd, self.weight_bits)
+        layer = self.layer
+        return engine(layer.kind).estimate(layer.mw, layer.mh, self.pe, self.simd, layer.weight_bits)
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,8 @@ class Folding:
         rows = [{"layer": "input", "kind": "pixels", "mw": self.pixels, "mh": self.pixels, "pe": self.pixels_per_word,
                  "simd": 1, "cycles_per_frame": self.input_cycles, "lut4": 0, "ff": 0, "dsp": 0, "weight_bits": 0}]
         for f in self.layers:
-            rows.append({"layer": f.name, "kind": f.kind, "mw": f.mw, "mh": f.mh, "pe": f.pe, "simd": f.simd,
-                         "cycles_per_frame": f.cycles, **f.estimate()})
+            rows.append({"layer": f.name, "kind": f.layer.kind, "mw": f.layer.mw, "mh": f.layer.mh, "pe": f.pe,
+                         "simd": f.simd, "cycles_per_frame": f.cycles, **f.estimate()})
         for name, cycles in self.fixed:
             rows.append({"layer": name, "kind": "window", "mw": 0, "mh": 0, "pe": 1, "simd": 1,
                          "cycles_per_frame": cycles, "lut4": 0, "ff": 0, "dsp": 0, "weight_bits": 0})
@@ -101,17 +102,11 @@ class Folding:
 
 def _fold_layer(layer: Layer, target: int) -> LayerFold:
     """The smallest PE x SIMD (divisors only) that meets ``target`` cycles; among equals, the wider SIMD."""
-    best = None
-    for pe in divisors(layer.mh):
-        for simd in divisors(layer.mw):
-            if layer.windows * (layer.mh // pe) * (layer.mw // simd) <= target:
-                key = (pe * simd, -simd)
-                if best is None or key < best[0]:
-                    best = (key, pe, simd)
-    if best is None:  # even fully parallel, one vector a cycle: a convolution's positions set the pace
-        best = (None, layer.mh, layer.mw)
-    _, pe, simd = best
-    return LayerFold(layer.name, layer.kind, layer.mw, layer.mh, pe, simd, layer.weight_bits, layer.windows)
+    meeting = [f for f in (LayerFold(layer, pe, simd) for pe in divisors(layer.mh) for simd in divisors(layer.mw))
+               if f.cycles <= target]
+    if not meeting:  # even fully parallel, one vector a cycle: a convolution's positions set the pace
+        return LayerFold(layer, layer.mh, layer.mw)
+    return min(meeting, key=lambda f: (f.pe * f.simd, -f.simd))
 
 
 def fold(layers: list[Layer], pixels: int, target: int, fixed: list[tuple[str, int]] = (),
@@ -164,5 +159,5 @@ def from_spec(spec: object, layers: list[Layer], pixels: int, where: str, fixed:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1 or n % v:
                 raise FxpError(f"{where}: layer {layer.name} {what}={v!r} does not divide {dim}={n}; use one of "
                                f"{divisors(n)}")
-        folds.append(LayerFold(layer.name, layer.kind, layer.mw, layer.mh, pe, simd, layer.weight_bits, layer.windows))
+        folds.append(LayerFold(layer, pe, simd))
     return Folding(tuple(folds), pixels, per_word, tuple(fixed))

@@ -14,7 +14,7 @@ requantization multiply are plain ``*``: Yosys maps them onto DSPs.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Const, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -112,9 +112,8 @@ class MacUnit(wiring.Component):
                                            if self.pipeline else 0)
         self.latency = self.sf + stages
         self.cycles_per_vector = self.nf * self.sf
-        lane = {True: signed, False: unsigned}
-        in_lanes = data.ArrayLayout(lane[self.in_lane_signed](self.in_lane_width), self.mw)
-        out_lanes = data.ArrayLayout(lane[self.out_lane_signed](self.out_lane_width), pe)
+        in_lanes = data.ArrayLayout(Shape(self.in_lane_width, self.in_lane_signed), self.mw)
+        out_lanes = data.ArrayLayout(Shape(self.out_lane_width, self.out_lane_signed), pe)
         super().__init__({"i": In(stream.Signature(in_lanes)), "o": Out(stream.Signature(out_lanes))})
 
     @staticmethod

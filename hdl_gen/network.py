@@ -17,8 +17,9 @@ XNOR-popcount unit for ``binary_dense``, the MAC unit for ``dense`` and, one win
 - before every engine that takes a whole vector, a :class:`~hdl_gen.streams.Gather` collects the
   previous stage's transfers; ``flatten`` is no hardware: the stream is (H, W, C) where the
   description flattens (C, H, W), so the next layer's weight columns are reordered to match;
-- :class:`~hdl_gen.streams.Argmax`: the index of the largest score of the last layer (the lowest
-  index among equal scores, the golden model's rule) and every score.
+- a :class:`~hdl_gen.streams.Gather` of the last engine's scores and :class:`~hdl_gen.streams.Argmax`:
+  the index of the largest score (the lowest index among equal scores, the golden model's rule) and
+  every score.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth import Module, signed, unsigned
+from amaranth import Module, Shape, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for
@@ -128,9 +129,9 @@ def input_table(model, levels: int) -> list[int]:
     return [int(v) for v in model.input.golden(pixels)]
 
 
-def lane_shape(fmt):
+def lane_shape(fmt) -> Shape:
     """The Amaranth shape of one value of an activation format (None: a bit)."""
-    return unsigned(1) if fmt is None else (signed if fmt.signed else unsigned)(fmt.word_bits)
+    return unsigned(1) if fmt is None else Shape(fmt.word_bits, fmt.signed)
 
 
 class Network(wiring.Component):
@@ -177,7 +178,7 @@ class Network(wiring.Component):
         self.table = input_table(model, levels)
         self._quantized = lane_shape(model.input.output.format)
         last = list(self.units.values())[-1]
-        self._score = (signed if last.out_lane_signed else unsigned)(last.out_lane_width)
+        self._score = Shape(last.out_lane_width, last.out_lane_signed)
         self.classes = last.mh
         self.cycles_per_frame = folding.cycles_per_frame
         self.pixel_bits = bits_for(levels)
@@ -191,16 +192,15 @@ class Network(wiring.Component):
         m.submodules.pixels = lookup = Lookup(unsigned(self.pixel_bits), lane, per_word, self.table,
                                               data.ArrayLayout(lane, per_word))
         wiring.connect(m, wiring.flipped(self.i), lookup.i)
-        source, pieces = lookup.o, 1  # a stream, and how many of its transfers make one pixel (or vector)
+        source = lookup.o
 
         def shape_of(iface):
             return iface.signature.members["payload"].shape
 
-        def gathered(name: str, into, count: int):
-            nonlocal source
-            if count == 1 and shape_of(source) == into:
+        def gathered(name: str, into):  # ``source`` collected into transfers of shape ``into``
+            if shape_of(source) == into:
                 return source
-            m.submodules[name] = gather = Gather(shape_of(source), into, count)
+            m.submodules[name] = gather = Gather(shape_of(source), into, width(into) // width(shape_of(source)))
             wiring.connect(m, source, gather.i)
             return gather.o
 
@@ -210,7 +210,7 @@ class Network(wiring.Component):
                 kernel, stride, pad = op.window
                 lane = lane_shape(op.incoming.format)
                 pixel = data.ArrayLayout(lane, stage.channels)
-                source = gathered(f"pixel{k}", pixel, pieces)
+                source = gathered(f"pixel{k}", pixel)
                 if k:  # a frame of the map ahead: the window takes pixels in bursts, the stage before evenly
                     m.submodules[f"fifo{k}"] = fifo = Fifo(pixel, stage.pixels_in)
                     wiring.connect(m, source, fifo.i)
@@ -231,20 +231,20 @@ class Network(wiring.Component):
                 if unit is None:  # max-pooling
                     m.submodules[f"pool{k}"] = pool = WindowMax(window, pixel, lane, kernel * kernel)
                     wiring.connect(m, windows.o, pool.i)
-                    source, pieces = pool.o, 1
+                    source = pool.o
                     continue
                 m.submodules[f"layer{k}"] = unit
                 wiring.connect(m, windows.o, unit.i)
-                source, pieces = unit.o, unit.nf
+                source = unit.o
                 continue
             unit = self.units[op.name]
             into = shape_of(unit.i)
-            source = gathered(f"gather{k}", into, width(into) // width(shape_of(source)))
+            source = gathered(f"gather{k}", into)
             m.submodules[f"layer{k}"] = unit
             wiring.connect(m, source, unit.i)
-            source, pieces = unit.o, unit.nf
-        last = list(self.units.values())[-1]
-        m.submodules.argmax = argmax = Argmax(shape_of(source), self._score, last.pe, last.nf)
+            source = unit.o
+        m.submodules.argmax = argmax = Argmax(self._score, self.classes)
+        source = gathered("scores", shape_of(argmax.i))
         wiring.connect(m, source, argmax.i)
         wiring.connect(m, argmax.o, wiring.flipped(self.o))
         return m

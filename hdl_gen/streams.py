@@ -120,50 +120,53 @@ def class_layout(score_lane, classes: int) -> data.StructLayout:
 class Argmax(wiring.Component):
     """The class: the index of the largest score (the lowest index among equal ones), and every score.
 
-    Takes the last engine's ``count`` transfers of ``lanes`` scores; emits one transfer per frame.
+    Takes a frame's scores in one transfer (a :class:`Gather` collects them from the last engine) and
+    registers the result.
 
     Members
     -------
-    i: ``In(stream.Signature(in_shape))``; o: ``Out(stream.Signature(class_layout(score_lane, count * lanes)))``.
+    i: ``In(stream.Signature(ArrayLayout(score_lane, classes)))``;
+    o: ``Out(stream.Signature(class_layout(score_lane, classes)))``.
     """
 
-    def __init__(self, in_shape, score_lane, lanes: int, count: int) -> None:
-        self.score_lane, self.lanes, self.count = Shape.cast(score_lane), lanes, count
-        super().__init__({"i": In(stream.Signature(in_shape)),
-                          "o": Out(stream.Signature(class_layout(self.score_lane, lanes * count)))})
+    def __init__(self, score_lane, classes: int) -> None:
+        self.classes = classes
+        super().__init__({"i": In(stream.Signature(data.ArrayLayout(score_lane, classes))),
+                          "o": Out(stream.Signature(class_layout(score_lane, classes)))})
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        lane, sw, n, classes = self.score_lane, self.score_lane.width, self.count, self.lanes * self.count
-        piece = Value.cast(self.i.payload)
-        scores = [piece[k * sw : (k + 1) * sw].as_signed() if lane.signed else piece[k * sw : (k + 1) * sw]
-                  for k in range(self.lanes)]
-        best, best_index = Signal(lane, name="best"), Signal(range(max(classes, 2)), name="best_index")
-        transfer = Signal(range(max(n, 2)), name="transfer")
-        kept = Signal(sw * classes, name="scores", reset_less=True)
-        # this transfer's lanes against the best so far, in order: a later lane wins only when larger
-        run, run_index = best, best_index
-        for k, score in enumerate(scores):
-            first = (transfer == 0) if k == 0 else Const(0, 1)
-            better = first | (score > run)
-            run, run_index = Mux(better, score, run), Mux(better, transfer * self.lanes + k, run_index)
-        done = Signal(sw * classes)  # the scores kept so far with this transfer's in its place
-        m.d.comb += done.eq(kept)
-        with m.Switch(transfer):
-            for t in range(n):
-                with m.Case(t):
-                    m.d.comb += done[t * sw * self.lanes : (t + 1) * sw * self.lanes].eq(piece)
+        scores = self.i.payload
+        # a tournament, log2(classes) comparators deep (a chain would be classes deep and set Fmax): of
+        # two neighbours the later (higher indices) wins only when larger, so ties go to the lowest index
+        entrants = [(scores[k], Const(k, range(max(self.classes, 2)))) for k in range(self.classes)]
+        while len(entrants) > 1:
+            paired = []
+            for k in range(0, len(entrants) - 1, 2):
+                (low, low_index), (high, high_index) = entrants[k], entrants[k + 1]
+                better = high > low
+                paired.append((Mux(better, high, low), Mux(better, high_index, low_index)))
+            entrants = paired + entrants[len(entrants) - len(entrants) % 2:]
+        _, index = entrants[0]
         m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [best.eq(run), best_index.eq(run_index), kept.eq(done)]
-            with m.If(transfer == n - 1):
-                m.d.sync += [transfer.eq(0), self.o.valid.eq(1), self.o.payload.index.eq(run_index),
-                             Value.cast(self.o.payload.scores).eq(done)]
-            with m.Else():
-                m.d.sync += transfer.eq(transfer + 1)
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.index.eq(index),
+                         Value.cast(self.o.payload.scores).eq(Value.cast(scores))]
         return m
+
+
+def _raster(m: Module, rows: int, cols: int, advance: Value) -> tuple[Signal, Signal, Value]:
+    """A frame's position in raster order, moving on ``advance``: (row, column, at the end of a row)."""
+    row, col = Signal(range(rows), name="row"), Signal(range(cols), name="col")
+    end_of_row = col == cols - 1
+    with m.If(advance):
+        with m.If(end_of_row):
+            m.d.sync += [col.eq(0), row.eq(Mux(row == rows - 1, 0, row + 1))]
+        with m.Else():
+            m.d.sync += col.eq(col + 1)
+    return row, col, end_of_row
 
 
 class Padder(wiring.Component):
@@ -181,16 +184,11 @@ class Padder(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         p, rows, cols = self.pad, self.height + 2 * self.pad, self.width + 2 * self.pad
-        row, col = Signal(range(rows), name="row"), Signal(range(cols), name="col")
+        row, col, _ = _raster(m, rows, cols, self.o.valid & self.o.ready)
         inside = (row >= p) & (row < rows - p) & (col >= p) & (col < cols - p)
         pixel = Value.cast(self.o.payload)
         m.d.comb += [self.o.valid.eq(Mux(inside, self.i.valid, 1)), self.i.ready.eq(inside & self.o.ready),
                      pixel.eq(Mux(inside, Value.cast(self.i.payload), Const(self.value, len(pixel))))]
-        with m.If(self.o.valid & self.o.ready):
-            with m.If(col == cols - 1):
-                m.d.sync += [col.eq(0), row.eq(Mux(row == rows - 1, 0, row + 1))]
-            with m.Else():
-                m.d.sync += col.eq(col + 1)
         return m
 
 
@@ -229,9 +227,8 @@ class SlidingWindow(wiring.Component):
         bits = width(self.i.signature.members["payload"].shape)
         history = [Signal(bits, name=f"line{n}", reset_less=True) for n in range((k - 1) * w + k - 1)]
         pixels = [Value.cast(self.i.payload), *history]  # pixels[a*W + b]: the pixel a rows and b columns back
-        row, col = Signal(range(h), name="row"), Signal(range(w), name="col")
         taken = self.i.valid & self.i.ready
-        end_of_row = col == w - 1
+        row, col, end_of_row = _raster(m, h, w, taken)
         in_row = _phase(m, "row", row, h, k - 1, self.stride, taken & end_of_row)
         in_col = _phase(m, "col", col, w, k - 1, self.stride, taken)
         window = Cat(*(pixels[(k - 1 - u) * w + (k - 1 - v)] for u in range(k) for v in range(k)))
@@ -240,10 +237,6 @@ class SlidingWindow(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         with m.If(taken):
             m.d.sync += [dst.eq(src) for dst, src in zip(history, pixels)]
-            with m.If(end_of_row):
-                m.d.sync += [col.eq(0), row.eq(Mux(row == h - 1, 0, row + 1))]
-            with m.Else():
-                m.d.sync += col.eq(col + 1)
             with m.If(in_row & in_col):
                 m.d.sync += [self.o.valid.eq(1), Value.cast(self.o.payload).eq(window)]
         return m

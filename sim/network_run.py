@@ -109,7 +109,6 @@ def run_network(folder: Path, sidecar: dict, simulator: str, n_images: int, seed
            "hardware_accuracy": None if got_classes is None else float((got_classes == labels).mean()),
            "cycles_per_frame_predicted": sidecar["cycles_per_frame"], "seconds": seconds,
            "vectors_per_second": n / seconds if seconds else None,
-           "frames_per_second": n / seconds if seconds else None,
            "gap": gap, "stall": stall, "seed": seed, "log": log, **extra}
     if first is None and missing:
         first = received
