@@ -19,8 +19,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, median_time, save_json, write_section  # noqa: E402
 
+from fxp.bits import pack_bits, xnor_popcount  # noqa: E402
 from sim import native  # noqa: E402
-from sim.golden import pack_bits, xnor_popcount  # noqa: E402
 
 
 def main() -> int:

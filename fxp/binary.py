@@ -1,4 +1,4 @@
-"""Binarized networks: BNN (FINN style), BWN and XNOR-Net layers, and the BNN export.
+"""Binarized networks: BNN (FINN style), BWN and XNOR-Net layers, and the BatchNorm + sign folding the BNN export uses.
 
 Conventions (as Larq and FINN):
 
@@ -136,19 +136,15 @@ def xnor_conv2d_popcount(x: torch.Tensor, w: torch.Tensor, stride: int = 1) -> n
 
     The same product XNORConv2d computes with ±1 floats; used to show the two agree exactly.
     """
-    from numpy.lib.stride_tricks import sliding_window_view
-
     from fxp.bits import pack_bits, xnor_popcount
+    from fxp.ops.base import im2col
 
     xb = (x.detach().numpy() >= 0).astype(np.uint8)
     wb = (w.detach().numpy() >= 0).astype(np.uint8)
-    n, c, _, _ = xb.shape
     o, _, k, _ = wb.shape
-    cols = sliding_window_view(xb, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
-    h, wd = cols.shape[2:4]
-    cols = cols.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * wd, c * k * k)
-    kk = c * k * k
-    pc = xnor_popcount(pack_bits(cols), pack_bits(wb.reshape(o, kk)), kk)
+    cols = im2col(xb, k, stride)
+    n, h, wd, kk = cols.shape
+    pc = xnor_popcount(pack_bits(cols.reshape(n * h * wd, kk)), pack_bits(wb.reshape(o, kk)), kk)
     return (2 * pc - kk).reshape(n, h, wd, o).transpose(0, 3, 1, 2)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """0/1 array (N, K) → uint64 words (N, ceil(K/64)), bit k at word k // 64, bit k % 64 (LSB first)."""
-    packed = np.packbits(bits.astype(np.uint8), axis=1, bitorder="little")
+    packed = np.packbits(bits.astype(np.uint8, copy=False), axis=1, bitorder="little")
     pad = (-packed.shape[1]) % 8
     if pad:
         packed = np.pad(packed, ((0, 0), (0, pad)))

@@ -12,8 +12,8 @@ A ``.fxpm`` is a folder with two files:
 Version 1: ``input`` (its ``shape`` and ``quantizer``, the only floating-point step) and ``layers``
 in order, each with a unique ``name`` and an ``op``. What an op's fields are, and what it computes,
 is defined by its class in :mod:`fxp.ops` (one module per op: ``dense``, ``conv2d``,
-``binary_dense``, ``maxpool2d``, ``flatten``; the quantizers ``fixed`` and ``binarize`` in
-``inputs``); docs/integer-model.md describes them for readers.
+``binary_dense``, ``binary_conv2d``, ``maxpool2d``, ``flatten``; the quantizers ``fixed`` and
+``binarize`` in ``inputs``); docs/integer-model.md describes them for readers.
 
 Tensors are NCHW per sample; ``flatten`` keeps (C, H, W) order. ``load`` validates every field and
 refuses a description with an error naming the field.
@@ -97,12 +97,11 @@ def load(path: str | Path) -> Model:
         with zipfile.ZipFile(npz) as z:
             infos = z.infolist()
             _check_sizes(npz, infos)
-            for info in infos:
-                with z.open(info) as fh:
-                    _check_header(npz, info, fh)
             arrays = {}
             for info in infos:
                 with z.open(info) as fh:
+                    _check_header(npz, info, fh)  # before anything is inflated past the header
+                    fh.seek(0)  # read_array reads the header itself
                     arrays[info.filename[: -len(".npy")]] = np.lib.format.read_array(fh, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         if isinstance(e, FxpError):

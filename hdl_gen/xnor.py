@@ -7,7 +7,7 @@ bit ``k`` of the payload is input ``k``). The unit folds the ``MH x MW`` binary 
 lane ``p`` of output transfer ``n`` is output ``n * PE + p``. A lane is one bit
 (``popcount >= threshold``) when thresholds are given, else the popcount itself.
 
-Bit-exact with :func:`sim.golden.xnor_popcount` and the ``binary_dense`` layer of the integer model
+Bit-exact with :func:`fxp.bits.xnor_popcount` and the ``binary_dense`` layer of the integer model
 description, which tests check in simulation.
 """
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fxp.bits import pack_bits, xnor_popcount  # noqa: F401  (sim.native and the tests take them from here)
 from fxp.fxpm import Model
-from fxp.ops.integer_layer import requantize  # noqa: F401  (the tests take it from here)
 
 
 def quantize_input(model: Model, x: np.ndarray) -> np.ndarray:

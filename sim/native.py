@@ -1,6 +1,6 @@
 """The compiled XNOR-popcount kernel (``xnor_popcount.c``): built on first use, then loaded with ctypes.
 
-The golden model stays numpy-only (``sim.golden.xnor_popcount``); this is its fast twin for large
+The golden model stays numpy-only (``fxp.bits.xnor_popcount``); this is its fast twin for large
 binary products, checked equal to it on every element in the tests. The shared library is compiled
 with the system C compiler (``$CC``, else ``cc``) and ``-march=native`` into
 ``$XDG_CACHE_HOME/fxp`` (default ``~/.cache/fxp``), keyed by the source, the flags and the CPU's
@@ -50,7 +50,7 @@ def _library() -> ctypes.CDLL:
     cc = os.environ.get("CC") or "cc"
     if shutil.which(cc) is None:
         raise FxpError(f"no C compiler {cc!r} for the native XNOR-popcount kernel; install one "
-                       "(apt-get install gcc) or set CC, or use sim.golden.xnor_popcount")
+                       "(apt-get install gcc) or set CC, or use fxp.bits.xnor_popcount")
     lib = library_path(cc)
     private_dir(lib.parent)  # a predictable name in a folder others can write to would load their code
     if lib.exists():
@@ -75,7 +75,7 @@ def _library() -> ctypes.CDLL:
 def xnor_popcount(x_words: np.ndarray, w_words: np.ndarray, k: int) -> np.ndarray:
     """popcount(XNOR(x, w)) over the first k bits for every (row of x, row of w): (N, M) int64.
 
-    Same contract as :func:`sim.golden.xnor_popcount`: uint64 words from :func:`sim.golden.pack_bits`,
+    Same contract as :func:`fxp.bits.xnor_popcount`: uint64 words from :func:`fxp.bits.pack_bits`,
     padding bits 0 in both operands.
     """
     x = np.ascontiguousarray(x_words, dtype=np.uint64)

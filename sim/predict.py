@@ -55,10 +55,13 @@ def run_predict(model_path: str | Path, data: Dataset, run: str | Path | None = 
         run = Path(run)
         net = load_checkpoint(run / "checkpoint.pt" if run.is_dir() else run, exact=True)
         trained, described = net.spec.get("name"), model.spec.get("name")
-        if trained != described or list(net.spec["input_shape"]) != list(x.shape[1:]):
-            raise FxpError(f"run {run} trained model {trained!r} on input {list(net.spec['input_shape'])}, but "
-                           f"{model_path} describes {described!r} on {list(x.shape[1:])}; give the run it was "
-                           "exported from")
+        trained_shape, described_shape = list(net.spec["input_shape"]), list(model.input.shape)
+        if trained != described or trained_shape != described_shape:
+            raise FxpError(f"run {run} trained model {trained!r} on input {trained_shape}, but {model_path} "
+                           f"describes {described!r} on input {described_shape}; give the run it was exported from")
+        if trained_shape != list(x.shape[1:]):  # golden reshapes the images to the description; the run cannot
+            raise FxpError(f"run {run} trained model {trained!r} on input {trained_shape}, but {data.name} has "
+                           f"{list(x.shape[1:])}; use the dataset the model was trained on")
         rec["checkpoint_mode"] = net.config.mode
         try:
             rec["fake_quantized_accuracy"] = evaluate(net, x, y)

@@ -1,6 +1,6 @@
 /* Bit-packed binary matrix product: out[i][j] = k - popcount(x[i] XOR w[j]) over `words` uint64 words.
  *
- * The compiled twin of sim.golden.xnor_popcount (numpy), built on first use by sim.native with
+ * The compiled twin of fxp.bits.xnor_popcount (numpy), built on first use by sim.native with
  * -O3 -march=native. numpy needs three passes over memory per word (XOR, popcount, add); here a
  * word is XORed, counted and added in registers. With AVX-512 VPOPCNTDQ the count runs on eight
  * words per instruction; elsewhere (and for the tail) it is the scalar popcount. Padding bits are 0 in both operands,

@@ -85,7 +85,7 @@ def test_per_channel_post_training_export_of_a_float_run(tmp_path, weights):
 
 
 def test_multiplier_shift_represents_the_factor():
-    from fxp.export import _multiplier_shift
+    from fxp.ops.integer_layer import multiplier_shift as _multiplier_shift
 
     for r in (1.0, 0.5, 3e-5, 0.123456789, 1.9999999999):
         m, s = _multiplier_shift(r)

@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fxp import torch_int
+from fxp.bits import pack_bits, xnor_popcount
+from fxp.ops.integer_layer import requantize
 from sim import golden
 
 
@@ -54,13 +56,13 @@ def test_xnor_popcount_word_boundaries(kernel, monkeypatch, tmp_path):
         monkeypatch.setattr(native, "FLAGS", ["-O2", "-shared", "-fPIC"])
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
         native._library.cache_clear()
-    fn = golden.xnor_popcount if kernel == "golden" else native.xnor_popcount
+    fn = xnor_popcount if kernel == "golden" else native.xnor_popcount
     rng = np.random.default_rng(0)
     # word counts below, at and above the 8-word vector step, and rows beyond one 64-row block
     for k, m in ((1, 5), (63, 5), (64, 5), (65, 5), (127, 5), (128, 5), (200, 5), (512, 3), (1000, 70)):
         a = rng.integers(0, 2, (m, k))
         b = rng.integers(0, 2, (6, k))
-        got = fn(golden.pack_bits(a), golden.pack_bits(b), k)
+        got = fn(pack_bits(a), pack_bits(b), k)
         assert got.dtype == np.int64 and np.array_equal(got, (a[:, None, :] == b[None, :, :]).sum(axis=2)), k
     native._library.cache_clear()
 
@@ -93,8 +95,8 @@ def test_requantize_equals_exact_rational(acc, mult, shift, zp, relu):
 @given(st.integers(0, 2**20), st.integers(12, 40))
 def test_requantize_ties_round_up(q, shift):
     acc = (2 * q + 1) << (shift - 1)  # exactly q + 1/2 after the shift
-    got = golden.requantize(np.array([acc, -acc], np.int64), np.array([1, 1], np.int64),
-                            np.array([shift, shift], np.int64), 0, -(2**40), 2**40, 0)
+    got = requantize(np.array([acc, -acc], np.int64), np.array([1, 1], np.int64),
+                     np.array([shift, shift], np.int64), 0, -(2**40), 2**40, 0)
     assert got.tolist() == [q + 1, -q]  # ties toward +inf on both sides
 
 

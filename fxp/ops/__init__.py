@@ -7,10 +7,9 @@ see :mod:`fxp.ops.base` for what an op class declares, and docs/ARCHITECTURE.md 
 import importlib
 import pkgutil
 
-from fxp.ops.base import BITS, OPS, POPCOUNT, QUANTIZERS, Activation, ArrayField, Field, InputQuantizer, Op, op_class
+from fxp.ops.base import BITS, OPS, POPCOUNT, QUANTIZERS, Activation, ArrayField, Field, InputQuantizer, Op
 
 for _module in pkgutil.iter_modules(__path__):  # sorted by name: the registries' order is stable
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["BITS", "OPS", "POPCOUNT", "QUANTIZERS", "Activation", "ArrayField", "Field", "InputQuantizer", "Op",
-           "op_class"]
+__all__ = ["BITS", "OPS", "POPCOUNT", "QUANTIZERS", "Activation", "ArrayField", "Field", "InputQuantizer", "Op"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from fxp.errors import FxpError
 from fxp.format import Format
@@ -146,15 +147,25 @@ def _register(registry: dict, key: str, cls: type, reserved: type) -> None:
     registry[key] = cls
 
 
+# --- windows -------------------------------------------------------------------------------------
+def windows(x: np.ndarray, kernel: int, stride: int, padding: int = 0) -> np.ndarray:
+    """The ``kernel`` x ``kernel`` windows at ``stride`` of a batch ``x`` [N, C, H, W], zero-padded by
+    ``padding`` on every side: [N, C, H', W', k, k], a view of ``x`` where there is no padding."""
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    return sliding_window_view(x, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride]
+
+
+def im2col(x: np.ndarray, kernel: int, stride: int, padding: int = 0) -> np.ndarray:
+    """Each window of :func:`windows` as one row in (c, u, v) order: [N, H', W', C k k], a copy in ``x``'s
+    dtype (so a narrow dtype keeps it small)."""
+    cols = windows(x, kernel, stride, padding)
+    n, c, h, w = cols.shape[:4]
+    return cols.transpose(0, 2, 3, 1, 4, 5).reshape(n, h, w, c * kernel * kernel)
+
+
 # --- ops -----------------------------------------------------------------------------------------
 OPS: dict[str, type[Op]] = {}  # op name -> class, in registration order
-
-
-def op_class(name: str) -> type[Op]:
-    """The class registered for op ``name``."""
-    if name not in OPS:
-        raise FxpError(f"op {name!r} is not known; known ops: {', '.join(OPS)}")
-    return OPS[name]
 
 
 class Op:
@@ -167,12 +178,9 @@ class Op:
     # what its output keeps of each k x k window of its [C, H, W] input, where it reads windows: None (the
     # engine's matrix product, as a convolution) or "max" (max-pooling); hardware feeds it through a sliding window
     window_reduce: ClassVar[str | None] = None
-    windowed: ClassVar[bool] = False  # whether it reads windows (then ``window`` gives kernel, stride, padding)
-
-    @property
-    def window(self) -> tuple[int, int, int] | None:
-        """(kernel, stride, padding) where the op reads k x k windows of its input, else None."""
-        return None
+    # whether it reads windows: then its ``kernel`` and ``stride`` fields, and ``padding`` where it has one,
+    # say which (see ``window``)
+    windowed: ClassVar[bool] = False
     fields: ClassVar[dict[str, Field | ArrayField]] = {}
     exports_from: ClassVar[tuple[type, ...]] = ()
 
@@ -187,12 +195,31 @@ class Op:
         self.where = where or f"layer {self.name}"
         self._arrays = arrays
         self.accepts(incoming)
-        _read_fields(self, layer, where)
+        _read_fields(self, layer, self.where)
         self.output = self.produces()
         for key, f in self.fields.items():
             if isinstance(f, ArrayField):
-                f.check(self, arrays, key, where)
+                f.check(self, arrays, key, self.where)
         self.check()
+
+    @property
+    def window(self) -> tuple[int, int, int] | None:
+        """(kernel, stride, padding) where the op reads k x k windows of its input, else None; an op
+        without a ``padding`` field reads its input unpadded."""
+        return (self.kernel, self.stride, getattr(self, "padding", 0)) if self.windowed else None
+
+    def window_grid(self) -> tuple[int, int]:
+        """(H', W'): how many of its windows fit down and across its [C, H, W] input; refuses an input of
+        another rank, and a window that does not fit."""
+        shape = self.in_shape
+        if len(shape) != 3:
+            raise self.error(f"{self.op} needs [C, H, W] input, got {list(shape)}")
+        k, s, p = self.window
+        h, w = ((n + 2 * p - k) // s + 1 for n in shape[1:]) if k >= 1 and s >= 1 and p >= 0 else (0, 0)
+        if h < 1 or w < 1:
+            padded = f", padding {p}" if "padding" in self.fields else ""
+            raise self.error(f"kernel {k}, stride {s}{padded} do not fit input {list(shape)}")
+        return h, w
 
     @property
     def in_shape(self) -> tuple[int, ...]:

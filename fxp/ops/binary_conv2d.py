@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
 from fxp.binary import BinaryConv2d as TrainedBinaryConv2d
-from fxp.ops.base import Field
+from fxp.ops.base import Field, im2col
 from fxp.ops.binary_layer import BinaryLayer
 
 
@@ -22,10 +21,6 @@ class BinaryConv2d(BinaryLayer):
     fields = {"out_channels": Field(int), "kernel": Field(int), "stride": Field(int), **BinaryLayer.fields}
 
     @property
-    def window(self) -> tuple[int, int, int]:
-        return self.kernel, self.stride, 0
-
-    @property
     def weight_rows(self) -> int:
         return self.out_channels
 
@@ -34,18 +29,12 @@ class BinaryConv2d(BinaryLayer):
         return self.in_shape[0] * self.kernel * self.kernel
 
     def out_shape_of(self) -> tuple[int, ...]:
-        shape, k, s = self.in_shape, self.kernel, self.stride
-        if len(shape) != 3:
-            raise self.error(f"binary_conv2d needs [C, H, W] input, got {list(shape)}")
-        if k < 1 or s < 1 or k > shape[1] or k > shape[2]:
-            raise self.error(f"kernel {k}, stride {s} do not fit input {list(shape)}")
-        return (self.out_channels, (shape[1] - k) // s + 1, (shape[2] - k) // s + 1)
+        return (self.out_channels, *self.window_grid())
 
     def patches(self, bits: np.ndarray) -> np.ndarray:
-        k, s = self.kernel, self.stride
-        cols = sliding_window_view(bits, (k, k), axis=(2, 3))[:, :, ::s, ::s]  # N, C, H', W', k, k
-        n, c, h, w = cols.shape[:4]
-        return cols.transpose(0, 2, 3, 1, 4, 5).reshape(n, h * w, c * k * k)
+        cols = im2col(bits, self.kernel, self.stride)
+        n, h, w, fan_in = cols.shape
+        return cols.reshape(n, h * w, fan_in)
 
     def arrange(self, out: np.ndarray) -> np.ndarray:
         n, _, o = out.shape

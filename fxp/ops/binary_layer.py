@@ -10,6 +10,8 @@ A layer's weights are bit-packed rows, one per output, ``[out, ceil(fan_in/8)]``
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import torch
 from torch import nn
@@ -39,21 +41,37 @@ class BinaryLayer(Op):
     def produces(self) -> Activation:
         return Activation(self.out_shape_of(), POPCOUNT if self.layer.get("threshold") is None else BITS)
 
+    # the weights in the forms golden and torch take, prepared once per op rather than per batch
+    @cached_property
+    def _weight_bits(self) -> np.ndarray:
+        bits = np.unpackbits(self.array("weights"), axis=1, count=self.fan_in, bitorder="little")
+        bits.flags.writeable = False  # shared by every caller
+        return bits
+
+    @cached_property
+    def _weight_words(self) -> np.ndarray:
+        return pack_bits(self._weight_bits)  # repacked: the padding bits past fan_in are 0, as xnor_popcount needs
+
+    @cached_property
+    def _weight_pm(self) -> torch.Tensor:
+        return torch.from_numpy(self._weight_bits.astype(np.float64) * 2 - 1)
+
     def weight_bits(self) -> np.ndarray:
-        """The weights as a 0/1 matrix ``[outputs, fan_in]``."""
-        return np.unpackbits(self.array("weights"), axis=1, count=self.fan_in, bitorder="little")
+        """The weights as a 0/1 matrix ``[outputs, fan_in]`` (read-only)."""
+        return self._weight_bits
 
     def golden(self, bits: np.ndarray) -> np.ndarray:
-        patches = self.patches(bits)
+        # uint8 before the patches are cut: a convolution's patches copy each bit k*k times
+        patches = self.patches(bits.astype(np.uint8))
         n, positions = patches.shape[:2]
-        pc = xnor_popcount(pack_bits(patches.reshape(n * positions, -1)), pack_bits(self.weight_bits()), self.fan_in)
+        pc = xnor_popcount(pack_bits(patches.reshape(n * positions, -1)), self._weight_words, self.fan_in)
         thr = self.array("threshold")
         out = pc if thr is None else (pc >= thr.astype(np.int64)).astype(np.int64)
         return self.arrange(out.reshape(n, positions, -1))
 
     def torch(self, bits: torch.Tensor) -> torch.Tensor:
-        w_pm = torch.from_numpy(self.weight_bits().astype(np.float64) * 2 - 1)
-        dot = self.torch_dot(bits.double() * 2 - 1, w_pm)  # the ±1 dot product = 2 * popcount(XNOR) - fan_in
+        # the ±1 dot product = 2 * popcount(XNOR) - fan_in
+        dot = self.torch_dot(bits.double() * 2 - 1, self._weight_pm)
         pc = ((dot + self.fan_in) / 2).round().to(torch.int64)
         thr = self.array("threshold")
         if thr is None:

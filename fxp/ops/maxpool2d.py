@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
 from fxp.layers import FxMaxPool2d
-from fxp.ops.base import Activation, Field, Op
+from fxp.ops.base import Activation, Field, Op, windows
 
 
 class MaxPool2d(Op):
@@ -17,24 +16,13 @@ class MaxPool2d(Op):
     window_reduce = "max"
     exports_from = (FxMaxPool2d, nn.MaxPool2d)  # the second in binarized models
     fields = {"kernel": Field(int), "stride": Field(int)}
-
     windowed = True
 
-    @property
-    def window(self) -> tuple[int, int, int]:
-        return self.kernel, self.stride, 0
-
     def produces(self) -> Activation:
-        shape, k, s = self.in_shape, self.kernel, self.stride
-        if len(shape) != 3:
-            raise self.error(f"maxpool2d needs [C, H, W] input, got {list(shape)}")
-        if k < 1 or s < 1 or k > shape[1] or k > shape[2]:
-            raise self.error(f"kernel {k}, stride {s} do not fit input {list(shape)}")
-        return Activation((shape[0], (shape[1] - k) // s + 1, (shape[2] - k) // s + 1), self.incoming.kind)
+        return Activation((self.in_shape[0], *self.window_grid()), self.incoming.kind)
 
     def golden(self, x: np.ndarray) -> np.ndarray:
-        k, s = self.kernel, self.stride
-        return sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s].max(axis=(4, 5))
+        return windows(x, self.kernel, self.stride).max(axis=(4, 5))
 
     def torch(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(x.double(), self.kernel, self.stride).to(torch.int64)
