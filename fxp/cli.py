@@ -16,6 +16,7 @@ Library code raises :class:`fxp.FxpError`; here it becomes that one line.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -23,8 +24,6 @@ from pathlib import Path
 
 import fxp
 from fxp.errors import FxpError
-
-MAX_SEED = (1 << 32) - 1  # numpy and torch take any seed in 0..2**32-1
 
 
 def _int_in(lo: int, hi: int):
@@ -57,6 +56,13 @@ def _float_in(lo: float, hi: float, hi_open: bool = False, lo_open: bool = False
         return v
 
     return parse
+
+
+def _within(bounds):
+    """An argparse type: a number within a library's :class:`fxp.layers.Bounds` (the range it checks itself)."""
+    if bounds.whole:
+        return _int_in(bounds.lo, bounds.hi)
+    return _float_in(bounds.lo, bounds.hi, hi_open=bounds.hi_open, lo_open=bounds.lo_open)
 
 
 def _bits_list(text: str) -> tuple[int, ...]:
@@ -96,18 +102,17 @@ def _check_json_out(path: str | None, force: bool) -> None:
 # --- subcommands --------------------------------------------------------------------------------------
 def _cmd_report(args: argparse.Namespace) -> int:
     from fxp import report
-    from fxp.resources import check_out_folder
 
-    out = check_out_folder(args.out, args.force, "report.json", "a report")
+    out = Path(args.out)
+    # the options given; the others take the library's defaults (the run's own, with RUN). report_run
+    # refuses --epochs and --overflow, which only the report without RUN uses.
+    given = {k: getattr(args, k) for k in ("seed", "rounding", "epochs", "overflow") if getattr(args, k) is not None}
     if args.run is not None:
-        _existing(args.run, "run folder", folder=True)
-        rec = report.report_run(args.run, out, bits=args.bits, seed=args.seed, rounding=args.rounding,
-                                progress=not args.quiet, force=args.force)
+        rec = report.report_run(args.run, out, bits=args.bits, progress=not args.quiet, force=args.force, **given)
         print(f"{rec['model']} on {rec['dataset']} ({rec['summary']['mode']} run): "
               f"test accuracy {100 * rec['checkpoint_accuracy']:.2f} %")
     else:
-        rec = report.run_report(out, seed=args.seed or 0, bits=args.bits, epochs=args.epochs,
-                                rounding=args.rounding or "nearest_even", overflow=args.overflow, force=args.force)
+        rec = report.run_report(out, bits=args.bits, progress=not args.quiet, force=args.force, **given)
         print(f"{rec['model']} on {rec['dataset']}: float accuracy {100 * rec['float_accuracy']:.2f} %")
     if rec["sweep"]:
         print(f"{'word bits':>9}  {'accuracy':>8}")
@@ -142,9 +147,10 @@ def _check_training(args: argparse.Namespace, marker: str, holds: str):
     from fxp.datasets import check_dataset
     from fxp.models import load_spec
     from fxp.resources import check_out_folder
+    from fxp.train import check_recipe
 
     cfg, recipe = _config(args), _recipe(args)
-    load_spec(args.model)
+    check_recipe(load_spec(args.model), cfg, recipe)
     check_dataset(args.dataset)
     check_out_folder(args.out, args.force, marker, holds)
     return cfg, recipe
@@ -173,12 +179,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from fxp.datasets import load
-    from fxp.sweep import run_sweep
+    from fxp.sweep import check_sweep, run_sweep
 
     cfg, recipe = _check_training(args, "sweep.json", "a sweep")
+    bits, vary = list(args.bits), args.vary.split(",")
+    check_sweep(cfg, bits, vary, args.tolerance)
     data = load(args.dataset, seed=args.seed)
-    rec = run_sweep(args.model, data, cfg, recipe, list(args.bits), args.vary.split(","), args.out,
-                    args.tolerance, progress=not args.quiet, force=args.force)
+    rec = run_sweep(args.model, data, cfg, recipe, bits, vary, args.out, args.tolerance, progress=not args.quiet,
+                    force=args.force)
     print((Path(args.out) / "sweep.md").read_text())
     print(f"smallest within {args.tolerance} point(s): {rec['smallest_within_tolerance']}")
     return 0
@@ -187,7 +195,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from fxp.datasets import check_dataset
     from fxp.export import export
-    from fxp.train import run_dataset
+    from fxp.train import read_run_metrics, run_dataset
 
     _existing(args.run, "run")
     if args.dataset is not None:
@@ -196,8 +204,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     def calibration():  # loaded only if the export needs it (per-channel scales)
         from fxp.datasets import load
 
-        run = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
-        return load(args.dataset or run_dataset(run), seed=args.seed).x_train[: args.calibrate]
+        return load(args.dataset or run_dataset(read_run_metrics(args.run)), seed=args.seed).x_train[: args.calibrate]
 
     model = export(args.run, args.out, scales=args.scales, calibration=calibration, weights=args.weights,
                    force=args.force)
@@ -238,31 +245,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_gen(args: argparse.Namespace) -> int:
     from hdl_gen.gen import generate
 
-    if args.from_model is not None:  # which flags go together, said in the flags' words
+    if args.from_model is not None:  # generate checks which flags go together, in the flags' words
         _existing(args.from_model, "--from", folder=True)
-        if args.mw is not None or args.mh is not None:
-            raise FxpError("--mw and --mh size a random layer; with --from the layer sets them: drop them")
-        if args.layer is None:
-            from fxp import fxpm
-            from hdl_gen.engines import buildable
-
-            raise FxpError(f"--from needs --layer: one of {buildable(fxpm.load(args.from_model))}")
-    else:
-        if args.kind is None:
-            raise FxpError("give the unit kind (xnor or mac) for a random layer, or --from MODEL --layer NAME")
-        if args.layer is not None:
-            raise FxpError("--layer picks a layer of --from MODEL; give --from too, or drop --layer")
-        for flag, v in (("--mw", args.mw), ("--mh", args.mh)):
-            if v is None:
-                raise FxpError(f"give {flag} and --mh (inputs and outputs of a random layer), or --from MODEL --layer "
-                               "NAME" if flag == "--mw" else "give --mh (outputs of a random layer), or --from "
-                               "MODEL --layer NAME")
-    from hdl_gen.engines import all_options
-
-    given = {o.name: getattr(args, o.name) for o, _ in all_options()}
-    options = {name: v for name, v in given.items() if v is not None and v is not False}  # what was asked for
     sidecar = generate(args.kind, args.out, mw=args.mw, mh=args.mh, pe=args.pe, simd=args.simd, seed=args.seed,
-                   model_path=args.from_model, layer=args.layer, top=args.top, options=options, force=args.force)
+                       model_path=args.from_model, layer=args.layer, top=args.top, options=_unit_options(args),
+                       force=args.force)
     print(f"wrote {args.out}: {sidecar['top']}.v, {sidecar['wrapper']}.v, {sidecar['top']}.json, layer.fxpm"
           f"{''.join(', ' + name for name in sidecar['sim_models'])} — {sidecar['kind']} unit, "
           f"MW={sidecar['mw']} MH={sidecar['mh']} PE={sidecar['pe']} SIMD={sidecar['simd']}, "
@@ -270,29 +257,33 @@ def _cmd_gen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unit_options(args: argparse.Namespace) -> dict:
+    """The options of the hardware units asked for on the command line (the flags of _add_unit_options)."""
+    from hdl_gen.engines import all_options
+
+    given = {o.name: getattr(args, o.name) for o, _ in all_options()}
+    return {name: v for name, v in given.items() if v is not None and v is not False}
+
+
 def _cmd_gen_model(args: argparse.Namespace) -> int:
     from fxp.datasets import levels_of
-    from hdl_gen.engines import all_options
     from hdl_gen.gen import generate_network
 
     _existing(args.model, "integer model description", folder=True)
     if args.folding is not None:
         _existing(args.folding, "--folding", folder=False)
-    given = [flag for flag, v in (("--folding", args.folding), ("--cycles", args.cycles), ("--fps", args.fps))
-             if v is not None]
-    if len(given) > 1:
-        raise FxpError(f"{' and '.join(given)} each set the folding; give one of them")
     cycles = args.cycles
-    if args.fps is not None:
+    if args.fps is not None:  # --fps is the command line's: a target of cycles per frame at --clock-mhz
+        given = [flag for flag, v in (("--folding", args.folding), ("--cycles", args.cycles)) if v is not None]
+        if given:
+            raise FxpError(f"{' and '.join(given)} and --fps each set the folding; give one of them")
         cycles = int(args.clock_mhz * 1e6 // args.fps)
         if cycles < 1:
             raise FxpError(f"--fps {args.fps} at {args.clock_mhz} MHz leaves less than a cycle per frame; lower --fps "
                            "or raise --clock-mhz")
-    dataset = args.dataset or "digits"
-    options = {o.name: getattr(args, o.name) for o, _ in all_options()}
-    options = {k: v for k, v in options.items() if v is not None and v is not False}
-    sidecar = generate_network(args.model, args.out, levels=levels_of(dataset), dataset=dataset, folding=args.folding,
-                               cycles=cycles, top=args.top, options=options, force=args.force)
+    sidecar = generate_network(args.model, args.out, levels=levels_of(args.dataset), dataset=args.dataset,
+                               folding=args.folding, cycles=cycles, top=args.top, options=_unit_options(args),
+                               force=args.force)
     print((Path(args.out) / "folding.md").read_text().rstrip())
     print(f"wrote {args.out}: {sidecar['top']}.v, {sidecar['wrapper']}.v, {sidecar['top']}.json, model.fxpm, folding.md"
           f"{''.join(', ' + name for name in sidecar['sim_models'])}")
@@ -342,7 +333,7 @@ def _cmd_boards(args: argparse.Namespace) -> int:
         print(f"{name:12} {board.description:32} {board.device} {board.package}, "
               f"{board.clock_mhz:g} MHz ({board.default_clk})  {res}\n"
               f"{'':12} platform {board.amaranth_platform}; UART {uart}; "
-              f"synth_{board.family.name} {board.synth_opts}; {board.nextpnr} {board.nextpnr_device}")
+              f"synth_{board.family.name} {board.synth_opts}; {board.family.nextpnr} {board.nextpnr_device}")
     return 0
 
 
@@ -367,8 +358,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"fxp: error: {message} (see {self.prog} --help)\n")
 
 
-def _seed(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help=what)
+def _seed(p: argparse.ArgumentParser, what: str, default: int | None = 0) -> None:
+    from fxp.train import SEED
+
+    p.add_argument("--seed", type=_within(SEED), default=default, help=what)
 
 
 def _force(p: argparse.ArgumentParser, what: str) -> None:
@@ -380,11 +373,10 @@ def _quiet(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
-    from fxp.layers import FxConfig
-    from fxp.train import Recipe
+    from fxp import layers, train
 
-    defaults, recipe = FxConfig(), Recipe()
-    bits = _int_in(2, 64)
+    defaults, recipe = layers.FxConfig(), train.Recipe()
+    bits = _within(layers.WORD_BITS)
     p.add_argument("--model", default="digits_mlp",
                    help="lenet300, lenet5, digits_mlp, bnn_digits, sfc_bnn, or a model TOML file")
     p.add_argument("--dataset", default="digits", help="digits, fashion-mnist, or an MNIST-format IDX folder")
@@ -404,20 +396,21 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="rounding of activations and gradients")
     p.add_argument("--update-rounding", default=defaults.update_rounding, choices=fxp.ROUNDING,
                    help="rounding of parameter updates (fixed mode; stochastic keeps small updates alive)")
-    p.add_argument("--max-overflow-rate", type=_float_in(0, 1), default=defaults.max_overflow_rate,
+    p.add_argument("--max-overflow-rate", type=_within(layers.OVERFLOW_RATE), default=defaults.max_overflow_rate,
                    help="share of a tensor's values allowed to overflow before its format gains an integer bit")
-    p.add_argument("--update-interval", type=_int_in(1, 1 << 20), default=defaults.update_interval,
+    p.add_argument("--update-interval", type=_within(layers.UPDATE_INTERVAL), default=defaults.update_interval,
                    help="batches between revisions of the dynamic scales")
     p.add_argument("--exact", action="store_true", help="accumulate in float64 (exact) instead of float32")
-    p.add_argument("--epochs", type=_int_in(1, 100_000), default=recipe.epochs, help="passes over the training set")
-    p.add_argument("--batch-size", type=_int_in(1, 1 << 20), default=recipe.batch_size,
+    p.add_argument("--epochs", type=_within(train.EPOCHS), default=recipe.epochs, help="passes over the training set")
+    p.add_argument("--batch-size", type=_within(train.BATCH_SIZE), default=recipe.batch_size,
                    help="images per optimizer step")
-    p.add_argument("--lr", type=_float_in(0, 1e3, lo_open=True), default=recipe.lr,
-                   help="learning rate (cosine schedule)")
-    p.add_argument("--momentum", type=_float_in(0, 1, hi_open=True), default=recipe.momentum, help="SGD momentum")
-    p.add_argument("--optimizer", default=recipe.optimizer, choices=("sgd", "adam"), help="sgd (with momentum) or adam")
-    p.add_argument("--weight-decay", type=_float_in(0, 1), default=recipe.weight_decay, help="L2 weight decay")
-    p.add_argument("--limit-train", type=_int_in(1, 1 << 31), default=recipe.limit_train,
+    p.add_argument("--lr", type=_within(train.LR), default=recipe.lr, help="learning rate (cosine schedule)")
+    p.add_argument("--momentum", type=_within(train.MOMENTUM), default=recipe.momentum, help="SGD momentum")
+    p.add_argument("--optimizer", default=recipe.optimizer, choices=train.OPTIMIZERS,
+                   help="sgd (with momentum) or adam")
+    p.add_argument("--weight-decay", type=_within(train.WEIGHT_DECAY), default=recipe.weight_decay,
+                   help="L2 weight decay")
+    p.add_argument("--limit-train", type=_within(train.LIMIT_TRAIN), default=recipe.limit_train,
                    help="train on the first N training images only (default: all)")
     _seed(p, "seed of the initialization, the shuffling and the digits split")
     _quiet(p)
@@ -444,19 +437,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"fxp {fxp.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    from fxp import report, train
+
+    # without RUN, what report.run_report does by default
+    mlp = {name: param.default for name, param in inspect.signature(report.run_report).parameters.items()}
     r = sub.add_parser("report", help="quantization report: accuracy against word width, of a run or on the "
                                       "embedded digits data")
     r.add_argument("run", nargs="?", default=None,
-                   help="a run folder of fxp train to report on (default: train a small MLP on digits)")
+                   help="a run folder of fxp train (or its checkpoint.pt) to report on (default: train a small MLP "
+                        "on digits)")
     r.add_argument("--out", default="runs/report", help="folder for report.md, report.json and the plot")
-    r.add_argument("--bits", type=_bits_list, default=(2, 3, 4, 5, 6, 8, 10, 12, 16), help="word widths, e.g. 4,8,16")
-    r.add_argument("--epochs", type=_int_in(1, 100_000), default=200,
-                   help="training epochs of the small MLP (without RUN)")
+    r.add_argument("--bits", type=_bits_list, default=report.DEFAULT_BITS, help="word widths, e.g. 4,8,16")
+    r.add_argument("--epochs", type=_within(train.EPOCHS), default=None,
+                   help=f"training epochs of the small MLP (without RUN only; default: {mlp['epochs']})")
     r.add_argument("--rounding", default=None, choices=fxp.ROUNDING,
-                   help="rounding of the quantized values (default: the run's own; nearest_even without RUN)")
-    r.add_argument("--overflow", default="saturate", choices=fxp.OVERFLOW, help="overflow mode (without RUN)")
-    r.add_argument("--seed", type=_int_in(0, MAX_SEED), default=None,
-                   help="seed of the digits split (default: the run's own; 0 without RUN)")
+                   help=f"rounding of the quantized values (default: the run's own; {mlp['rounding']} without RUN)")
+    r.add_argument("--overflow", default=None, choices=fxp.OVERFLOW,
+                   help=f"overflow mode (without RUN only; default: {mlp['overflow']})")
+    _seed(r, f"seed of the digits split (default: the run's own; {mlp['seed']} without RUN)", default=None)
     _force(r, "a report")
     _quiet(r)
     r.set_defaults(func=_cmd_report)
@@ -510,7 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     u.add_argument("kind", nargs="?", default=None, choices=tuple(ENGINES),
                    help="xnor (binary_dense layers) or mac (dense layers); with --from, the layer decides")
-    size = _int_in(1, 1 << 16)
+    from hdl_gen.gen import MAX_SIZE
+
+    size = _int_in(1, MAX_SIZE)
     u.add_argument("--mw", type=size, help="inputs per vector of a random layer")
     u.add_argument("--mh", type=size, help="outputs per vector of a random layer")
     u.add_argument("--pe", type=size, default=1, help="parallel outputs (divides MH)")
@@ -528,9 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     nm = gsub.add_parser("model", help="a whole model as one streaming accelerator: Verilog, wrapper, sidecar, "
                                         "folding report")
     nm.add_argument("model", help="an .fxpm folder of flatten, dense and binary_dense layers")
-    nm.add_argument("--dataset", default=None,
-                    help="the data it will take: digits (pixels 0..16, the default), fashion-mnist or an IDX folder "
-                         "(0..255); recorded for fxp sim")
+    from fxp.datasets import DIGITS_LEVELS, IDX_LEVELS
+
+    nm.add_argument("--dataset", default="digits",
+                    help=f"the data it will take: digits (pixels 0..{DIGITS_LEVELS}), fashion-mnist or an IDX folder "
+                         f"(0..{IDX_LEVELS}); recorded for fxp sim")
     nm.add_argument("--folding", default=None,
                     help="PE and SIMD per layer from a JSON file ({\"pixels_per_word\": P, \"layers\": {NAME: "
                          "{\"pe\": .., \"simd\": ..}}}, or an earlier network's sidecar)")

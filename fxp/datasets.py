@@ -45,7 +45,7 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     source: str = ""
-    levels: int = 255  # the largest raw pixel value: the pixels were raw / levels (see normalize)
+    levels: int = IDX_LEVELS  # the largest raw pixel value: the pixels were raw / levels (see normalize)
 
     def raw(self, x: torch.Tensor) -> np.ndarray:
         """The raw integer pixels (0..levels) of normalized images ``x``: what a sensor or a file holds,
@@ -121,11 +121,10 @@ def load(name: str, seed: int = 0) -> Dataset:
     """``digits``, ``fashion-mnist``, or the path of an MNIST-format IDX folder."""
     if name == "digits":
         xtr, ytr, xte, yte = digits(seed)
-        return Dataset("digits", xtr.view(-1, 1, 8, 8), ytr, xte.view(-1, 1, 8, 8), yte, source="digits",
-                       levels=DIGITS_LEVELS)
+        return Dataset(name, xtr.view(-1, 1, 8, 8), ytr, xte.view(-1, 1, 8, 8), yte, source=name, levels=DIGITS_LEVELS)
     if name == "fashion-mnist":
-        data = idx_folder(FASHION_MNIST_DIR, "fashion-mnist", "install it with: apt-get install dataset-fashion-mnist")
-        data.source = "fashion-mnist"
+        data = idx_folder(FASHION_MNIST_DIR, name, "install it with: apt-get install dataset-fashion-mnist")
+        data.source = name  # loaded again by its name, not from the install path
         return data
     check_dataset(name)
     return idx_folder(name)

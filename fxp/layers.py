@@ -42,6 +42,42 @@ from fxp.ste import fake_quantize
 MODES = ("float", "qat", "fixed")
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric setting takes: ``lo..hi`` (whole numbers, with ``whole``) or the interval from
+    ``lo`` to ``hi``, an end excluded where ``lo_open`` / ``hi_open`` say so. Defined once beside the check
+    that uses it; the CLI bounds its options with the same objects."""
+
+    lo: float
+    hi: float
+    whole: bool = False
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __str__(self) -> str:
+        if self.whole:
+            return f"{self.lo}..{self.hi}"
+        return f"{'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+
+    def __contains__(self, v: object) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int if self.whole else (int, float)):
+            return False
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        return (self.lo < v if self.lo_open else self.lo <= v) and (v < self.hi if self.hi_open else v <= self.hi)
+
+    def check(self, name: str, v: object, unit: str = "") -> None:
+        """Raise unless ``v`` is in bounds: ``{name} must be a whole number{unit} in 2..64, got ...``."""
+        if v not in self:
+            raise FxpError(f"{name} must be {'a whole number' if self.whole else 'a number'}{unit} in {self}, got {v!r}")
+
+
+# The ranges of FxConfig's numbers (fxp train's and fxp sweep's options take theirs from here)
+WORD_BITS = Bounds(2, 64, whole=True)  # every word, sign included
+OVERFLOW_RATE = Bounds(0, 1, hi_open=True)  # as ScaleTracker takes it
+UPDATE_INTERVAL = Bounds(1, 1 << 20, whole=True)
+
+
 @dataclass
 class FxConfig:
     """Number formats and modes for a model.
@@ -81,9 +117,9 @@ class FxConfig:
         if self.mode not in MODES:
             raise FxpError(f"mode={self.mode!r} is not a training mode; use one of {', '.join(MODES)}")
         for name in ("act_bits", "grad_bits", "update_bits", "weight_bits", "acc_bits"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 64:
-                raise FxpError(f"{name} must be a whole number of bits in 2..64, got {v!r}")
+            WORD_BITS.check(name, getattr(self, name), " of bits")
+        OVERFLOW_RATE.check("max_overflow_rate", self.max_overflow_rate)
+        UPDATE_INTERVAL.check("update_interval", self.update_interval, " of batches")
         for name in ("rounding", "update_rounding"):
             if getattr(self, name) not in ROUNDING:
                 raise FxpError(f"{name}={getattr(self, name)!r} is not a rounding mode; use one of {', '.join(ROUNDING)}")

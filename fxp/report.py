@@ -26,8 +26,17 @@ from fxp.models import BINARY_TYPES, build
 from fxp.progress import track
 from fxp.quantize import quantize
 from fxp.resources import check_out_folder, render, write_atomic
-from fxp.rounding import ROUNDING
-from fxp.train import check_compatible, evaluate, load_checkpoint, run_dataset
+from fxp.rounding import ROUNDING, check_modes
+from fxp.train import (
+    EPOCHS,
+    SEED,
+    check_compatible,
+    evaluate,
+    load_checkpoint,
+    read_run_metrics,
+    run_dataset,
+    run_folder,
+)
 
 DEFAULT_BITS = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 
@@ -58,17 +67,21 @@ def run_report(
     hidden: int = 32,
     rounding: str = "nearest_even",
     overflow: str = "saturate",
+    progress: bool = True,
     force: bool = False,
 ) -> dict:
     """Train, sweep word widths, and write the report files into ``out`` (an earlier report there is
-    replaced only with ``force``). Returns the JSON record."""
+    replaced only with ``force``). ``progress=False`` prints nothing. Returns the JSON record."""
     for b in bits:
         Format(b, 0)  # validates each width before anything runs or is written
+    EPOCHS.check("epochs", epochs)
+    SEED.check("seed", seed)
+    check_modes(rounding, overflow)
     out = check_out_folder(out, force, "report.json", "a report")
     xtr, ytr, xte, yte = digits(seed)
     model = _mlp(seed, hidden)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in track(range(epochs), "float training", leave=False):
+    for _ in track(range(epochs), "float training", leave=False, disable=not progress):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(xtr), ytr).backward()
         opt.step()
@@ -80,7 +93,7 @@ def run_report(
         calib_logits = model(xtr)
         named = {"input": xte, "fc1.weight": l1.weight, "fc1.bias": l1.bias, "fc2.weight": l2.weight, "fc2.bias": l2.bias}
         sweep, tensors = [], []
-        for wb in track(bits, "word widths"):
+        for wb in track(bits, "word widths", disable=not progress):
             fmts = {name: _dyn_format(t, wb) for name, t in named.items()}
             q = {name: _q(t, fmts[name], rounding, overflow) for name, t in named.items()}
             h = torch.relu(q["input"] @ q["fc1.weight"].T + q["fc1.bias"])
@@ -112,7 +125,6 @@ def run_report(
         "tensors": tensors,
         "plot": "accuracy_vs_bits.png",
     }
-    out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "accuracy_vs_bits.png", _plot(sweep, float_acc))
     write_atomic(out / "report.json", json.dumps(record, indent=2) + "\n")
     write_atomic(out / "report.md", render("quant_report.md.j2", **record))
@@ -139,8 +151,11 @@ def report_run(
     rounding: str | None = None,
     progress: bool = True,
     force: bool = False,
+    epochs: int | None = None,
+    overflow: str | None = None,
 ) -> dict:
-    """Report on a run folder of ``fxp train``: its own summary and a post-training quantization sweep.
+    """Report on a run folder of ``fxp train`` (or its checkpoint.pt): its own summary and a post-training
+    quantization sweep.
 
     For each word width the run's model is rebuilt in ``qat`` mode with weights and activations of
     that width, given the run's parameters, calibrated (max-abs) on ``calibrate`` training images and
@@ -148,24 +163,29 @@ def report_run(
     ``rounding`` defaults to the run's own. Writes ``report.json``, ``report.md`` and, unless the model
     is binarized (nothing to sweep), ``accuracy_vs_bits.png`` into ``out`` (an earlier report there is
     replaced only with ``force``). Returns the JSON record.
+
+    ``epochs`` and ``overflow`` are :func:`run_report`'s, for the small MLP it trains; a run is not trained
+    again and keeps its own overflow modes, so they are refused here (after the run's own checks).
     """
-    run, out = Path(run), Path(out)
-    if run.is_file() and run.name == "checkpoint.pt":
-        run = run.parent
+    run, out = run_folder(run), Path(out)
     metrics = read_run_metrics(run)
     widths = _check_widths(bits)
     if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 1:
         raise FxpError(f"calibrate must be a whole number of training images >= 1, got {calibrate!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise FxpError(f"seed must be a whole number (or None for the run's own), got {seed!r}")
+    if seed is not None:
+        SEED.check("seed", seed)
     if rounding is not None and rounding not in ROUNDING:
         raise FxpError(f"rounding={rounding!r} is not a rounding mode; use one of {', '.join(ROUNDING)}")
     check_out_folder(out, force, "report.json", "a report")
+    mlp_only = [name for name, v in (("epochs", epochs), ("overflow", overflow)) if v is not None]
+    if mlp_only:
+        raise FxpError(f"{' and '.join(mlp_only)} {'apply' if len(mlp_only) > 1 else 'applies'} only without a run "
+                       f"(to the small MLP the report trains); drop {', '.join('--' + n for n in mlp_only)} or the run")
     model = load_checkpoint(run / "checkpoint.pt")
     cfg: FxConfig = model.config
     rounding = rounding or cfg.rounding
     split_seed = metrics.get("recipe", {}).get("seed", 0) if seed is None else seed
-    dataset = run_dataset(run)
+    dataset = run_dataset(metrics)
     try:
         data = load(dataset, seed=split_seed)
     except FxpError as e:
@@ -205,7 +225,6 @@ def report_run(
         "sweep_skipped": skipped,
         "plot": None if binary else "accuracy_vs_bits.png",
     }
-    out.mkdir(parents=True, exist_ok=True)
     if not binary:
         from fxp.plots import accuracy_vs_bits
 
@@ -217,27 +236,6 @@ def report_run(
     write_atomic(out / "report.json", json.dumps(record, indent=2) + "\n")
     write_atomic(out / "report.md", render("run_report.md.j2", format_table=_format_table(sweep), **record))
     return record
-
-
-def read_run_metrics(run: Path) -> dict:
-    """``metrics.json`` of a run folder, after checking that the folder holds a run of ``fxp train``."""
-    hint = "give the folder that fxp train (or run_train) wrote"
-    if not run.exists():
-        raise FxpError(f"run folder {run} does not exist; {hint}")
-    if not run.is_dir():
-        raise FxpError(f"{run} is a file, not a run folder; {hint}")
-    for name in ("checkpoint.pt", "metrics.json"):
-        if not (run / name).is_file():
-            raise FxpError(f"{run} is not a training run ({name} is missing); {hint}")
-    try:
-        metrics = json.loads((run / "metrics.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FxpError(f"{run / 'metrics.json'} cannot be read ({type(e).__name__}: {e}); rerun fxp train") from None
-    missing = [k for k in ("dataset", "mode", "test_accuracy") if not isinstance(metrics, dict) or k not in metrics]
-    if missing:
-        raise FxpError(f"{run / 'metrics.json'} lacks {', '.join(missing)}; it was not written by fxp train, "
-                       "rerun it")
-    return metrics
 
 
 def _check_widths(bits: object) -> list[int]:

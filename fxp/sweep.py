@@ -18,7 +18,7 @@ from fxp.errors import FxpError
 from fxp.layers import FxConfig
 from fxp.models import load_spec
 from fxp.resources import check_out_folder, render, write_atomic
-from fxp.train import Recipe, check_compatible, train_model
+from fxp.train import Recipe, check_compatible, check_recipe, train_model
 
 DIMENSIONS = {"act": ("act_bits",), "grad": ("grad_bits",), "update": ("update_bits",), "prop": ("act_bits", "grad_bits")}
 
@@ -30,24 +30,16 @@ def run_sweep(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, bits: li
     Everything is checked before the first training; an earlier sweep in ``out`` is replaced only with ``force``.
     """
     out = check_out_folder(out, force, "sweep.json", "a sweep")
-    if not (tolerance_points >= 0 and math.isfinite(tolerance_points)):
-        raise FxpError(f"tolerance must be a number of accuracy points >= 0, got {tolerance_points}")
-    if not bits or not vary:
-        raise FxpError("give at least one bit width and one dimension to vary")
-    for v in vary:
-        if v not in DIMENSIONS:
-            raise FxpError(f"vary: {v!r} is not a dimension; use any of {', '.join(DIMENSIONS)}")
-    for b in bits:
-        if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 64:
-            raise FxpError(f"bits: {b!r} is not a word width in 2..64; give widths like 4,8,12")
+    configs = check_sweep(cfg, bits, vary, tolerance_points)
     spec = load_spec(model)
     check_compatible(spec, data)
+    check_recipe(spec, cfg, recipe)
     _, base = train_model(spec, data, replace(cfg, mode="float"), recipe, progress, label="float baseline")
     float_acc = base[-1]["test_accuracy"]
     rows = []
     for dim in vary:
         for b in bits:
-            c = replace(cfg, **{f: b for f in DIMENSIONS[dim]})
+            c = configs[dim, b]
             label = f"{dim}={b}"
             try:
                 _, hist = train_model(spec, data, c, recipe, progress, label=label)
@@ -72,11 +64,26 @@ def run_sweep(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, bits: li
 
     series = {d: [(r["bits"], r["accuracy"]) for r in rows if r["dimension"] == d and r["accuracy"] is not None]
               for d in vary}
-    out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "sweep.png", accuracy_vs_bits(series, float_acc, "bits (sign included)"))
     write_atomic(out / "sweep.json", json.dumps(record, indent=2) + "\n")
     write_atomic(out / "sweep.md", render("sweep.md.j2", bits=bits, vary=vary, table=_table(rows, bits, vary), **record))
     return record
+
+
+def check_sweep(cfg: FxConfig, bits: list[int], vary: list[str], tolerance_points: float = 1.0) -> dict:
+    """The configuration of every (dimension, width) of a sweep around ``cfg``, each checked by
+    :class:`FxConfig` (so nothing is trained before a bad width or dimension is refused)."""
+    if not (tolerance_points >= 0 and math.isfinite(tolerance_points)):
+        raise FxpError(f"tolerance must be a number of accuracy points >= 0, got {tolerance_points}")
+    if not bits or not vary:
+        raise FxpError("give at least one bit width and one dimension to vary")
+    for v in vary:
+        if v not in DIMENSIONS:
+            raise FxpError(f"vary: {v!r} is not a dimension; use any of {', '.join(DIMENSIONS)}")
+    try:
+        return {(dim, b): replace(cfg, **{f: b for f in DIMENSIONS[dim]}) for dim in vary for b in bits}
+    except FxpError as e:
+        raise FxpError(f"bits: {e}; give widths like 4,8,12") from None
 
 
 def _table(rows: list[dict], bits: list[int], vary: list[str]) -> list[list[str]]:

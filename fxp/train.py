@@ -23,17 +23,28 @@ from torch import nn
 
 from fxp.datasets import Dataset
 from fxp.errors import FxpError
-from fxp.layers import FixedPointSGD, FxConfig, named_trackers, snap_model, step_trackers
-from fxp.models import build, load_spec
+from fxp.layers import Bounds, FixedPointSGD, FxConfig, named_trackers, snap_model, step_trackers
+from fxp.models import BINARY_TYPES, build, load_spec
 from fxp.progress import track
 from fxp.resources import check_out_folder, write_atomic
+
+# The ranges of Recipe's numbers (fxp train's and fxp sweep's options take theirs from here)
+EPOCHS = Bounds(1, 100_000, whole=True)
+BATCH_SIZE = Bounds(1, 1 << 20, whole=True)
+LR = Bounds(0, 1e3, lo_open=True)
+MOMENTUM = Bounds(0, 1, hi_open=True)
+WEIGHT_DECAY = Bounds(0, 1)
+LIMIT_TRAIN = Bounds(1, 1 << 31, whole=True)
+MAX_SEED = (1 << 32) - 1  # numpy and torch take any seed in 0..2**32-1
+SEED = Bounds(0, MAX_SEED, whole=True)
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass
 class Recipe:
     """How to train: the same for the fixed-point model and its float baseline.
 
-    These defaults are ``fxp train``'s and ``fxp sweep``'s too (the CLI reads them from here).
+    These defaults and ranges are ``fxp train``'s and ``fxp sweep``'s too (the CLI reads them from here).
     """
 
     epochs: int = 20
@@ -46,12 +57,24 @@ class Recipe:
     optimizer: str = "sgd"  # sgd (with momentum) or adam
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise FxpError(f"epochs and batch size must be at least 1, got {self.epochs} and {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise FxpError(f"learning rate must be a positive number, got {self.lr}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise FxpError(f"optimizer {self.optimizer!r} is not known; use sgd or adam")
+        EPOCHS.check("epochs", self.epochs)
+        BATCH_SIZE.check("batch_size", self.batch_size, " of images")
+        LR.check("lr (the learning rate)", self.lr)
+        MOMENTUM.check("momentum", self.momentum)
+        WEIGHT_DECAY.check("weight_decay", self.weight_decay)
+        if self.limit_train is not None:
+            LIMIT_TRAIN.check("limit_train", self.limit_train, " of images (or None for all)")
+        SEED.check("seed", self.seed)
+        if self.optimizer not in OPTIMIZERS:
+            raise FxpError(f"optimizer {self.optimizer!r} is not known; use {' or '.join(OPTIMIZERS)}")
+
+
+def check_recipe(spec: dict, cfg: FxConfig, recipe: Recipe) -> None:
+    """Refuse a recipe that ``cfg`` cannot train model ``spec`` with, before anything is trained."""
+    binary = any(layer["type"] in BINARY_TYPES for layer in spec["layers"])  # trained as such, not in fixed point
+    if cfg.mode == "fixed" and not binary and recipe.optimizer != "sgd":
+        raise FxpError(f"fixed mode stores parameters in fixed point with FixedPointSGD, not {recipe.optimizer}; "
+                       "use optimizer sgd (Recipe(optimizer='sgd'), --optimizer sgd) or another mode")
 
 
 def _dist() -> tuple[int, int]:
@@ -99,6 +122,7 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
     """Train one model; returns it (unwrapped) and the per-epoch history."""
     spec = load_spec(model_spec)
     check_compatible(spec, data)
+    check_recipe(spec, cfg, recipe)
     rank, world = _dist()
     model = build(spec, cfg, seed=recipe.seed)
     fixed = cfg.mode == "fixed" and not getattr(model, "binary", False)
@@ -106,9 +130,6 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
         snap_model(model)
     gen = torch.Generator().manual_seed(recipe.seed + 1)  # stochastic rounding of updates
     if fixed:
-        if recipe.optimizer != "sgd":
-            raise FxpError(f"fixed mode stores parameters in fixed point with FixedPointSGD, not {recipe.optimizer}; "
-                           "use Recipe(optimizer='sgd')")
         opt = FixedPointSGD(model, recipe.lr, recipe.momentum, recipe.weight_decay, generator=gen)
     elif recipe.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -235,6 +256,7 @@ def run_train(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, out: str
     out = Path(out)
     spec = load_spec(model)
     check_compatible(spec, data)
+    check_recipe(spec, cfg, recipe)
     check_out_folder(out, force, "metrics.json", "a training run")
     rank, world = _dist()
     t0 = time.perf_counter()
@@ -270,14 +292,36 @@ def run_train(model: str, data: Dataset, cfg: FxConfig, recipe: Recipe, out: str
     return metrics
 
 
-def run_dataset(run: str | Path) -> str:
-    """The dataset a run folder of ``fxp train`` trained on, as :func:`fxp.datasets.load` takes it."""
-    metrics = Path(run) / "metrics.json"
-    if not metrics.is_file():
-        raise FxpError(f"{metrics} is missing, so the run's dataset is unknown; give the dataset explicitly")
+def run_folder(path: str | Path) -> Path:
+    """The run folder of ``fxp train`` that ``path`` names: the folder itself, or the folder of its checkpoint.pt."""
+    path = Path(path)
+    return path.parent if path.name == "checkpoint.pt" and path.is_file() else path
+
+
+def read_run_metrics(run: str | Path) -> dict:
+    """``metrics.json`` of a run of ``fxp train`` (its folder or its checkpoint.pt), after checking that the
+    folder holds one."""
+    run = run_folder(run)
+    hint = "give the folder that fxp train (or run_train) wrote"
+    if not run.exists():
+        raise FxpError(f"run folder {run} does not exist; {hint}")
+    if not run.is_dir():
+        raise FxpError(f"{run} is a file, not a run folder; {hint}")
+    for name in ("checkpoint.pt", "metrics.json"):
+        if not (run / name).is_file():
+            raise FxpError(f"{run} is not a training run ({name} is missing); {hint}")
     try:
-        m = json.loads(metrics.read_text())
-        return str(m.get("dataset_source") or m["dataset"])
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise FxpError(f"{metrics} is not a metrics file of fxp train ({type(e).__name__}); give the dataset "
-                       "explicitly") from None
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FxpError(f"{run / 'metrics.json'} cannot be read ({type(e).__name__}: {e}); rerun fxp train") from None
+    missing = [k for k in ("dataset", "mode", "test_accuracy") if not isinstance(metrics, dict) or k not in metrics]
+    if missing:
+        raise FxpError(f"{run / 'metrics.json'} lacks {', '.join(missing)}; it was not written by fxp train, "
+                       "rerun it")
+    return metrics
+
+
+def run_dataset(metrics: dict) -> str:
+    """The dataset a run of ``fxp train`` trained on (from its :func:`read_run_metrics`), as
+    :func:`fxp.datasets.load` takes it."""
+    return str(metrics.get("dataset_source") or metrics["dataset"])

@@ -67,7 +67,6 @@ class Board:
     """A board: its amaranth-boards ``platform`` and what its profile adds (see the module's docstring)."""
 
     name: str  # the profile's file name without .toml
-    profile: Path
     description: str
     platform: Platform
     family: Family
@@ -103,7 +102,7 @@ class Board:
         if not profile["nextpnr_device"].startswith("--"):
             raise FxpError(f"board profile {path}: nextpnr_device is {profile['nextpnr_device']!r}; "
                            f"give nextpnr's flag, e.g. '--up5k'")
-        board = cls(name=path.stem, profile=path, description=profile["description"], platform=platform,
+        board = cls(name=path.stem, description=profile["description"], platform=platform,
                     family=family, nextpnr_device=profile["nextpnr_device"], synth_opts=profile["synth_opts"],
                     resources=dict(res))
         # refuse now, not at synthesis, a platform without a clock or with a package nextpnr cannot name
@@ -150,23 +149,15 @@ class Board:
         return {sub.name: " ".join(sub.ios[0].names) for sub in self.platform.lookup("uart", 0).ios}
 
     @property
-    def nextpnr(self) -> str:
-        return self.family.nextpnr
-
-    @property
     def nextpnr_package(self) -> str:
         return self.family.nextpnr_package(self.package)
-
-    @property
-    def cells(self) -> dict[str, tuple[str, ...]]:
-        return self.family.cells
 
     def to_json(self) -> dict:
         """What ``fxp boards --json`` shows of the board."""
         return {"name": self.name, "description": self.description, "amaranth_platform": self.amaranth_platform,
                 "family": self.family.name, "device": self.device, "package": self.package,
                 "default_clk": self.default_clk, "clock_mhz": self.clock_mhz, "uart": self.uart,
-                "nextpnr": self.nextpnr, "nextpnr_device": self.nextpnr_device,
+                "nextpnr": self.family.nextpnr, "nextpnr_device": self.nextpnr_device,
                 "nextpnr_package": self.nextpnr_package, "synth_opts": self.synth_opts,
                 "resources": dict(self.resources)}
 

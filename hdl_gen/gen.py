@@ -118,23 +118,28 @@ def generate(kind: str | None, out: str | Path, *, mw: int | None = None, mh: in
     """
     from hdl_gen.verilog import emit
 
+    # which arguments go together, said in fxp gen unit's flags (model_path is --from MODEL, layer --layer NAME)
     if kind is not None:
         engine(kind)
     if model_path is not None:
         if mw is not None or mh is not None:
-            raise FxpError("mw and mh size a random layer; a layer of a model has its own size: drop them")
+            raise FxpError("--mw and --mh size a random layer (mw, mh); with --from the layer sets them: drop them")
         model = fxpm.load(model_path)
         if layer is None:
-            raise FxpError(f"name the layer to build: one of {buildable(model)}")
+            raise FxpError(f"--from needs --layer: one of {buildable(model)}")
         sub = _one_layer(model, layer, kind)
     else:
         if kind is None:
-            raise FxpError(f"give the unit kind ({' or '.join(ENGINES)}) for a random layer, or a model and a layer")
+            raise FxpError(f"give the unit kind ({' or '.join(ENGINES)}) for a random layer, or --from MODEL "
+                           "--layer NAME")
         if layer is not None:
-            raise FxpError("a layer name picks a layer of a model; give the model too, or drop the layer")
+            raise FxpError("--layer picks a layer of --from MODEL; give --from too, or drop --layer")
+        if mw is None:
+            raise FxpError("give --mw and --mh (mw, mh: inputs and outputs of a random layer), or --from MODEL "
+                           "--layer NAME")
+        if mh is None:
+            raise FxpError("give --mh (mh: outputs of a random layer), or --from MODEL --layer NAME")
         for name, v in (("mw", mw), ("mh", mh)):
-            if v is None:
-                raise FxpError(f"give {name} (inputs and outputs of a random layer), or a model and a layer")
             if not 1 <= v <= MAX_SIZE:
                 raise FxpError(f"{name} must be in 1..{MAX_SIZE}, got {v}")
         sub, layer = random_layer(kind, mw, mh, seed), "layer"
@@ -214,7 +219,7 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     per_word = stages[0].channels if stages[0].op.window is not None else None
     pixels = int(np.prod(model.spec["input"]["shape"]))
     if folding is not None and cycles is not None:
-        raise FxpError("give a folding file or a target of cycles per frame, not both")
+        raise FxpError("folding and cycles (--folding, --cycles) each set the folding; give one of them")
     chosen = (folds.from_file(folding, layers, pixels, fixed) if folding is not None
               else folds.fold(layers, pixels, cycles or max([pixels, *(c for _, c in fixed)]), fixed, per_word))
     top = check_identifier(top, "top")

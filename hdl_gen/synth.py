@@ -67,20 +67,15 @@ def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
                    "given as workdir=")
 
 
-def _board(board: str | Board) -> Board:
-    """The board named ``board``, or ``board`` itself."""
-    return load_board(board)
-
-
 def _nextpnr(board: Board) -> list[str]:
     """nextpnr with the board's device and package; the unit's pins are left unconstrained."""
-    return [_tool(board.nextpnr), board.nextpnr_device, "--package", board.nextpnr_package,
+    return [_tool(board.family.nextpnr), board.nextpnr_device, "--package", board.nextpnr_package,
             board.family.allow_unconstrained]
 
 
 def _counts(cells: dict[str, int], board: Board) -> dict:
-    names = board.cells
-    out = {key: sum(n for cell, n in cells.items() if cell.startswith(prefixes)) for key, prefixes in names.items()}
+    out = {key: sum(n for cell, n in cells.items() if cell.startswith(prefixes))
+           for key, prefixes in board.family.cells.items()}
     out["cells"] = dict(sorted(cells.items()))
     return out
 
@@ -125,7 +120,7 @@ def synth_stats(verilog: str, top: str, board: str | Board, *, timeout: float = 
     Returns ``lut4``, ``carry`` (SB_CARRY / CCU2C), ``ff``, ``dsp``, ``bram`` and every ``cells``
     type with its count. With ``pack``, also ``lut_sites``: the LUT4 positions nextpnr packs it into (:func:`_lut_sites`).
     """
-    board = _board(board)
+    board = load_board(board)
     with _workdir(workdir) as wd:
         stats = _synth({f"{top}.v": verilog}, top, board, Path(wd), timeout, yosys, synth_opts)
         if pack:
@@ -167,7 +162,7 @@ def _lut_in_use(cell: dict) -> bool:
 
 def check_fit(stats: dict, board: str | Board) -> None:
     """Raise if the unit's own cells already exceed ``board``'s device, before spending time on P&R."""
-    board = _board(board)
+    board = load_board(board)
     res = board.resources
     if board.family.name == "ice40":
         need = {"logic cells (LUT4 or FF)": (max(stats["lut4"], stats["ff"]), res["logic_cells"])}
@@ -241,7 +236,7 @@ def place_and_route(verilog: str, top: str, board: str | Board, *, freq_mhz: flo
     Returns ``fmax_mhz``, ``target_mhz``, ``utilization`` (nextpnr's used/available by BEL type) and
     ``synth`` (the harness' cell counts, harness included). ``synth_opts`` as in :func:`synth_stats`.
     """
-    board = _board(board)
+    board = load_board(board)
     target = freq_mhz or board.clock_mhz
     with _workdir(workdir) as wd:
         wd = Path(wd)

@@ -109,6 +109,6 @@ def test_synth_uses_the_boards_device_flag_and_package(monkeypatch, tmp_path, na
     verilog = "module unit(clk, a, b);\n  input clk;\n  input a;\n  output b;\nendmodule\n"
     out = synth.place_and_route(verilog, "unit", board, workdir=tmp_path)
     (cmd,) = commands
-    assert cmd[:4] == [board.nextpnr, "--flag-of-the-board", "--package", board.nextpnr_package]
+    assert cmd[:4] == [board.family.nextpnr, "--flag-of-the-board", "--package", board.nextpnr_package]
     assert board.family.allow_unconstrained in cmd
     assert out["target_mhz"] == board.clock_mhz  # the platform's clock, when no target is given

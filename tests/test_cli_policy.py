@@ -45,7 +45,7 @@ CASES = {
         (["--out", "FILE"], "is a file"), (["--out", "RUN"], "already holds a training run"),
     ]),
     "sweep": (["sweep", "--epochs", "1", "--limit-train", "50", "--quiet", "--bits", "4,8"], "--out", "NEW", TRAINING + [
-        (["--bits", "0"], "0 is not a word width in 2..64"), (["--bits", "65"], "2..64"), (["--bits", "x"], "comma-separated"),
+        (["--bits", "0"], "must be a whole number of bits in 2..64, got 0"), (["--bits", "65"], "2..64"), (["--bits", "x"], "comma-separated"),
         (["--bits", ""], "comma-separated"), (["--vary", "width"], "is not a dimension"), (["--vary", ""], "is not a dimension"),
         (["--tolerance", "-1"], "outside"), (["--tolerance", "nan"], "outside"), (["--out", "FILE"], "is a file"),
         (["--out", "SWEPT"], "already holds a sweep"),

