@@ -24,12 +24,18 @@ from fxp.train import Recipe, run_train  # noqa: E402
 from sim.predict import run_predict  # noqa: E402
 
 MODELS = {
-    # name: (model, dataset, config, recipe overrides, export scales)
+    # name: (model, dataset, config, recipe overrides (epochs too: else --epochs), export scales)
     "int8-lenet5": ("lenet5", "fashion-mnist",
                     FxConfig(mode="qat", act_bits=8, weight_bits=8, rounding="nearest_up"), {"batch_size": 64}, "pow2"),
     "sfc-bnn": ("sfc_bnn", "fashion-mnist", FxConfig(mode="qat"), {"batch_size": 64, "optimizer": "adam", "lr": 0.005}, None),
+    "sfc-mixed": ("sfc_mixed", "fashion-mnist", FxConfig(mode="qat"),
+                  {"batch_size": 64, "optimizer": "adam", "lr": 0.005, "epochs": 20}, None),
     "bnn-digits": ("bnn_digits", "digits", FxConfig(mode="qat"), {"batch_size": 64, "optimizer": "adam", "lr": 0.01},
                    None),
+    "int8-digits-mlp": ("digits_mlp", "digits", FxConfig(mode="qat", act_bits=8, weight_bits=8, rounding="nearest_up"),
+                        {"batch_size": 64}, "pow2"),
+    "cnv-bnn": ("cnv_bnn", "fashion-mnist", FxConfig(mode="qat"), {"batch_size": 64, "optimizer": "adam", "lr": 0.005},
+                None),
 }
 
 
@@ -48,13 +54,15 @@ def main() -> int:
         data = load(dataset)
         run = Path(args.out) / name
         t = time.perf_counter()
-        m = run_train(model, data, cfg, Recipe(epochs=args.epochs, **overrides), run, baseline=True, force=True)
+        recipe = Recipe(**{"epochs": args.epochs, **overrides})  # a model may set its own epochs
+        m = run_train(model, data, cfg, recipe, run, baseline=True, force=True)
         export(run, run / "model.fxpm", scales=scales)
         rec = run_predict(run / "model.fxpm", data, run=run)
         rows.append({"name": name, "model": model, "dataset": dataset, "float": m["float_baseline"]["test_accuracy"],
                      "fake_quantized": rec["fake_quantized_accuracy"], "golden": rec["golden_accuracy"],
                      "mismatches": rec["integer_mismatches"], "compared": rec["integer_outputs_compared"],
                      "images": rec["images"], "seconds": time.perf_counter() - t})
+        save_json(run / "accuracy.json", rows[-1])  # bench_network.py reports it beside the hardware's
         print(rows[-1], flush=True)
     lines = [f"Command: `python bench/bench_models.py --epochs {args.epochs} --write-docs`  ", f"Machine: {machine()}", "",
              "| model | dataset | float baseline | PyTorch fake-quantized | golden (integer) | golden − float | "

@@ -6,8 +6,10 @@ the forward pass adds them), and a power-of-two requantization from the accumula
 format (``multiplier = 1, shift = f_acc - f_out``, or ``multiplier = 2**(f_out - f_acc)`` when the
 output is finer). ReLU after a layer folds into its clamp.
 
-Binarized models (:mod:`fxp.binary`) export as ``binary_dense`` layers with BatchNorm and sign folded
-into one integer threshold per output (negative BatchNorm scales folded into the weights).
+Binarized models (:mod:`fxp.binary`) export as ``binary_dense`` and ``binary_conv2d`` layers (and
+max-pooling) with BatchNorm and sign folded into one integer threshold per output (negative BatchNorm
+scales folded into the weights); an int8 first layer of a mixed model (:mod:`fxp.mixed`) as a
+``dense`` layer with thresholds on its accumulator.
 
 Each module's entry is written by the op class registered for its type (:mod:`fxp.ops`: its
 ``exports_from`` and one method per export style); this module walks the model and carries what
@@ -28,7 +30,6 @@ from fxp import fxpm
 from fxp.errors import FxpError
 from fxp.layers import FxQuant
 from fxp.ops import OPS, QUANTIZERS
-from fxp.ops.integer_layer import multiplier_shift as _multiplier_shift  # noqa: F401  (tests check it here)
 
 
 class Export:
@@ -73,9 +74,14 @@ class PerChannelExport(Export):
 
 
 class BinaryExport(Export):
-    """A BNN's bits and thresholds: nothing but the entries flows between layers."""
+    """A BNN's bits and thresholds; ``fmt`` is the fixed input format an integer first layer reads (None
+    where the input is binarized, and after that layer)."""
 
     method, style = "export_binary", "BNN"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fmt = None
 
 
 def _exporter(registry: dict, m: nn.Module, method: str):

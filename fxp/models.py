@@ -18,8 +18,10 @@ written in a TOML file goes through the same code::
 
 Layer types: ``linear`` (out, bias), ``conv2d`` (out, kernel, stride, padding, bias), ``relu``,
 ``maxpool2d`` (kernel, stride), ``avgpool2d`` (kernel, stride), ``batchnorm``, ``flatten``; and for
-binarized networks ``binarize`` (threshold), ``binary_linear`` (out), ``sign``, ``scale``. A model
-with binary layers trains them as such in any mode but ``float``, where it becomes its float
+binarized networks ``binarize`` (threshold), ``binary_linear`` (out), ``binary_conv2d`` (out, kernel,
+stride), ``sign``, ``scale``, and ``quantize`` (format): a fixed-point input, after which a ``linear``
+layer has int8 weights (:mod:`fxp.mixed`) and feeds the binary layers through batchnorm and sign. A
+model with binary layers trains them as such in any mode but ``float``, where it becomes its float
 counterpart (identity input, real weights, ReLU): the float baseline of the same topology.
 """
 
@@ -98,6 +100,14 @@ BUILTIN: dict[str, dict] = {
                        ("flatten",), ("binary_linear", 128), ("batchnorm",), ("sign",),
                        ("binary_linear", 10), ("scale",)),
     },
+    "sfc_mixed": {  # the SFC with an int8 first layer on 8-bit pixels (FINN's remedy for binarized inputs)
+        "input_shape": [1, 28, 28],
+        "layers": [{"type": "quantize", "format": "u8.8"}, *_seq(("flatten",),
+                   ("linear", 256), ("batchnorm",), ("sign",),
+                   ("binary_linear", 256), ("batchnorm",), ("sign",),
+                   ("binary_linear", 256), ("batchnorm",), ("sign",),
+                   ("binary_linear", 10), ("scale",))],
+    },
     "sfc_bnn": {  # FINN's SFC: 784-256-256-256-10
         "input_shape": [1, 28, 28],
         "layers": _seq(("binarize",), ("flatten",),
@@ -107,7 +117,7 @@ BUILTIN: dict[str, dict] = {
                        ("binary_linear", 10), ("scale",)),
     },
 }
-BINARY_TYPES = {"binarize", "binary_linear", "binary_conv2d", "sign", "scale"}
+BINARY_TYPES = {"binarize", "quantize", "binary_linear", "binary_conv2d", "sign", "scale"}
 
 LAYER_KEYS = {
     "linear": {"out", "bias"},
@@ -118,6 +128,7 @@ LAYER_KEYS = {
     "batchnorm": set(),
     "flatten": set(),
     "binarize": {"threshold"},
+    "quantize": {"format"},
     "binary_linear": {"out"},
     "binary_conv2d": {"out", "kernel", "stride"},
     "sign": set(),
@@ -212,8 +223,22 @@ def build(model: str | Path | dict, cfg: FxConfig, seed: int = 0) -> nn.Sequenti
     return model
 
 
+def _format_of(layer: dict, where: str) -> str:
+    from fxp.format import Format
+
+    text = layer.get("format", "u8.8")
+    try:
+        fmt = Format.parse(text)
+    except FxpError as e:
+        raise FxpError(f"{where}: {e}") from None
+    if fmt.word_bits > 16:
+        raise FxpError(f"{where}: {fmt} is wider than the 16 bits integer layers take; use at most 16 bits")
+    return str(fmt)
+
+
 def _build_binary(spec: dict, cfg: FxConfig, seed: int) -> nn.Sequential:
     from fxp.binary import Binarize, BinaryConv2d, BinaryLinear, Scale, Sign
+    from fxp.mixed import QuantizeInput, QuantLinear
 
     torch.manual_seed(seed)
     real = cfg.mode == "float"
@@ -226,6 +251,19 @@ def _build_binary(spec: dict, cfg: FxConfig, seed: int) -> nn.Sequential:
         where = f"layer {i} ({kind})"
         if kind == "binarize":
             m, base = (nn.Identity() if real else Binarize(layer.get("threshold", 0.5))), "binarize"
+        elif kind == "quantize":
+            if i:
+                raise FxpError(f"{where}: quantize is the input's format; make it the first layer")
+            m, base = (nn.Identity() if real else QuantizeInput(_format_of(layer, where))), "quantize"
+        elif kind == "linear":
+            if flat is None or spec["layers"][0]["type"] != "quantize":
+                raise FxpError(f"{where}: an integer layer of a binarized model reads the quantized input: start "
+                               "with quantize, then flatten, then linear")
+            if layer.get("bias", False):
+                raise FxpError(f"{where}: a linear layer of a binarized model has no bias (the batchnorm after it "
+                               "holds one); set bias = false")
+            m = nn.Linear(flat, layer["out"], bias=False) if real else QuantLinear(flat, layer["out"])
+            base, flat = "fc", layer["out"]
         elif kind == "flatten":
             m, base = nn.Flatten(), "flatten"
             flat = c * h * w
@@ -253,10 +291,10 @@ def _build_binary(spec: dict, cfg: FxConfig, seed: int) -> nn.Sequential:
         elif kind == "scale":
             m, base = Scale(), "scale"
         else:
-            raise FxpError(f"{where}: {kind} cannot be mixed with binary layers; use binarize, flatten, "
-                           "binary_linear, binary_conv2d, maxpool2d, batchnorm, sign, scale")
+            raise FxpError(f"{where}: {kind} cannot be mixed with binary layers; use binarize or quantize, flatten, "
+                           "linear (after quantize), binary_linear, binary_conv2d, maxpool2d, batchnorm, sign, scale")
         counts[base] = counts.get(base, 0) + 1
-        mods.append((f"{base}{counts[base]}" if base not in ("binarize", "flatten") else base, m))
+        mods.append((f"{base}{counts[base]}" if base not in ("binarize", "quantize", "flatten") else base, m))
     model = nn.Sequential(OrderedDict(mods))
     model.spec = spec
     model.binary = not real

@@ -8,7 +8,8 @@ bits, signed or unsigned. One input transfer carries a whole vector of ``MW`` la
 format's width (lane ``k`` at bits ``k·IW ..``, read as signed or unsigned as the format says);
 ``PE`` outputs are computed in parallel from ``SIMD`` products per cycle; each output transfer
 carries ``PE`` lanes of the output format's width, signed or unsigned likewise. The products and the
-requantization multiply are plain ``*``: Yosys maps them onto DSPs.
+requantization multiply are plain ``*``: Yosys maps them onto DSPs. A layer with thresholds instead of
+requantization (BatchNorm and sign folded) outputs the bits ``acc + bias >= threshold``, one-bit lanes.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ class MacUnit(wiring.Component):
     Parameters
     ----------
     weights: int array ``(MH, MW)`` within ``weight_format``.
-    bias: ``MH`` int32 or None. multiplier, shift: ``MH`` ints (``0 < M < 2**31``, ``0 <= S <= 62``).
+    bias: ``MH`` int32 or None. multiplier, shift: ``MH`` ints (``0 < M < 2**31``, ``0 <= S <= 62``), or
+        None where ``threshold`` (``MH`` ints) makes the outputs bits: ``acc + bias >= threshold``.
     in_format, weight_format, out_format: the layer's formats (``s8.0``, ``u8.0``, ``s12.5``, ...; only
         the word width and the signedness matter here), at most :data:`MAX_BITS` bits each.
-    input_zero_point, weight_zero_point (``MH`` or None), output_zero_point, relu.
+    input_zero_point, weight_zero_point (``MH`` or None), output_zero_point, relu (requantized outputs).
     acc_bits: accumulator width (the description's, checked there to be wide enough).
     pe, simd: folding; ``MH % PE == 0``, ``MW % SIMD == 0``.
     weights_in: ``"logic"`` (constants in LUTs), ``"bram"`` (block RAM that Yosys infers, one more
@@ -58,7 +60,8 @@ class MacUnit(wiring.Component):
     Members
     -------
     i: ``In(stream.Signature(ArrayLayout(IW bits, MW)))``; o: ``Out(stream.Signature(ArrayLayout(OW bits, PE)))``:
-        lanes of the formats' widths and signedness (flat on the Verilog ports, lane 0 least significant).
+        lanes of the formats' widths and signedness (flat on the Verilog ports, lane 0 least significant);
+        one unsigned bit per lane where the layer has thresholds.
     cycles_per_vector: ``NF x SF``.
     in_lane_width, in_lane_signed, out_lane_width, out_lane_signed: the lanes of ``i`` and ``o``
         (``IW``, ``OW``: the input and output formats' word widths).
@@ -74,12 +77,18 @@ class MacUnit(wiring.Component):
     @refused_quietly
     def __init__(self, weights, bias, multiplier, shift, *, in_format="s8.0", weight_format="s8.0",
                  input_zero_point=0, weight_zero_point=None, output_zero_point=0, relu=False, out_format="s8.0",
-                 acc_bits=32, pe=1, simd=1, weights_in: str = "logic", pipeline: bool = False) -> None:
+                 acc_bits=32, pe=1, simd=1, weights_in: str = "logic", pipeline: bool = False,
+                 threshold=None) -> None:
         w = np.asarray(weights, dtype=np.int64)
         if w.ndim != 2:
             raise FxpError(f"weights must be a matrix (MH, MW), got shape {w.shape}")
         self.mh, self.mw = w.shape
         check_folding(self.mh, self.mw, pe, simd)
+        self.threshold = None if threshold is None else np.asarray(threshold, np.int64)
+        if self.threshold is not None:  # bits out: requantization is not used
+            if multiplier is not None or shift is not None:
+                raise FxpError("a layer with thresholds outputs bits; give no multiplier and shift")
+            multiplier, shift, out_format, output_zero_point = np.ones(self.mh, np.int64), np.zeros(self.mh, np.int64), "u1.0", 0
         self.in_fmt, self.w_fmt, self.out_fmt = (_lane_format(f, what) for f, what in (
             (in_format, "input"), (weight_format, "weight"), (out_format, "output")))
         wz = np.zeros(self.mh, np.int64) if weight_zero_point is None else np.asarray(weight_zero_point, np.int64)
@@ -108,7 +117,8 @@ class MacUnit(wiring.Component):
         self.mult_bits = int(self.mult.max()).bit_length()
         # power-of-two requantization (dynamic fixed point): every multiplier 1, a shift and no multiply
         self.shift_only = bool((self.mult == 1).all())
-        stages = READ_LATENCY[weights_in] + ((1 + tree_cuts(simd, self.tree_every) + 3 - self.shift_only)
+        requantize_stages = 1 if self.threshold is not None else 3 - self.shift_only
+        stages = READ_LATENCY[weights_in] + ((1 + tree_cuts(simd, self.tree_every) + requantize_stages)
                                            if self.pipeline else 0)
         self.latency = self.sf + stages
         self.cycles_per_vector = self.nf * self.sf
@@ -150,11 +160,14 @@ class MacUnit(wiring.Component):
         weights as a matrix ``[out, in]`` (a convolution's ``[out, c, u, v]`` flattened), the columns
         reordered by ``columns`` where given (unit column ``k`` is the op's column ``columns[k]``)."""
         w = op.array("weights").reshape(op.array("weights").shape[0], -1)
+        if op.thresholded:
+            outputs = {"threshold": op.array("threshold")}
+        else:
+            outputs = {"output_zero_point": op.output_zero_point, "relu": op.relu, "out_format": op.output_format}
         return cls(w if columns is None else w[:, columns], op.array("bias"), op.array("multiplier"), op.array("shift"),
                    in_format=op.input_format, weight_format=op.weight_format,
                    input_zero_point=op.input_zero_point, weight_zero_point=op.array("weight_zero_point"),
-                   output_zero_point=op.output_zero_point, relu=op.relu, out_format=op.output_format,
-                   acc_bits=op.acc_bits, pe=pe, simd=simd, **options)
+                   acc_bits=op.acc_bits, pe=pe, simd=simd, **outputs, **options)
 
     @classmethod
     def from_layer(cls, model, name: str, pe: int, simd: int, **options) -> MacUnit:
@@ -186,11 +199,26 @@ class MacUnit(wiring.Component):
         trees = [products[p * simd : (p + 1) * simd] for p in range(pe)]
         sums, slice_ = pipelined(m, en, slice_, self.pipeline, lambda cut: adder_trees(trees, cut, self.tree_every))
         totals = accumulate(m, en, slice_, sums, signed(acc_w))
-        results, valid = self._requantize(m, en, totals, slice_.group, slice_.valid & slice_.last)
+        finish = self._threshold if self.threshold is not None else self._requantize
+        results, valid = finish(m, en, totals, slice_.group, slice_.valid & slice_.last)
         for p, y in enumerate(results):
             m.d.comb += output.lanes[p].eq(y)
         m.d.comb += output.valid.eq(valid)
         return m
+
+    def _threshold(self, m: Module, en: Value, totals: list, group: Value, valid: Value) -> tuple[list, Value]:
+        """``acc >= threshold - bias`` per lane (one constant per output, read where the group is current):
+        the output bits, and whether they are valid (a cycle later with the pipeline)."""
+        pe = self.pe
+        cuts = self.threshold - self.bias
+        cw = max(int(c).bit_length() for c in cuts.tolist() + [0]) + 1  # signed, as wide as the widest cut
+        words = [pack(cuts[n * pe : (n + 1) * pe], cw) for n in range(self.nf)]
+        consts = rom(m, "crom", cw * pe, words, group)
+        bits = [totals[p] >= consts[cw * p : cw * (p + 1)].as_signed() for p in range(pe)]
+        if not self.pipeline:
+            return bits, valid
+        done, bits = register_slice(m, en, "compared", Slice(Const(0, 1), Const(1, 1), Const(1, 1), valid), bits)
+        return bits, done.valid
 
     def _requantize(self, m: Module, en: Value, totals: list, group: Value, valid: Value) -> tuple[list, Value]:
         """(acc + bias) · M, add half, shift right by S, add the zero point, clamp: the output lanes, and

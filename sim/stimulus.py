@@ -65,7 +65,8 @@ def requantization_ties(model: Model, lo: int, hi: int, seed: int = 0) -> list[n
     the clamp. For each output (the first :data:`MAX_TIES`) a target accumulator is chosen near the
     middle of the output range, a random vector is moved onto it lane by lane, and two lanes make up
     the exact difference. Outputs where no tie can matter (a 31-bit gemmlowp multiplier, whose odd
-    part is far larger than the output range, or a shift of 0) get none.
+    part is far larger than the output range, or a shift of 0) get none. A layer with thresholds has
+    its ties where the accumulator equals the threshold (the bit turns there): one vector per output.
     """
     op = model.ops[0]
     w = op.array("weights").astype(np.int64)
@@ -74,11 +75,18 @@ def requantization_ties(model: Model, lo: int, hi: int, seed: int = 0) -> list[n
     wz = op.array("weight_zero_point")
     if wz is not None:
         w = w - wz.astype(np.int64)[:, None]
-    bias, mult, shift = op.array("bias"), op.array("multiplier"), op.array("shift")
-    xz, oz, fmt = op.input_zero_point, op.output_zero_point, op.output_format
-    y_lo, y_hi = (oz if op.relu else fmt.raw_min) - oz + 1, fmt.raw_max - oz  # both neighbours unclamped
+    bias, xz = op.array("bias"), op.input_zero_point
     rng = np.random.default_rng([seed, 1 << 20])
     out = []
+    if op.thresholded:
+        for o, t in enumerate(op.array("threshold")[:MAX_TIES].tolist()):
+            x = _vector_onto(w[o], 0 if bias is None else int(bias[o]), t, xz, lo, hi, rng) if w[o].any() else None
+            if x is not None:
+                out.append(x)
+        return out
+    mult, shift = op.array("multiplier"), op.array("shift")
+    oz, fmt = op.output_zero_point, op.output_format
+    y_lo, y_hi = (oz if op.relu else fmt.raw_min) - oz + 1, fmt.raw_max - oz  # both neighbours unclamped
     for o in range(min(len(w), MAX_TIES)):
         m, s, b = int(mult[o]), int(shift[o]), 0 if bias is None else int(bias[o])
         a = (m & -m).bit_length() - 1
@@ -105,6 +113,16 @@ def _tie_vector(w: np.ndarray, b: int, m: int, s: int, n: int, xz: int, lo: int,
         target = base - base % step + (step >> 1) + step * int(rng.integers(-4, 5)) * attempt
         if not y_lo <= result(target) <= y_hi:
             continue
+        x = _vector_onto(w, b, target, xz, lo, hi, rng, tries=1)
+        if x is not None:
+            return x
+    return None
+
+
+def _vector_onto(w: np.ndarray, b: int, target: int, xz: int, lo: int, hi: int, rng, tries: int = 8) -> np.ndarray | None:
+    """A vector (lanes in ``lo..hi``) whose accumulator ``Σ (x − xz)·w + b`` is exactly ``target``: a random
+    one moved onto it lane by lane, the largest weights first, two lanes making up the exact difference."""
+    for _ in range(tries):
         x = rng.integers(lo, hi + 1, len(w), dtype=np.int64)
         left = target - (int((x - xz) @ w) + b)
         for j in np.argsort(-np.abs(w), kind="stable"):  # coarse: the largest weights first
@@ -114,8 +132,7 @@ def _tie_vector(w: np.ndarray, b: int, m: int, s: int, n: int, xz: int, lo: int,
                 left -= d * int(w[j])
         if left and not _close_exactly(x, w, left, lo, hi, rng):
             continue
-        acc = sum((int(v) - xz) * int(c) for v, c in zip(x, w)) + b  # Python integers: no overflow, no doubt
-        if (acc * m) % (1 << s) == 1 << (s - 1) and y_lo <= result(acc) <= y_hi:
+        if sum((int(v) - xz) * int(c) for v, c in zip(x, w)) + b == target:  # Python integers: no overflow
             return x
     return None
 

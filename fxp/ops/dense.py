@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fxp.layers import FxLinear
+from fxp.mixed import QuantLinear
 from fxp.ops.base import Field
 from fxp.ops.integer_layer import IntegerLayer
 
@@ -15,7 +16,7 @@ from fxp.ops.integer_layer import IntegerLayer
 class Dense(IntegerLayer):
     op = "dense"
     engine = "mac"
-    exports_from = (FxLinear,)
+    exports_from = (FxLinear, QuantLinear)
     fields = {**IntegerLayer.fields, "out_features": Field(int)}
 
     def geometry(self) -> tuple[tuple[int, ...], tuple[int, ...]]:

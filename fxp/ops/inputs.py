@@ -9,6 +9,7 @@ from torch import nn
 from fxp.binary import Binarize
 from fxp.format import Format
 from fxp.layers import FxQuant
+from fxp.mixed import QuantizeInput
 from fxp.ops.base import BITS, Activation, Field, InputQuantizer
 
 
@@ -18,7 +19,7 @@ class FixedInput(InputQuantizer):
 
     kind = "fixed"
     fields = {"format": Field(Format)}
-    exports_from = (FxQuant,)
+    exports_from = (FxQuant, QuantizeInput)
 
     def produces(self) -> Activation:
         return Activation(self.shape, str(self.format))
@@ -34,6 +35,12 @@ class FixedInput(InputQuantizer):
     @classmethod
     def export_fixed(cls, ctx, m: nn.Module) -> dict:
         ctx.fmt = m.act.fmt
+        return {"kind": cls.kind, "format": str(ctx.fmt)}
+
+    @classmethod
+    def export_binary(cls, ctx, m: nn.Module) -> dict:
+        """The fixed format of a binarized model's :class:`~fxp.mixed.QuantizeInput`."""
+        ctx.fmt = m.format
         return {"kind": cls.kind, "format": str(ctx.fmt)}
 
     @classmethod

@@ -1,9 +1,16 @@
 """What ``dense`` and ``conv2d`` share: zero points, accumulation, requantization, the ReLU clamp.
 
-Accumulate ``acc = sum((x - xz) * (w - wz)) + bias`` in ``acc_bits``; requantize per output channel
-with ``(acc * multiplier + 2**(shift-1)) >> shift`` (``acc * multiplier`` for shift 0: nearest, ties
-toward +inf); add ``output_zero_point``; saturate to the output format, from the zero point up when
-``relu`` is true. A subclass supplies only its geometry and the accumulation itself.
+Accumulate ``acc = sum((x - xz) * (w - wz)) + bias`` in ``acc_bits``; then one of two outputs:
+
+- requantized (``output_format``, ``output_zero_point``, ``relu``, ``multiplier``, ``shift``): per
+  output channel ``(acc * multiplier + 2**(shift-1)) >> shift`` (``acc * multiplier`` for shift 0:
+  nearest, ties toward +inf); add ``output_zero_point``; saturate to the output format, from the zero
+  point up when ``relu`` is true;
+- bits (``threshold``, int ``[out]``, instead of those five fields): the bit ``acc >= threshold`` per
+  output channel, BatchNorm and sign folded (a negative BatchNorm scale negates the channel's weights),
+  so an integer layer can feed binary ones (FINN's thresholding MVAU).
+
+A subclass supplies only its geometry and the accumulation itself.
 """
 
 from __future__ import annotations
@@ -66,19 +73,22 @@ class IntegerLayer(Op):
     fields = {
         "input_format": Field(Format),
         "weight_format": Field(Format),
-        "output_format": Field(Format),
+        "output_format": Field(Format, None),  # these three and multiplier, shift: requantized outputs only
         "acc_bits": Field(int, lo=2, hi=48),
-        "relu": Field(bool),
+        "relu": Field(bool, None),
         "input_zero_point": Field(int),
-        "output_zero_point": Field(int),
+        "output_zero_point": Field(int, None),
         "weights": ArrayField((np.int8, np.int16), lambda op: op.weight_shape,
                               lambda op: op.weight_format.raw_min, lambda op: op.weight_format.raw_max),
         "weight_zero_point": ArrayField((np.int32,), _per_output, lambda op: op.weight_format.raw_min,
                                         lambda op: op.weight_format.raw_max, optional=True),
         "bias": ArrayField((np.int32,), _per_output, lambda op: -op.acc_max - 1, lambda op: op.acc_max, optional=True),
-        "multiplier": ArrayField((np.int64,), _per_output, 1, (1 << 31) - 1),
-        "shift": ArrayField((np.int64,), _per_output, 0, 62),
+        "multiplier": ArrayField((np.int64,), _per_output, 1, (1 << 31) - 1, optional=True),
+        "shift": ArrayField((np.int64,), _per_output, 0, 62, optional=True),
+        "threshold": ArrayField((np.int32, np.int64), _per_output, lambda op: -op.acc_max - 1,
+                                lambda op: op.acc_max + 1, optional=True),
     }
+    REQUANTIZED = ("output_format", "output_zero_point", "relu", "multiplier", "shift")  # the other output's fields
 
     # --- what a subclass supplies -------------------------------------------------------------------
     def geometry(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -113,21 +123,32 @@ class IntegerLayer(Op):
         if incoming.kind == BITS:
             raise self.error(f"{self.op} cannot take binary (bit) input; use binary_dense here")
 
+    @property
+    def thresholded(self) -> bool:
+        """Whether the outputs are bits (``acc >= threshold``) rather than requantized integers."""
+        return self.layer.get("threshold") is not None
+
     def produces(self) -> Activation:
+        given = [key for key in self.REQUANTIZED if key in self.layer]
+        if self.thresholded and given:
+            raise self.error(f"a layer with thresholds outputs bits; drop {', '.join(given)}")
+        if not self.thresholded and len(given) < len(self.REQUANTIZED):
+            missing = next(key for key in self.REQUANTIZED if key not in self.layer)
+            raise self.error(f"missing field {missing!r} (or give threshold for bit outputs)")
         for key in ("input_format", "output_format", "weight_format"):
-            if getattr(self, key).word_bits > 16:
+            if getattr(self, key) is not None and getattr(self, key).word_bits > 16:
                 raise self.error(f"{getattr(self, key)} is wider than the 16 bits integer layers take", key)
         if str(self.input_format) != self.incoming.kind:
             raise self.error(f"{self.input_format} does not match the incoming {self.incoming.kind}", "input_format")
         self.weight_shape, out_shape = self.geometry()
-        return Activation(out_shape, str(self.output_format))
+        return Activation(out_shape, BITS if self.thresholded else str(self.output_format))
 
     def check(self) -> None:
         in_fmt, w_fmt, out_fmt = self.input_format, self.weight_format, self.output_format
         xz, oz = self.input_zero_point, self.output_zero_point
         if not in_fmt.raw_min <= xz <= in_fmt.raw_max:
             raise self.error(f"{xz} is outside {in_fmt}", "input_zero_point")
-        if not out_fmt.raw_min <= oz <= out_fmt.raw_max:
+        if out_fmt is not None and not out_fmt.raw_min <= oz <= out_fmt.raw_max:
             raise self.error(f"{oz} is outside {out_fmt}", "output_zero_point")
         # The accumulator must hold the worst case: terms times the largest |(x - xz)(w - wz)|, plus bias.
         bias = self.array("bias")
@@ -149,11 +170,13 @@ class IntegerLayer(Op):
         if wz is not None:
             w = w - wz.astype(np.int64).reshape((-1,) + (1,) * (w.ndim - 1))
         acc = self.golden_accumulate(x - self.input_zero_point, w)
+        view = [1] * acc.ndim
+        view[1] = -1
         bias = self.array("bias")
         if bias is not None:
-            view = [1] * acc.ndim
-            view[1] = -1
             acc = acc + bias.astype(np.int64).reshape(view)
+        if self.thresholded:
+            return (acc >= self.array("threshold").astype(np.int64).reshape(view)).astype(np.int64)
         oz, out = self.output_zero_point, self.output_format
         lo = oz if self.relu else out.raw_min
         return requantize(acc, self.array("multiplier"), self.array("shift"), oz, lo, out.raw_max, 1)
@@ -169,6 +192,8 @@ class IntegerLayer(Op):
         b = _t(self.array("bias"))
         if b is not None:
             acc = acc + b.view(view)
+        if self.thresholded:
+            return (acc >= _t(self.array("threshold")).view(view)).to(torch.int64)
         m, s = _t(self.array("multiplier")).view(view), _t(self.array("shift")).view(view)
         half = torch.where(s > 0, torch.ones_like(s) << (s - 1).clamp(min=0), torch.zeros_like(s))
         y = torch.bitwise_right_shift(acc * m + half, s)
@@ -204,6 +229,41 @@ class IntegerLayer(Op):
         ctx.add(layer, arrays)
         ctx.fmt = out_fmt
         return int(relu)
+
+    @classmethod
+    def export_binary(cls, ctx, name: str, m: nn.Module, following: list[nn.Module]) -> int:
+        """An integer layer of a binarized model (:mod:`fxp.mixed`), BatchNorm and sign after it: its
+        integer weights, and per output the threshold on the accumulator that BatchNorm and sign fold to
+        (the weights negated where BatchNorm's scale is negative)."""
+        from fxp.binary import Sign
+        from fxp.mixed import fold_accumulator_threshold
+
+        if not (len(following) >= 2 and isinstance(following[0], (nn.BatchNorm1d, nn.BatchNorm2d))
+                and isinstance(following[1], Sign)):
+            raise FxpError(f"layer {name}: an integer layer of a binarized model must be followed by batchnorm and "
+                           "sign, whose thresholds turn its sums into the bits the binary layers take")
+        if ctx.fmt is None:
+            raise FxpError(f"layer {name}: an integer layer of a binarized model reads the fixed-point input; put it "
+                           "first, after a quantize layer")
+        q, scale = m.integer_weights()
+        w = q.to(torch.int64).numpy()
+        acc_bits = 32
+        acc_min, acc_max = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+        bn, x_scale = following[0], 2.0**-ctx.fmt.frac_bits
+        threshold = np.empty(len(w), dtype=np.int64)
+        for j in range(len(w)):
+            threshold[j], negate = fold_accumulator_threshold(
+                x_scale * float(scale[j]), float(bn.running_mean[j]), float(bn.running_var[j]), bn.eps,
+                float(bn.weight[j]), float(bn.bias[j]), acc_min, acc_max)
+            if negate:
+                w[j] = -w[j]  # symmetric weights: the negation stays in range
+        layer = {"name": name, "op": cls.op, "input_format": str(ctx.fmt), "weight_format": f"s{m.bits}.0",
+                 "acc_bits": acc_bits, "input_zero_point": 0, "weights": f"{name}.weight",
+                 "threshold": f"{name}.threshold", **cls.module_fields(m)}
+        ctx.add(layer, {f"{name}.weight": w.astype(np.int8 if m.bits <= 8 else np.int16),
+                        f"{name}.threshold": threshold})
+        ctx.fmt = None  # bits from here on
+        return 2
 
     @classmethod
     def export_per_channel(cls, ctx, name: str, m: nn.Module, following: list[nn.Module]) -> int:
