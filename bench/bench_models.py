@@ -10,6 +10,7 @@ accuracies and the number of mismatched integers (must be 0).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ def main() -> int:
         t = time.perf_counter()
         recipe = Recipe(**{"epochs": args.epochs, **overrides})  # a model may set its own epochs
         m = run_train(model, data, cfg, recipe, run, baseline=True, force=True)
-        export(run, run / "model.fxpm", scales=scales)
+        export(run, run / "model.fxpm", scales=scales, force=True)
         rec = run_predict(run / "model.fxpm", data, run=run)
         rows.append({"name": name, "model": model, "dataset": dataset, "float": m["float_baseline"]["test_accuracy"],
                      "fake_quantized": rec["fake_quantized_accuracy"], "golden": rec["golden_accuracy"],
@@ -64,7 +65,11 @@ def main() -> int:
                      "images": rec["images"], "seconds": time.perf_counter() - t})
         save_json(run / "accuracy.json", rows[-1])  # bench_network.py reports it beside the hardware's
         print(rows[-1], flush=True)
-    lines = [f"Command: `python bench/bench_models.py --epochs {args.epochs} --write-docs`  ", f"Machine: {machine()}", "",
+    # the table: every model's latest recorded run (this one's, and earlier --only runs' of the others)
+    recorded = [Path(args.out) / name / "accuracy.json" for name in MODELS]
+    rows = [json.loads(path.read_text()) for path in recorded if path.is_file()]
+    lines = [f"Command: `python bench/bench_models.py --epochs {args.epochs} --write-docs` (each model's latest run; "
+             "sfc-mixed trains 20 epochs)  ", f"Machine: {machine()}", "",
              "| model | dataset | float baseline | PyTorch fake-quantized | golden (integer) | golden − float | "
              "mismatched integers (golden vs PyTorch integer path) |", "|---|---|---:|---:|---:|---:|---|"]
     for r in rows:

