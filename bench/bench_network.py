@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_models import MODELS  # noqa: E402
 from common import machine, save_json, write_section  # noqa: E402
 
 from fxp.cli import main as fxp  # noqa: E402
@@ -76,7 +77,9 @@ def run(name: str, models: Path, out: Path, cocotb: int, icarus: int, do_synth: 
         raise SystemExit(f"{desc} is missing; train and export it first: python bench/bench_models.py --only {model}")
     folder = out / name
     how = ["--cycles", str(folding["cycles"])] if "cycles" in folding else ["--board", folding["board"]]
-    if fxp(["gen", "model", str(desc), "--out", str(folder), "--force", *how, *_options(options)]) != 0:
+    dataset = MODELS[model][1]
+    if fxp(["gen", "model", str(desc), "--dataset", dataset, "--out", str(folder), "--force", *how,
+            *_options(options)]) != 0:
         raise SystemExit(f"fxp gen model {desc} failed")
     sidecar = json.loads((folder / "fxp_network.json").read_text())
     row = {"name": name, "model": model, "folding": folding, "options": options,
