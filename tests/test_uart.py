@@ -13,11 +13,7 @@ from amaranth.sim import Simulator
 
 from fxp.errors import FxpError
 from hdl_gen.uart import UartRx, UartTx
-
-
-def frame_bits(byte: int, stop: int = 1) -> list[int]:
-    """Start bit, eight data bits least significant first, stop bit."""
-    return [0] + [(byte >> k) & 1 for k in range(8)] + [stop]
+from sim.uart_protocol import decode_waveform, frame_bits
 
 
 def waveform(frames: list[list[int]], period: float, idle: int = 20) -> list[int]:
@@ -53,21 +49,6 @@ def receive(rx: UartRx, levels: list[int], ready=lambda cycle: 1) -> dict:
     sim.add_testbench(bench)
     sim.run()
     return seen
-
-
-def decode(levels: list[int], divider: int) -> tuple[list[int], list[int]]:
-    """A reference receiver in Python: the bytes of a per-cycle waveform, sampled at nominal mid-bit,
-    and the cycle each start bit began."""
-    out, starts, n = [], [], 0
-    while n < len(levels):
-        if levels[n] == 0:
-            samples = [levels[n + divider // 2 + k * divider] for k in range(10)]
-            assert samples[0] == 0 and samples[9] == 1, f"bad frame at cycle {n}: {samples}"
-            out.append(sum(b << k for k, b in enumerate(samples[1:9])))
-            starts.append(n)
-            n += 9 * divider + divider // 2  # on to the middle of the stop bit
-        n += 1
-    return out, starts
 
 
 @pytest.mark.parametrize("clock_hz, baud, divider", [(12_000_000, 115200, 104), (1_000_000, 100_000, 10)])
@@ -107,7 +88,7 @@ def test_loopback_with_random_gaps(clock_hz, baud, divider):
     sim.add_testbench(producer)
     sim.add_testbench(monitor, background=True)
     sim.run()
-    decoded, starts = decode(line, divider)
+    decoded, starts = decode_waveform(line, divider)
     assert decoded == sent  # the transmitter against the reference receiver
     assert got == sent  # and end to end
     assert flags == []
