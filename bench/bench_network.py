@@ -128,7 +128,8 @@ def _pct(v) -> str:
 
 
 def markdown(rows: list[dict], args) -> str:
-    lines = [f"Command: `python bench/bench_network.py --cocotb {args.cocotb} --icarus {args.icarus} --write-docs`  ",
+    lines = [f"Command: `python bench/bench_network.py --cocotb {args.cocotb} --icarus {args.icarus} --write-docs` "
+             "(each network's latest run)  ",
              f"Machine: {machine()}; Yosys and nextpnr: {synth.tool_versions()}", "",
              "Verification (every output word compared with the golden model's; cocotb runs with random input "
              "gaps and output backpressure, 0.3 each; the C++ harness at full rate over the whole test set, its "
@@ -180,7 +181,12 @@ def main() -> int:
         if recorded.is_file():
             r = json.loads(recorded.read_text())
             accuracy[model] = {"float": r["float"], "fake_quantized": r["fake_quantized"]}
-    rows = [run(name, args.models, args.out, args.cocotb, args.icarus, not args.no_synth, accuracy) for name in names]
+    for name in names:
+        save_json(args.out / name / "bench.json", run(name, args.models, args.out, args.cocotb, args.icarus,
+                                                      not args.no_synth, accuracy))
+    # the tables: every network's latest run (this one's, and earlier --only runs' of the others)
+    rows = [json.loads((args.out / name / "bench.json").read_text()) for name in NETWORKS
+            if (args.out / name / "bench.json").is_file()]
     md = markdown(rows, args)
     print(md)
     save_json(args.json, {"machine": machine(), "rows": rows})

@@ -48,24 +48,24 @@ class Gather(wiring.Component):
         collected = Signal(w * n, name="collected", reset_less=True)
         held = Signal(name="collector_full")  # a whole vector waits for the output register
         index = Signal(range(max(n, 2)), name="piece")
-        complete = Signal(w * n)  # the collector with this cycle's piece in its slot
-        m.d.comb += complete.eq(collected)
-        with m.Switch(index):
-            for k in range(n):
-                with m.Case(k):
-                    m.d.comb += complete.word_select(k, w).eq(piece)
+        # a shift register: each piece enters at the top and moves down, so after n pieces piece k sits in
+        # slot k. Shifting takes flip-flops with an enable and no logic; writing piece k into slot k took
+        # a decoder and a multiplexer per bit (the SFC's 784-bit gather: 2,386 LUT4 on ECP5)
+        complete = Signal(w * n)  # the collector shifted, this cycle's piece on top
+        m.d.comb += complete.eq(Cat(collected[w:], piece) if n > 1 else piece)
         out_free = ~self.o.valid | self.o.ready
-        m.d.comb += self.i.ready.eq(~held)
+        vector = Signal(w * n, name="vector", reset_less=True)  # data needs no reset, only valid does
+        m.d.comb += [self.i.ready.eq(~held), Value.cast(self.o.payload).eq(vector)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(held & out_free):
-            m.d.sync += [Value.cast(self.o.payload).eq(collected), self.o.valid.eq(1), held.eq(0)]
+            m.d.sync += [vector.eq(collected), self.o.valid.eq(1), held.eq(0)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += collected.eq(complete)
             with m.If(index == n - 1):
                 m.d.sync += index.eq(0)
                 with m.If(out_free):
-                    m.d.sync += [Value.cast(self.o.payload).eq(complete), self.o.valid.eq(1)]
+                    m.d.sync += [vector.eq(complete), self.o.valid.eq(1)]
                 with m.Else():
                     m.d.sync += held.eq(1)
             with m.Else():
