@@ -49,8 +49,9 @@ class Gather(wiring.Component):
         held = Signal(name="collector_full")  # a whole vector waits for the output register
         index = Signal(range(max(n, 2)), name="piece")
         # a shift register: each piece enters at the top and moves down, so after n pieces piece k sits in
-        # slot k. Shifting takes flip-flops with an enable and no logic; writing piece k into slot k took
-        # a decoder and a multiplexer per bit (the SFC's 784-bit gather: 2,386 LUT4 on ECP5)
+        # slot k, with no decoder per slot (the SFC's 784-bit gather of 14-bit pieces on ECP5: 2,386 LUT4
+        # with a slot decoder, 2,171 shifting; most of the rest is the vector register's choice between
+        # the collector and the shifted word, which keeps i.ready a register)
         complete = Signal(w * n)  # the collector shifted, this cycle's piece on top
         m.d.comb += complete.eq(Cat(collected[w:], piece) if n > 1 else piece)
         out_free = ~self.o.valid | self.o.ready
