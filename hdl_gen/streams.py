@@ -121,40 +121,52 @@ def class_layout(score_lane, classes: int) -> data.StructLayout:
 class Argmax(wiring.Component):
     """The class: the index of the largest score (the lowest index among equal ones), and every score.
 
-    Takes a frame's scores in one transfer (a :class:`Gather` collects them from the last engine) and
-    registers the result.
+    Takes a frame's scores in one transfer (a :class:`Gather` collects them from the last engine). A
+    tournament: of two neighbours the later (higher indices) wins only when larger, so ties go to the
+    lowest index; each round is a register stage, so the comparators in a cycle are one round's (the
+    SFC on ECP5 ran at 55 MHz with the four rounds of ten classes in one cycle, its critical path).
+    All stages move together while the output is free or taken (a stalled output holds them all).
 
     Members
     -------
     i: ``In(stream.Signature(ArrayLayout(score_lane, classes)))``;
     o: ``Out(stream.Signature(class_layout(score_lane, classes)))``.
+    latency: register stages from ``i`` to ``o`` (``max(1, ceil(log2(classes)))``).
     """
 
     def __init__(self, score_lane, classes: int) -> None:
-        self.classes = classes
+        self.classes, self.score_lane = classes, Shape.cast(score_lane)
+        self.latency = max(1, (classes - 1).bit_length())
         super().__init__({"i": In(stream.Signature(data.ArrayLayout(score_lane, classes))),
                           "o": Out(stream.Signature(class_layout(score_lane, classes)))})
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        scores = self.i.payload
-        # a tournament, log2(classes) comparators deep (a chain would be classes deep and set Fmax): of
-        # two neighbours the later (higher indices) wins only when larger, so ties go to the lowest index
-        entrants = [(scores[k], Const(k, range(max(self.classes, 2)))) for k in range(self.classes)]
-        while len(entrants) > 1:
+        index_shape = range(max(self.classes, 2))
+        moves = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(moves)
+        scores, valid = Value.cast(self.i.payload), self.i.valid
+        entrants = [(self.i.payload[k], Const(k, index_shape)) for k in range(self.classes)]
+        for stage in range(self.latency):
             paired = []
             for k in range(0, len(entrants) - 1, 2):
                 (low, low_index), (high, high_index) = entrants[k], entrants[k + 1]
                 better = high > low
                 paired.append((Mux(better, high, low), Mux(better, high_index, low_index)))
             entrants = paired + entrants[len(entrants) - len(entrants) % 2:]
-        _, index = entrants[0]
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.index.eq(index),
-                         Value.cast(self.o.payload.scores).eq(Value.cast(scores))]
+            last = stage == self.latency - 1
+            held = [(Signal(self.score_lane, name=f"best{stage}_{k}"), Signal(index_shape, name=f"index{stage}_{k}"))
+                    for k in range(len(entrants))]
+            if last:
+                kept_scores, kept_valid = Value.cast(self.o.payload.scores), self.o.valid
+            else:
+                kept_scores = Signal(len(scores), name=f"scores{stage}")
+                kept_valid = Signal(name=f"valid{stage}")
+            with m.If(moves):
+                m.d.sync += [kept_scores.eq(scores), kept_valid.eq(valid)]
+                m.d.sync += [r.eq(v) for (rb, ri), (vb, vi) in zip(held, entrants) for r, v in ((rb, vb), (ri, vi))]
+            entrants, scores, valid = held, kept_scores, kept_valid
+        m.d.comb += self.o.payload.index.eq(entrants[0][1])
         return m
 
 
