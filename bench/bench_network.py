@@ -75,7 +75,7 @@ def run(name: str, models: Path, out: Path, cocotb: int, icarus: int, do_synth: 
     desc = models / model / "model.fxpm"
     if not desc.is_dir():
         raise SystemExit(f"{desc} is missing; train and export it first: python bench/bench_models.py --only {model}")
-    folder = out / name
+    folder = out / name / "hw"  # the network folder; the synthesis folders and bench.json beside it
     how = ["--cycles", str(folding["cycles"])] if "cycles" in folding else ["--board", folding["board"]]
     dataset = MODELS[model][1]
     if fxp(["gen", "model", str(desc), "--dataset", dataset, "--out", str(folder), "--force", *how,
@@ -103,7 +103,7 @@ def run(name: str, models: Path, out: Path, cocotb: int, icarus: int, do_synth: 
     if do_synth:
         verilog = (folder / "fxp_network.v").read_text()
         for board in boards:
-            work = folder / f"synth_{board}"
+            work = out / name / f"synth_{board}"
             shutil.rmtree(work, ignore_errors=True)
             t = time.perf_counter()
             try:
