@@ -44,11 +44,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--out", default="runs/models")
-    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(MODELS))
+    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(MODELS) + ", or none "
+                    "(train nothing: table the recorded runs)")
     ap.add_argument("--json", default="runs/bench/bench_models.json")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
-    names = args.only.split(",") if args.only else list(MODELS)
+    names = [] if args.only == "none" else args.only.split(",") if args.only else list(MODELS)
     rows = []
     for name in names:
         model, dataset, cfg, overrides, scales = MODELS[name]
@@ -59,7 +60,8 @@ def main() -> int:
         m = run_train(model, data, cfg, recipe, run, baseline=True, force=True)
         export(run, run / "model.fxpm", scales=scales, force=True)
         rec = run_predict(run / "model.fxpm", data, run=run)
-        rows.append({"name": name, "model": model, "dataset": dataset, "float": m["float_baseline"]["test_accuracy"],
+        rows.append({"name": name, "model": model, "dataset": dataset, "epochs": recipe.epochs,
+                     "float": m["float_baseline"]["test_accuracy"],
                      "fake_quantized": rec["fake_quantized_accuracy"], "golden": rec["golden_accuracy"],
                      "mismatches": rec["integer_mismatches"], "compared": rec["integer_outputs_compared"],
                      "images": rec["images"], "seconds": time.perf_counter() - t})
@@ -68,12 +70,14 @@ def main() -> int:
     # the table: every model's latest recorded run (this one's, and earlier --only runs' of the others)
     recorded = [Path(args.out) / name / "accuracy.json" for name in MODELS]
     rows = [json.loads(path.read_text()) for path in recorded if path.is_file()]
-    lines = [f"Command: `python bench/bench_models.py --epochs {args.epochs} --write-docs` (each model's latest run; "
-             "sfc-mixed trains 20 epochs)  ", f"Machine: {machine()}", "",
-             "| model | dataset | float baseline | PyTorch fake-quantized | golden (integer) | golden − float | "
-             "mismatched integers (golden vs PyTorch integer path) |", "|---|---|---:|---:|---:|---:|---|"]
+    lines = ["Command: `python bench/bench_models.py [--only NAME,..] [--epochs N] --write-docs` (each model's "
+             "latest run, its epochs in the table)  ", f"Machine: {machine()}", "",
+             "| model | dataset | epochs | float baseline | PyTorch fake-quantized | golden (integer) | golden − float | "
+             "mismatched integers (golden vs PyTorch integer path) |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['name']} ({r['model']}) | {r['dataset']} ({r['images']} test images) | {100 * r['float']:.2f} % | "
+        epochs = r.get("epochs") or len(json.loads((Path(args.out) / r["name"] / "metrics.json").read_text())["epochs"])
+        lines.append(f"| {r['name']} ({r['model']}) | {r['dataset']} ({r['images']} test images) | {epochs} | "
+                     f"{100 * r['float']:.2f} % | "
                      f"{100 * r['fake_quantized']:.2f} % | {100 * r['golden']:.2f} % | {100 * (r['golden'] - r['float']):+.2f} | "
                      f"{r['mismatches']} of {r['compared']:,} |")
     md = "\n".join(lines)
