@@ -274,8 +274,7 @@ def _cmd_gen_model(args: argparse.Namespace) -> int:
         _existing(args.folding, "--folding", folder=False)
     cycles = args.cycles
     if args.fps is not None:  # --fps is the command line's: a target of cycles per frame at --clock-mhz
-        given = [flag for flag, v in (("--folding", args.folding), ("--cycles", args.cycles), ("--board", args.board))
-                 if v is not None]
+        given = [flag for flag, v in (("--folding", args.folding), ("--cycles", args.cycles)) if v is not None]
         if given:
             raise FxpError(f"{' and '.join(given)} and --fps each set the folding; give one of them")
         cycles = int(args.clock_mhz * 1e6 // args.fps)
@@ -319,6 +318,16 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         print(f"first differing vector: {f['vector']} (output transfer {f['output_transfer']}, outputs "
               f"{f['outputs'][0]}..{f['outputs'][-1]}): expected {f['expected']}, got word {f['got_word']}")
         return 1
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from hdl_gen.board_build import build
+
+    _existing(args.dir, "board folder", folder=True)
+    rec = build(args.dir, timeout=args.timeout, progress=not args.quiet)
+    print((Path(args.dir) / "report.md").read_text().rstrip())
+    print(f"wrote {args.dir}/{rec['bitstream']}, report.json, report.md")
     return 0
 
 
@@ -546,8 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     nm.add_argument("--clock-mhz", type=_float_in(0, 1e4, lo_open=True), default=100.0,
                     help="the clock --fps counts with")
     nm.add_argument("--board", default=None,
-                    help="fold for the fastest frame rate whose estimated LUT4, DSPs and block RAM fit this board "
-                         "(fxp boards lists them)")
+                    help="write the board top for this board (fxp boards lists them; fxp build makes the bitstream) "
+                         "and, without --cycles, --fps or --folding, fold for the fastest frame rate whose estimated "
+                         "LUT4, DSPs and block RAM fit it")
     _add_unit_options(nm)
     nm.add_argument("--top", default="fxp_network", help="module name, a Verilog identifier; the wrapper is <top>_top")
     nm.add_argument("--out", required=True, help="the network folder to write")
@@ -574,6 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--stall", type=_float_in(0, 1, hi_open=True), default=None,
                     help="probability of output backpressure in a cycle (default 0.3; 0 with --harness cpp)")
     sm.set_defaults(func=_cmd_sim)
+
+    bd = sub.add_parser("build", help="the bitstream of a folder made by fxp gen model --board (YoWASP Yosys, "
+                                      "nextpnr, icepack/ecppack), and its report: utilization, Fmax, frames/s")
+    bd.add_argument("dir", help="a folder made by fxp gen model MODEL --board NAME")
+    bd.add_argument("--timeout", type=_float_in(1, 86400), default=3600.0, help="seconds each tool may take")
+    bd.add_argument("--quiet", action="store_true", help="no progress")
+    bd.set_defaults(func=_cmd_build)
 
     b = sub.add_parser("boards", help="list the boards fxp can build for: their amaranth-boards platform and "
                                       "profile (boards/*.toml)")

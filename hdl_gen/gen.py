@@ -72,7 +72,8 @@ def describe_unit(kind: str, unit, top: str, layer: str, seed: int | None) -> di
 
 # What a folder holds besides the unit's or network's own files: the folding report, results and build
 # folders of fxp sim.
-_OTHER_OUTPUTS = ("sim_*.json", "sim_build_*", "replay_build", "amaranth.vcd", "folding.md")
+_OTHER_OUTPUTS = ("sim_*.json", "sim_build_*", "replay_build", "amaranth.vcd", "folding.md", "board", "report.json",
+                  "report.md")
 
 
 def _check_out(out: Path, force: bool) -> list[Path]:
@@ -158,9 +159,10 @@ def generate(kind: str | None, out: str | Path, *, mw: int | None = None, mh: in
 
 
 def _write_folder(out: Path, earlier: list[Path], sidecar: dict, description: fxpm.Model, verilog: str, wrapper: str,
-                  extra: dict[str, str] | None = None) -> None:
+                  extra: dict[str, str] | None = None, plans: dict | None = None) -> None:
     """Replace the earlier folder's files with a unit's or network's: description, Verilog, wrapper,
-    primitive models, ``extra`` files, and the sidecar last (a folder without one is not taken for done)."""
+    primitive models, ``extra`` files, Amaranth build ``plans`` (each into its subfolder), and the sidecar
+    last (a folder without one is not taken for done)."""
     _remove(earlier)
     fxpm.save(out / sidecar["description"], description.spec, description.arrays)
     write_atomic(out / f"{sidecar['top']}.v", verilog)
@@ -169,6 +171,8 @@ def _write_folder(out: Path, earlier: list[Path], sidecar: dict, description: fx
         write_atomic(out / dp16kd.SIM_MODEL, dp16kd.sim_model())
     for name, text in (extra or {}).items():
         write_atomic(out / name, text)
+    for name, build_plan in (plans or {}).items():
+        build_plan.extract(out / name)
     write_atomic(out / f"{sidecar['top']}.json", json.dumps(sidecar, indent=2) + "\n")
 
 
@@ -206,10 +210,12 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     """Write a network folder: the accelerator of a whole model (:mod:`hdl_gen.network`); returns the sidecar.
 
     ``levels``: the largest raw pixel value of the data it takes (``dataset``, recorded for fxp sim).
-    The folding comes from a file (``folding``: a folding JSON or a network sidecar), is the fastest that
-    fits ``board``'s resources (:func:`hdl_gen.folding.fold_to_fit`), or is chosen for ``cycles`` per frame
-    (default: what the input or a sliding window needs anyway: one pixel a cycle). Everything is checked
-    and the Verilog emitted before anything is written; an earlier folder is replaced only with ``force``.
+    The folding comes from a file (``folding``: a folding JSON or a network sidecar), is chosen for
+    ``cycles`` per frame, or else is the fastest that fits ``board``'s resources by the units' estimates
+    (:func:`hdl_gen.folding.fold_to_fit`), or else what the input or a sliding window needs anyway (one
+    pixel a cycle). With ``board``, the folder also holds the board top on the board's pins
+    (:mod:`hdl_gen.board_build`). Everything is checked and the Verilog emitted before anything is
+    written; an earlier folder is replaced only with ``force``.
     """
     from hdl_gen import folding as folds
     from hdl_gen.network import Network, plan
@@ -220,13 +226,12 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     # a first layer that reads windows takes whole pixels: one (C-channel) pixel a transfer
     per_word = stages[0].channels if stages[0].op.window is not None else None
     pixels = int(np.prod(model.spec["input"]["shape"]))
-    given = [flag for flag, v in (("--folding", folding), ("--cycles", cycles), ("--board", board)) if v is not None]
-    if len(given) > 1:
-        raise FxpError(f"{' and '.join(given)} each set the folding; give one of them")
+    if folding is not None and cycles is not None:
+        raise FxpError("--folding and --cycles each set the folding; give one of them")
+    target = None if board is None else load_board(board)
     if folding is not None:
         chosen = folds.from_file(folding, layers, pixels, fixed)
-    elif board is not None:
-        target = load_board(board)
+    elif cycles is None and target is not None:  # the board's resources set the folding
         weights_in = (options or {}).get("weights_in") or "logic"
         chosen = folds.fold_to_fit(layers, pixels, target.capacity(), target.description, fixed, per_word, weights_in)
     else:
@@ -237,9 +242,14 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     net = Network(model, chosen, levels, options)
     verilog = emit(net, top)
     sidecar = describe_network(net, top, model_path, dataset)
+    plans = {}
+    if board is not None:  # the board top on the board's pins, its files made by the board's platform
+        from hdl_gen.board_build import BOARD_DIR, board_plan
+
+        plans[BOARD_DIR], sidecar["board"] = board_plan(Network(model, chosen, levels, options), target)
     wrapper = render("network_top.v.j2", version=fxp.__version__, source=Path(model_path).name, **sidecar)
     _write_folder(out, earlier, sidecar, model, verilog, wrapper,
-                  {"folding.md": f"# Folding of {model.spec['name']}\n\n" + chosen.markdown()})
+                  {"folding.md": f"# Folding of {model.spec['name']}\n\n" + chosen.markdown()}, plans)
     return sidecar
 
 

@@ -64,7 +64,7 @@ def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
                          "(smaller PE*SIMD) or synthesise with a native Yosys (apt-get install yosys)")
     errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
     detail = errors[0] if errors else (log.strip().splitlines() or ["no output"])[-1]
-    if "no BELs remaining" in detail or "Unable to place" in detail or "exceeds" in detail:
+    if any(words in detail for words in ("no BELs remaining", "Unable to place", "exceeds", "Failed to expand region")):
         raise FxpError(f"{what}: the design does not fit the device ({detail}); fold the unit "
                        "(smaller PE*SIMD) or pick a larger device")
     raise ToolFailed(f"{what} failed (exit {proc.returncode}): {detail}; its log is {log_file.name} in the folder "

