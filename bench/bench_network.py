@@ -167,14 +167,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="runs/models", type=Path)
     ap.add_argument("--out", default="runs/networks", type=Path)
-    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(NETWORKS))
+    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(NETWORKS) + ", or none "
+                    "(run nothing: table the recorded runs)")
     ap.add_argument("--cocotb", type=int, default=1000, help="test images through cocotb on Verilator")
     ap.add_argument("--icarus", type=int, default=100, help="test images through cocotb on Icarus")
     ap.add_argument("--no-synth", action="store_true")
     ap.add_argument("--json", default="runs/bench/bench_network.json")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
-    names = args.only.split(",") if args.only else list(NETWORKS)
+    names = [] if args.only == "none" else args.only.split(",") if args.only else list(NETWORKS)
     accuracy = {}  # what bench_models.py recorded of each trained model
     for model in {NETWORKS[name][0] for name in names}:
         recorded = args.models / model / "accuracy.json"
