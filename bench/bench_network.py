@@ -160,7 +160,8 @@ def markdown(rows: list[dict], args) -> str:
             lines.append(f"| {r['name']} | {board} | {s['yosys']} | {s['lut4']:,} | {s['ff']:,} | {s['dsp']} | {s['bram']} | "
                          f"{s['fmax_mhz']:.1f} | {s['frames_per_second']:,.0f} | "
                          f"{s['frames_per_second_per_lut4']:.1f} |")
-    return "\n".join(lines)
+    notes = [f"- {r['name']}: {r['note']}" for r in rows if r.get("note")]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def main() -> int:
