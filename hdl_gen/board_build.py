@@ -22,7 +22,7 @@ from amaranth.lib import io
 
 from fxp.errors import FxpError
 from fxp.resources import write_atomic
-from hdl_gen.board_top import BoardTop, score_bytes
+from hdl_gen.board_top import BoardTop, reply_length, request_length
 from hdl_gen.boards import Board, load_board
 from hdl_gen.synth import _counts, _run, _tool, check_fit
 
@@ -108,9 +108,9 @@ def build(folder: str | Path, timeout: float = 3600, progress: bool = True) -> d
     fmax = min(c["achieved"] for c in report["fmax"].values())
     clock = spec["clock_hz"] / 1e6
     frame = sidecar["cycles_per_frame"]
-    request_bytes = 2 + sidecar["pixels"]
-    reply_bytes = 2  # the class alone; with scores: 2 + classes * score bytes
-    scores = sidecar["classes"] * score_bytes(sidecar["out_lane_width"])
+    request_bytes = request_length(sidecar["pixels"])
+    reply_bytes = reply_length(sidecar["classes"], sidecar["out_lane_width"], scores=False)
+    with_scores = reply_length(sidecar["classes"], sidecar["out_lane_width"], scores=True)
     # 8N1: ten bits a byte; both ways at once, so the longer of a request and a reply sets the pace
     serial_fps = spec["baud"] / 10 / max(request_bytes, reply_bytes)
     rec = {"board": board.name, "device": board.device, "bitstream": spec["bitstream"],
@@ -119,7 +119,7 @@ def build(folder: str | Path, timeout: float = 3600, progress: bool = True) -> d
            "fmax_mhz": fmax, "clock_mhz": clock, "fmax_meets_clock": fmax >= clock,
            "cycles_per_frame": frame, "frames_per_second_at_clock": clock * 1e6 / frame,
            "frames_per_second_serial": serial_fps, "baud": spec["baud"], "request_bytes": request_bytes,
-           "reply_bytes": reply_bytes, "reply_bytes_with_scores": reply_bytes + scores, "seconds": seconds,
+           "reply_bytes": reply_bytes, "reply_bytes_with_scores": with_scores, "seconds": seconds,
            "tools": {name: Path(cmd[0]).name for name, cmd in zip(names, steps)}}
     write_atomic(folder / "report.json", json.dumps(rec, indent=2) + "\n")
     write_atomic(folder / "report.md", _markdown(rec))

@@ -33,6 +33,16 @@ def score_bytes(score_width: int) -> int:
     return -(-score_width // 8)
 
 
+def request_length(pixels: int) -> int:
+    """Bytes of a request: the header, the flags and the frame's pixels."""
+    return 2 + pixels
+
+
+def reply_length(classes: int, score_width: int, scores: bool) -> int:
+    """Bytes of a reply: the header and the class, and with the scores flag every score."""
+    return 2 + (classes * score_bytes(score_width) if scores else 0)
+
+
 class Requests(wiring.Component):
     """Parses requests: each frame's pixels on ``pixels`` and its flags on ``flags``.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hdl_gen.board_top import REPLY, REQUEST, score_bytes
+from hdl_gen.board_top import REPLY, REQUEST, reply_length, score_bytes
 
 SCORES = 1  # flag bit 0: reply with every score
 
@@ -19,10 +19,6 @@ def request(pixels, scores: bool = False) -> bytes:
     if raw.size and (raw.min() < 0 or raw.max() > 255):
         raise ValueError(f"raw pixels must be bytes (0..255), got {raw.min()}..{raw.max()}")
     return bytes([REQUEST, SCORES if scores else 0, *raw.astype(np.uint8).tolist()])
-
-
-def reply_length(classes: int, score_width: int, scores: bool) -> int:
-    return 2 + (classes * score_bytes(score_width) if scores else 0)
 
 
 def parse_reply(data: bytes, classes: int, score_width: int, signed: bool, scores: bool) -> tuple[int, list[int] | None]:
