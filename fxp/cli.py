@@ -270,6 +270,8 @@ def _cmd_gen_model(args: argparse.Namespace) -> int:
     from hdl_gen.gen import generate_network
 
     _existing(args.model, "integer model description", folder=True)
+    if args.baud is not None and args.board is None:
+        raise FxpError("--baud sets the board top's serial port; give --board NAME too, or drop --baud")
     if args.folding is not None:
         _existing(args.folding, "--folding", folder=False)
     cycles = args.cycles
@@ -283,8 +285,7 @@ def _cmd_gen_model(args: argparse.Namespace) -> int:
                            "or raise --clock-mhz")
     sidecar = generate_network(args.model, args.out, levels=levels_of(args.dataset), dataset=args.dataset,
                                folding=args.folding, cycles=cycles, board=args.board, top=args.top,
-                               options=_unit_options(args),
-                               force=args.force)
+                               options=_unit_options(args), baud=args.baud, force=args.force)
     print((Path(args.out) / "folding.md").read_text().rstrip())
     print(f"wrote {args.out}: {sidecar['top']}.v, {sidecar['wrapper']}.v, {sidecar['top']}.json, model.fxpm, folding.md"
           f"{''.join(', ' + name for name in sidecar['sim_models'])}")
@@ -558,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the board top for this board (fxp boards lists them; fxp build makes the bitstream) "
                          "and, without --cycles, --fps or --folding, fold for the fastest frame rate whose estimated "
                          "LUT4, DSPs and block RAM fit it")
+    nm.add_argument("--baud", type=_int_in(300, 100_000_000), default=None,
+                    help="the board top's serial bit rate, 8N1 (default 115200; with --board)")
     _add_unit_options(nm)
     nm.add_argument("--top", default="fxp_network", help="module name, a Verilog identifier; the wrapper is <top>_top")
     nm.add_argument("--out", required=True, help="the network folder to write")

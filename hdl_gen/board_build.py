@@ -25,8 +25,11 @@ from fxp.resources import write_atomic
 from hdl_gen.board_top import BoardTop, reply_length, request_length
 from hdl_gen.boards import Board, load_board
 from hdl_gen.synth import _counts, _run, _tool, check_fit
+from hdl_gen.uart import bit_timing
 
 BOARD_DIR = "board"
+BOARD_VERILOG = "fxp_board.v"  # the board top alone, its pins as ports: what fxp run --sim and the UART testbench run
+BOARD_TOP = "fxp_board"
 TOP = "top"
 BAUD = 115200
 # the platform's tools by the variable its build script names them with, and the YoWASP build of each
@@ -57,12 +60,22 @@ def board_plan(network, board: Board, baud: int = BAUD) -> tuple[object, dict]:
     if board.uart is None:
         raise FxpError(f"board {board.name} has no UART in its platform; the board top needs one")
     clock_hz = int(board.clock_hz)
-    BoardTop(network, clock_hz, baud)  # refuses a baud rate the clock cannot make, before anything is written
+    # refuses a baud rate the clock cannot make, before anything is written
+    divider = bit_timing(f"the serial port of {board.name}", clock_hz, baud)[0]
     plan = board.platform.build(BoardDesign(network, baud), name=TOP, do_build=False, synth_opts=board.synth_opts,
                                 script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
                                 nextpnr_opts=f"--report {NEXTPNR_REPORT}")
     return plan, {"name": board.name, "description": board.description, "clock_hz": clock_hz, "baud": baud,
+                  "divider": divider, "verilog": BOARD_VERILOG, "top": BOARD_TOP,
                   "script": f"{BOARD_DIR}/build_{TOP}.sh", "bitstream": f"{BOARD_DIR}/{BITSTREAM[board.family.name]}"}
+
+
+def board_verilog(network, spec: dict) -> str:
+    """The Verilog of the board top of ``network`` at the clock and baud rate of ``spec`` (a sidecar's
+    ``board``): module ``fxp_board`` with ports ``clk``, ``rst``, ``rx`` and ``tx``, for simulation."""
+    from hdl_gen.verilog import emit
+
+    return emit(BoardTop(network, spec["clock_hz"], spec["baud"]), BOARD_TOP)
 
 
 def _steps(script: str) -> list[list[str]]:

@@ -73,7 +73,7 @@ def describe_unit(kind: str, unit, top: str, layer: str, seed: int | None) -> di
 # What a folder holds besides the unit's or network's own files: the folding report, results and build
 # folders of fxp sim.
 _OTHER_OUTPUTS = ("sim_*.json", "sim_build_*", "replay_build", "amaranth.vcd", "folding.md", "board", "report.json",
-                  "report.md")
+                  "report.md", "fxp_board.v", "run_*.json", "run_build")
 
 
 def _check_out(out: Path, force: bool) -> list[Path]:
@@ -206,7 +206,8 @@ def _one_layer(model: fxpm.Model, name: str, kind: str | None) -> fxpm.Model:
 
 def generate_network(model_path: str | Path, out: str | Path, *, levels: int, dataset: str | None = None,
                      folding: str | Path | None = None, cycles: int | None = None, board: str | None = None,
-                     top: str = "fxp_network", options: dict | None = None, force: bool = False) -> dict:
+                     top: str = "fxp_network", options: dict | None = None, baud: int | None = None,
+                     force: bool = False) -> dict:
     """Write a network folder: the accelerator of a whole model (:mod:`hdl_gen.network`); returns the sidecar.
 
     ``levels``: the largest raw pixel value of the data it takes (``dataset``, recorded for fxp sim).
@@ -214,7 +215,7 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     ``cycles`` per frame, or else is the fastest that fits ``board``'s resources by the units' estimates
     (:func:`hdl_gen.folding.fold_to_fit`), or else what the input or a sliding window needs anyway (one
     pixel a cycle). With ``board``, the folder also holds the board top on the board's pins
-    (:mod:`hdl_gen.board_build`). Everything is checked and the Verilog emitted before anything is
+    (:mod:`hdl_gen.board_build`), its serial port at ``baud`` (115200 by default). Everything is checked and the Verilog emitted before anything is
     written; an earlier folder is replaced only with ``force``.
     """
     from hdl_gen import folding as folds
@@ -242,14 +243,14 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     net = Network(model, chosen, levels, options)
     verilog = emit(net, top)
     sidecar = describe_network(net, top, model_path, dataset)
-    plans = {}
+    plans, extra = {}, {"folding.md": f"# Folding of {model.spec['name']}\n\n" + chosen.markdown()}
     if board is not None:  # the board top on the board's pins, its files made by the board's platform
-        from hdl_gen.board_build import BOARD_DIR, board_plan
+        from hdl_gen.board_build import BAUD, BOARD_DIR, BOARD_VERILOG, board_plan, board_verilog
 
-        plans[BOARD_DIR], sidecar["board"] = board_plan(Network(model, chosen, levels, options), target)
+        plans[BOARD_DIR], sidecar["board"] = board_plan(Network(model, chosen, levels, options), target, baud or BAUD)
+        extra[BOARD_VERILOG] = board_verilog(Network(model, chosen, levels, options), sidecar["board"])
     wrapper = render("network_top.v.j2", version=fxp.__version__, source=Path(model_path).name, **sidecar)
-    _write_folder(out, earlier, sidecar, model, verilog, wrapper,
-                  {"folding.md": f"# Folding of {model.spec['name']}\n\n" + chosen.markdown()}, plans)
+    _write_folder(out, earlier, sidecar, model, verilog, wrapper, extra, plans)
     return sidecar
 
 
