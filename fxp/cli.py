@@ -332,6 +332,38 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fxp.resources import write_atomic
+    from sim.serial_host import run
+
+    if (args.sim is None) == (args.port is None):
+        raise FxpError("give the board's serial port (--port DEV) or a board folder to simulate (--sim DIR), one of them")
+    if args.sim is not None and args.folder is not None:
+        raise FxpError("--sim DIR is the board folder already; drop --folder")
+    folder = args.sim if args.sim is not None else args.folder
+    if folder is not None:
+        _existing(folder, "board folder", folder=True)
+    if args.dataset is not None:
+        from fxp.datasets import check_dataset
+
+        check_dataset(args.dataset)
+    rec = run(folder, args.port, args.dataset, args.images, scores=args.scores, baud=args.baud, timeout=args.timeout,
+              progress=not args.quiet)
+    shown = " ".join(map(str, rec["predictions"][:20])) + (" ..." if rec["images"] > 20 else "")
+    where = "the simulated board (Verilator behind a pseudo-terminal)" if args.sim else args.port
+    print(f"predictions: {shown}")
+    line = (f"{rec['images']} {rec['dataset']} test images over {where} at {rec['baud']} Bd: accuracy "
+            f"{100 * rec['accuracy']:.2f} %, {rec['frames_per_second']:.1f} frames/s")
+    if "mismatches" in rec:
+        line += f"; golden {100 * rec['golden_accuracy']:.2f} %, {rec['mismatches']} replies differ from the golden model's"
+    print(line)
+    if folder is not None:
+        out = Path(folder) / f"run_{'sim' if args.sim else 'port'}.json"
+        write_atomic(out, json.dumps(rec, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 1 if rec.get("mismatches") else 0
+
+
 def _cmd_boards(args: argparse.Namespace) -> int:
     from hdl_gen.boards import boards
 
@@ -342,10 +374,12 @@ def _cmd_boards(args: argparse.Namespace) -> int:
     for name, board in found.items():
         res = ", ".join(f"{k} {v}" for k, v in board.resources.items())
         uart = " ".join(f"{sig} {pin}" for sig, pin in board.uart.items()) if board.uart else "none"
+        # a family without nextpnr (Xilinx 7-series) has no open bitstream flow in fxp: say so, plainly
+        flow = board.no_open_flow or f"{board.family.nextpnr} {board.nextpnr_device}"
         print(f"{name:12} {board.description:32} {board.device} {board.package}, "
               f"{board.clock_mhz:g} MHz ({board.default_clk})  {res}\n"
               f"{'':12} platform {board.amaranth_platform}; UART {uart}; "
-              f"synth_{board.family.name} {board.synth_opts}; {board.family.nextpnr} {board.nextpnr_device}")
+              f"synth_{board.family.name} {board.synth_opts}; {flow}")
     return 0
 
 
@@ -594,6 +628,25 @@ def build_parser() -> argparse.ArgumentParser:
     bd.add_argument("--timeout", type=_float_in(1, 86400), default=3600.0, help="seconds each tool may take")
     bd.add_argument("--quiet", action="store_true", help="no progress")
     bd.set_defaults(func=_cmd_build)
+
+    rn = sub.add_parser("run", help="test images through a board over its serial port (--port), or through a board "
+                                    "folder's top simulated behind a pseudo-terminal (--sim): predictions, accuracy")
+    rn.add_argument("--port", default=None, help="the board's serial port, e.g. /dev/ttyUSB1")
+    rn.add_argument("--sim", default=None, metavar="DIR",
+                    help="a folder made by fxp gen model MODEL --board NAME: its board top in Verilator, bit by bit "
+                         "on the serial pins, behind a pseudo-terminal the host side opens like a board's port")
+    rn.add_argument("--folder", default=None, metavar="DIR",
+                    help="with --port: the board folder the board was built from, to compare every reply with the "
+                         "golden model's")
+    rn.add_argument("--dataset", default=None, help="the test images (default: the folder's dataset)")
+    rn.add_argument("--images", type=_int_in(1, 1 << 30), default=None, help="how many (default: the whole test set)")
+    rn.add_argument("--scores", action="store_true", help="ask for every score too, and compare them (needs the folder)")
+    rn.add_argument("--baud", type=_int_in(300, 100_000_000), default=None,
+                    help="the serial bit rate (default: the folder's, else 115200)")
+    rn.add_argument("--timeout", type=_float_in(0, 3600, lo_open=True), default=5.0,
+                    help="seconds to wait for each reply")
+    rn.add_argument("--quiet", action="store_true", help="no progress")
+    rn.set_defaults(func=_cmd_run)
 
     b = sub.add_parser("boards", help="list the boards fxp can build for: their amaranth-boards platform and "
                                       "profile (boards/*.toml)")

@@ -37,7 +37,8 @@ def check_identifier(name: object, what: str) -> str:
 def read_sidecar(folder: Path) -> dict:
     """The sidecar of the unit or network folder ``folder``, its names and numbers checked (see the module
     docstring)."""
-    sidecars = [p for p in folder.glob("*.json") if not p.name.startswith("sim_") and p.name != "report.json"]
+    # the results fxp sim, fxp run and fxp build write beside the sidecar
+    sidecars = [p for p in folder.glob("*.json") if not p.name.startswith(("sim_", "run_")) and p.name != "report.json"]
     if not folder.is_dir() or len(sidecars) != 1 or not any((folder / d).is_dir() for d in DESCRIPTIONS):
         raise FxpError(f"{folder} is not a unit or network folder (one sidecar .json and layer.fxpm or model.fxpm); "
                        "make one with fxp gen unit or fxp gen model")

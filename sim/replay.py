@@ -67,28 +67,34 @@ def harness_source(sidecar: dict) -> str:
 
 
 def build(folder: Path, sidecar: dict) -> tuple[Path, float, bool]:
-    """Compile the harness for the unit in ``folder``; (executable, seconds, whether it was rebuilt).
-
-    The executable is kept in this user's private cache, named by the hash of everything it is built
-    from; nothing executable is taken from the unit folder, which may be shared or downloaded.
-    """
-    bdir = folder / BUILD_DIR
+    """Compile the harness for the unit in ``folder``; (executable, seconds, whether it was rebuilt)."""
     names = sim_sources(sidecar)
     for name in names:  # plain file names: the sidecar is checked when read (hdl_gen.unit_folder)
         if not (folder / name).is_file():
             raise FxpError(f"{folder / name} is missing; regenerate the unit folder with fxp gen unit")
-    sources = [(folder / n).read_bytes() for n in names]  # hashed, then compiled: the same bytes
-    cpp = harness_source(sidecar)
-    cmd = ["verilator", *VERILATOR_ARGS, "-j", str(min(2, os.cpu_count() or 1)), "--top-module", sidecar["wrapper"],
-           "-Mdir", "obj", "-o", "replay", "replay_harness.cpp", *(f"src/{n}" for n in names)]
+    return build_executable({n: (folder / n).read_bytes() for n in names}, harness_source(sidecar),
+                            sidecar["wrapper"], folder / BUILD_DIR, "replay harness")
+
+
+def build_executable(sources: dict[str, bytes], cpp: str, top: str, bdir: Path, what: str) -> tuple[Path, float, bool]:
+    """Verilate ``sources`` (Verilog by file name) with top module ``top`` and compile them with the C++
+    main ``cpp``; (executable, seconds, whether it was rebuilt). The build log and a copy of ``cpp``
+    go to ``bdir``.
+
+    The executable is kept in this user's private cache, named by the hash of everything it is built
+    from; nothing executable is taken from the unit folder, which may be shared or downloaded.
+    """
+    names = list(sources)
+    cmd = ["verilator", *VERILATOR_ARGS, "-j", str(min(2, os.cpu_count() or 1)), "--top-module", top,
+           "-Mdir", "obj", "-o", "replay", "harness.cpp", *(f"src/{n}" for n in names)]
     key = hashlib.sha256(json.dumps([cmd, cpp, metadata.version("verilator"),
-                                     [hashlib.sha256(b).hexdigest() for b in sources]]).encode()).hexdigest()
+                                     [hashlib.sha256(b).hexdigest() for b in sources.values()]]).encode()).hexdigest()
     cache = private_dir(cache_dir() / CACHE_DIR)
     exe = cache / key
     if exe.exists():
         check_private(exe)
         return exe, 0.0, False
-    write_atomic(bdir / "replay_harness.cpp", cpp)  # for the reader; the build compiles its own copy
+    write_atomic(bdir / "harness.cpp", cpp)  # for the reader; the build compiles its own copy
     env = verilator_env()
     if shutil.which("ccache"):  # a repeated build drops from seconds to a fraction of one
         env.setdefault("OBJCACHE", "ccache")
@@ -96,8 +102,8 @@ def build(folder: Path, sidecar: dict) -> tuple[Path, float, bool]:
     t = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache))  # 0700; only the finished executable leaves it
     try:
-        write_atomic(work / "replay_harness.cpp", cpp)
-        for name, data in zip(names, sources):
+        write_atomic(work / "harness.cpp", cpp)
+        for name, data in sources.items():
             write_atomic(work / "src" / name, data)
         try:
             r = subprocess.run(cmd, check=False, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -106,7 +112,7 @@ def build(folder: Path, sidecar: dict) -> tuple[Path, float, bool]:
         write_atomic(log, r.stdout)
         built = work / "obj" / "replay"
         if r.returncode or not built.is_file():
-            raise FxpError(f"the Verilator build of the replay harness failed (exit {r.returncode}); see {log}")
+            raise FxpError(f"the Verilator build of the {what} failed (exit {r.returncode}); see {log}")
         os.chmod(built, 0o700)  # the linker's mode follows the umask; a group-writable file would be refused
         os.replace(built, exe)
     finally:
