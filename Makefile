@@ -1,5 +1,6 @@
 # One-command entry points. Each sets up what a fresh machine lacks, then runs.
-#   make demo   - the main job on the embedded default data (writes runs/demo/)
+#   make demo   - the whole flow on the embedded digits data: train, export, generate, verify, bitstream,
+#                 report (runs/demo/report.html)
 #   make test   - the test suite on both cores
 #   make bench  - benchmarks and the slow tests (writes docs/benchmarks.md)
 PY ?= python3
@@ -20,8 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fxp train --model digits_mlp --dataset digits --mode fixed --baseline --force --out runs/demo/train
-	$(BIN)/fxp report runs/demo/train --out runs/demo/report --force
+	$(BIN)/fxp demo --force
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q

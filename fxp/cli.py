@@ -364,6 +364,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if rec.get("mismatches") else 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from fxp.demo import run_demo
+
+    rec = run_demo(args.out, board=args.board, epochs=args.epochs, seed=args.seed, bitstream=not args.no_build,
+                   force=args.force, progress=not args.quiet)
+    print((Path(args.out) / "report.md").read_text().split("## Folding")[0].rstrip())
+    if "build" in rec:
+        b = rec["build"]
+        print(f"\nbitstream {args.out}/hw/{b['bitstream']}: Fmax {b['fmax_mhz']:.1f} MHz (clock {b['clock_mhz']:g} MHz), "
+              f"{b['frames_per_second_at_clock']:,.0f} frames/s at the clock")
+    print(f"wrote {args.out}/report.html, report.md, report.json (in {sum(rec['seconds'].values()):.0f} s)")
+    return 0
+
+
 def _cmd_boards(args: argparse.Namespace) -> int:
     from hdl_gen.boards import boards
 
@@ -647,6 +661,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds to wait for each reply")
     rn.add_argument("--quiet", action="store_true", help="no progress")
     rn.set_defaults(func=_cmd_run)
+
+    dm = sub.add_parser("demo", help="the whole flow on the embedded digits data: train in dynamic fixed point, "
+                                     "binarize, export, generate for a board, verify bit-exactly, bitstream, report")
+    dm.add_argument("--out", default="runs/demo", help="the folder for every step's files and report.html")
+    dm.add_argument("--board", default="icebreaker", help="the board to build for (fxp boards lists them)")
+    dm.add_argument("--epochs", type=_int_in(1, 1000), default=15, help="training epochs")
+    _seed(dm, "seed of the training run")
+    dm.add_argument("--no-build", action="store_true", help="stop before the bitstream (no YoWASP tools)")
+    _quiet(dm)
+    _force(dm, "an earlier demo")
+    dm.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("boards", help="list the boards fxp can build for: their amaranth-boards platform and "
                                       "profile (boards/*.toml)")

@@ -169,3 +169,56 @@ def _histogram(ax, v: torch.Tensor, distinct: torch.Tensor, fmt: str | None) -> 
         ax.bar(distinct.numpy(), counts, width=0.6 * gap, color="tab:blue")
     else:
         ax.hist(v.numpy(), bins=101, color="tab:blue")
+
+
+def accuracy_bars(accuracies: dict[str, float]) -> bytes:
+    """One bar per stage of the flow (name: accuracy in [0, 1]), its value written on it."""
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=120)
+    names = list(accuracies)
+    values = [100 * accuracies[n] for n in names]
+    bars = ax.barh(names, values, color=[f"C{k}" for k in range(len(names))])
+    for bar, v in zip(bars, values):
+        ax.text(bar.get_width() - 1, bar.get_y() + bar.get_height() / 2, f"{v:.2f} %", va="center", ha="right",
+                color="white", fontsize=9)
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy (%)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return png(fig)
+
+
+def utilization_bars(used: dict[str, tuple[int, int]]) -> bytes:
+    """Per resource (name: (used, available)) the share of the device a design takes."""
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(used)), dpi=120)
+    names = list(used)
+    shares = [100 * u / max(a, 1) for u, a in used.values()]
+    ax.barh(names, shares, color=["C3" if s > 100 else "C0" for s in shares])
+    for k, (name, (u, a)) in enumerate(used.items()):
+        ax.text(min(shares[k], 100) + 1, k, f"{u:,} / {a:,}", va="center", fontsize=8)
+    ax.set_xlim(0, 130)
+    ax.axvline(100, color="gray", ls="--", lw=1)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the device (%)")
+    fig.tight_layout()
+    return png(fig)
+
+
+def confusion(labels, predicted, classes: int) -> bytes:
+    """The confusion matrix of ``predicted`` against ``labels`` (counts, true class by row)."""
+    import numpy as np
+
+    counts = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(labels), np.asarray(predicted)), 1)
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), n in np.ndenumerate(counts):
+        if n:
+            ax.text(j, i, str(n), ha="center", va="center", fontsize=7,
+                    color="white" if n > counts.max() / 2 else "black")
+    ax.set_xticks(range(classes))
+    ax.set_yticks(range(classes))
+    ax.set_xlabel("predicted by the board")
+    ax.set_ylabel("true class")
+    fig.tight_layout()
+    return png(fig)
