@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shlex
 import time
@@ -31,7 +32,7 @@ from fxp.errors import FxpError
 from fxp.resources import data_dir, render, write_atomic
 from hdl_gen.board_top import BoardTop, reply_length, request_length
 from hdl_gen.boards import Board, load_board
-from hdl_gen.synth import _counts, _run, _tool, check_fit
+from hdl_gen.synth import DoesNotFit, _counts, _run, _tool, check_fit
 from hdl_gen.uart import bit_timing
 
 BOARD_DIR = "board"
@@ -174,12 +175,14 @@ def build(folder: str | Path, timeout: float = 3600, progress: bool = True) -> d
     names = [Path(s[0]).name.replace("yowasp-", "") for s in steps]
     for name, cmd in track(list(zip(names, steps)), "building the bitstream", disable=not progress):
         t = time.perf_counter()
-        _run(cmd, work, timeout, f"{name} for {board.description}")
+        try:
+            _run(cmd, work, timeout, f"{name} for {board.description}")
+            if name == "yosys":  # refuse a design that does not fit before the long place and route
+                stat = json.loads((work / f"{TOP}.stat.json").read_text())
+                check_fit(_counts(stat["design"]["num_cells_by_type"], board), board)
+        except DoesNotFit as e:
+            raise DoesNotFit(f"{e}; {_slower_folding(folder, sidecar, e.ratio)}", e.ratio) from None
         seconds[name] = round(time.perf_counter() - t, 1)
-        if name == "yosys":  # refuse a design that does not fit before the long place and route
-            stat = json.loads((work / f"{TOP}.stat.json").read_text())
-            used = _counts(stat["design"]["num_cells_by_type"], board)
-            check_fit(used, board)
     report = json.loads((work / NEXTPNR_REPORT).read_text())
     fmax = min(c["achieved"] for c in report["fmax"].values())
     clock = spec["clock_hz"] / 1e6
@@ -200,6 +203,16 @@ def build(folder: str | Path, timeout: float = 3600, progress: bool = True) -> d
     write_atomic(folder / "report.json", json.dumps(rec, indent=2) + "\n")
     write_atomic(folder / "report.md", _markdown(rec))
     return rec
+
+
+def _slower_folding(folder: Path, sidecar: dict, ratio: float | None) -> str:
+    """The command that folds the network slower by the factor the overflow asks for (the engines' logic
+    shrinks with the folding, the glue around them does not: twice the need's factor, at least 2x)."""
+    cycles = sidecar["cycles_per_frame"]
+    factor = 2 if ratio is None else 1 << max(1, math.ceil(math.log2(2 * ratio)))
+    spec = sidecar["board"]
+    return (f"a folding {factor}x slower should fit: fxp gen model {folder}/model.fxpm --dataset {sidecar['dataset']} "
+            f"--board {spec['name']} --cycles {cycles * factor} --force --out {folder}")
 
 
 def _markdown(r: dict) -> str:

@@ -47,6 +47,15 @@ class ToolFailed(FxpError):
     """A tool that ran and failed (not one that ran out of time): a native Yosys may do what YoWASP's did not."""
 
 
+class DoesNotFit(FxpError):
+    """A design larger than the device: ``ratio`` is its largest need over what the device has (None
+    where place and route, not a count, said so)."""
+
+    def __init__(self, message: str, ratio: float | None = None) -> None:
+        super().__init__(message)
+        self.ratio = ratio
+
+
 def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
     """Run a tool; its failures become one-line errors that name the problem and the fix."""
     try:
@@ -65,7 +74,7 @@ def _run(cmd: list[str], cwd: Path, timeout: float, what: str) -> str:
     errors = [line.strip() for line in log.splitlines() if "ERROR" in line]
     detail = errors[0] if errors else (log.strip().splitlines() or ["no output"])[-1]
     if any(words in detail for words in ("no BELs remaining", "Unable to place", "exceeds", "Failed to expand region")):
-        raise FxpError(f"{what}: the design does not fit the device ({detail}); fold the unit "
+        raise DoesNotFit(f"{what}: the design does not fit the device ({detail}); fold the unit "
                        "(smaller PE*SIMD) or pick a larger device")
     raise ToolFailed(f"{what} failed (exit {proc.returncode}): {detail}; its log is {log_file.name} in the folder "
                      "given as workdir=")
@@ -188,8 +197,9 @@ def check_fit(stats: dict, board: str | Board) -> None:
     need["block RAMs"] = (stats["bram"], res["bram_blocks"])
     over = [f"{n} {what} of {have}" for what, (n, have) in need.items() if n > have]
     if over:
-        raise FxpError(f"the design does not fit {board.device}: it needs {', '.join(over)}; "
-                       "fold the unit (smaller PE*SIMD) or pick a larger device")
+        ratio = max(n / max(have, 1) for n, have in need.values())
+        raise DoesNotFit(f"the design does not fit {board.device}: it needs {', '.join(over)}; "
+                         "fold the unit (smaller PE*SIMD) or pick a larger device", ratio)
 
 
 def _ports(verilog: str, top: str) -> list[tuple[str, str, int]]:

@@ -23,3 +23,26 @@ def test_build_refuses_a_folder_without_a_board_design(bnn, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds no board design; make one with fxp gen model MODEL --board NAME" in err
     assert not (tmp_path / "plain" / "report.json").exists()
+
+
+def test_a_design_that_does_not_fit_is_refused_naming_a_folding_that_would(bnn, tmp_path, monkeypatch, capsys):
+    """Yosys's counts over the device (check_fit's DoesNotFit, 1.3x here) stop the build before place and
+    route; the one-line error names the command that folds the network slower."""
+    from hdl_gen import board_build
+    from hdl_gen.synth import DoesNotFit
+
+    out = tmp_path / "icebreaker"
+    assert main(["gen", "model", str(bnn), "--board", "icebreaker", "--cycles", "16", "--out", str(out)]) == 0
+    ran = []
+
+    def yosys_over_the_device(cmd, cwd, timeout, what):
+        ran.append(what)
+        raise DoesNotFit("the design does not fit iCE40UP5K: it needs 6864 logic cells (LUT4 or FF) of 5280", 1.3)
+
+    monkeypatch.setattr(board_build, "_run", yosys_over_the_device)
+    assert main(["build", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(ran) == 1 and ran[0].startswith("yosys")  # nothing after the step that found it
+    assert err.count("\n") == 0 and "needs 6864 logic cells" in err
+    assert f"--board icebreaker --cycles 64 --force --out {out}" in err  # 2 x 1.3 -> 4x the 16 cycles
+    assert not (out / "report.json").exists()
