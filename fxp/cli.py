@@ -300,6 +300,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         from fxp.datasets import check_dataset
 
         check_dataset(args.dataset)
+    if args.uart:
+        return _sim_uart(args)
     rec = run_unit_sim(args.dir, args.simulator, args.vectors, args.seed, args.waves, args.harness, args.gap,
                        args.stall, args.dataset)
     rate = f", {rec['vectors_per_second']:.0f} vectors/s" if rec["vectors_per_second"] else ""
@@ -320,6 +322,22 @@ def _cmd_sim(args: argparse.Namespace) -> int:
               f"{f['outputs'][0]}..{f['outputs'][-1]}): expected {f['expected']}, got word {f['got_word']}")
         return 1
     return 0
+
+
+def _sim_uart(args: argparse.Namespace) -> int:
+    """fxp sim DIR --uart: the board top under cocotb, real serial frames on its pins (sim.board_uart)."""
+    from sim.board_uart import run_board_uart
+
+    if args.simulator == "amaranth" or args.harness == "cpp":
+        raise FxpError("--uart runs the board top under cocotb: give --simulator verilator or icarus, without "
+                       "--harness cpp")
+    rec = run_board_uart(args.dir, args.simulator, args.vectors, args.seed, dataset=args.dataset, waves=args.waves)
+    hw = rec["hardware_accuracy"]
+    print(f"{rec['top']} on {rec['simulator']}, serial frames at {rec['baud']} Bd: {rec['images']} {rec['dataset']} "
+          f"test images, {rec['mismatches']} replies differ from the golden model's; accuracy: hardware "
+          f"{'—' if hw is None else f'{100 * hw:.2f} %'}, golden "
+          f"{100 * rec['golden_accuracy']:.2f} %")
+    return 0 if rec["passed"] else 1
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -630,6 +648,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--harness", default="cocotb", choices=("cocotb", "cpp"),
                     help="cocotb, or cpp: a compiled Verilator replay harness for millions of vectors "
                          "(--simulator verilator only)")
+    sm.add_argument("--uart", action="store_true",
+                    help="a board folder (fxp gen model --board): its board top under cocotb, test images as real "
+                         "serial frames (cocotbext-uart) on its rx pin, every reply on tx compared with the golden "
+                         "model's")
     sm.add_argument("--gap", type=_float_in(0, 1, hi_open=True), default=None,
                     help="probability of an idle input cycle before a vector (default 0.3; 0 with --harness cpp)")
     sm.add_argument("--stall", type=_float_in(0, 1, hi_open=True), default=None,
