@@ -279,13 +279,21 @@ def _cmd_gen_model(args: argparse.Namespace) -> int:
         given = [flag for flag, v in (("--folding", args.folding), ("--cycles", args.cycles)) if v is not None]
         if given:
             raise FxpError(f"{' and '.join(given)} and --fps each set the folding; give one of them")
-        cycles = int(args.clock_mhz * 1e6 // args.fps)
+        if args.clock_mhz is not None:
+            clock_mhz = args.clock_mhz
+        else:  # the board's oscillator, else a round 100 MHz
+            from hdl_gen.boards import load_board
+
+            clock_mhz = load_board(args.board).clock_mhz if args.board else 100.0
+        cycles = int(clock_mhz * 1e6 // args.fps)
         if cycles < 1:
-            raise FxpError(f"--fps {args.fps} at {args.clock_mhz} MHz leaves less than a cycle per frame; lower --fps "
+            raise FxpError(f"--fps {args.fps} at {clock_mhz:g} MHz leaves less than a cycle per frame; lower --fps "
                            "or raise --clock-mhz")
     sidecar = generate_network(args.model, args.out, levels=levels_of(args.dataset), dataset=args.dataset,
                                folding=args.folding, cycles=cycles, board=args.board, top=args.top,
-                               options=_unit_options(args), baud=args.baud, force=args.force)
+                               options=_unit_options(args), baud=args.baud,
+                               clock_hz=None if args.clock_mhz is None or args.board is None else args.clock_mhz * 1e6,
+                               force=args.force)
     print((Path(args.out) / "folding.md").read_text().rstrip())
     print(f"wrote {args.out}: {sidecar['top']}.v, {sidecar['wrapper']}.v, {sidecar['top']}.json, model.fxpm, folding.md"
           f"{''.join(', ' + name for name in sidecar['sim_models'])}")
@@ -619,8 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fold for this many cycles per frame (default: the frame's pixels, one pixel a cycle)")
     nm.add_argument("--fps", type=_float_in(0, 1e12, lo_open=True), default=None,
                     help="fold for this many frames per second at --clock-mhz")
-    nm.add_argument("--clock-mhz", type=_float_in(0, 1e4, lo_open=True), default=100.0,
-                    help="the clock --fps counts with")
+    nm.add_argument("--clock-mhz", type=_float_in(0, 1e4, lo_open=True), default=None,
+                    help="the clock --fps counts with (default 100); with --board, the board top's clock: above the "
+                         "board's oscillator an ECP5 PLL makes it (default: the oscillator)")
     nm.add_argument("--board", default=None,
                     help="write the board top for this board (fxp boards lists them; fxp build makes the bitstream) "
                          "and, without --cycles, --fps or --folding, fold for the fastest frame rate whose estimated "

@@ -25,8 +25,9 @@ import shlex
 import time
 from pathlib import Path
 
-from amaranth import Elaboratable, Module
+from amaranth import ClockDomain, Elaboratable, Module
 from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
 
 from fxp.errors import FxpError
 from fxp.resources import data_dir, render, write_atomic
@@ -50,33 +51,48 @@ LINT_STUBS, LINT_WAIVERS = "xilinx_lint_stubs.v", "xilinx_lint.vlt"
 
 
 class BoardDesign(Elaboratable):
-    """The board top of ``network`` on a platform's pins: its first UART and its default clock."""
+    """The board top of ``network`` on a platform's pins: its first UART, and its default clock or
+    (``pll``, a :class:`hdl_gen.pll.PllSetting`) a PLL fed by it, at ``clock_hz``."""
 
-    def __init__(self, network, baud: int = BAUD) -> None:
-        self.network, self.baud = network, baud
+    def __init__(self, network, baud: int = BAUD, clock_hz: int | None = None, pll=None) -> None:
+        self.network, self.baud, self.clock_hz, self.pll = network, baud, clock_hz, pll
 
     def elaborate(self, platform) -> Module:
+        from hdl_gen.pll import EcpPll
+
         m = Module()
-        m.submodules.top = top = BoardTop(self.network, int(platform.default_clk_frequency), self.baud)
+        if self.pll is not None:  # sync from the PLL, in reset until it locks (else the platform's default clock)
+            m.submodules.pll = pll = EcpPll(self.pll)
+            m.domains.sync = sync = ClockDomain("sync")
+            m.d.comb += sync.clk.eq(pll.clk)
+            m.submodules.reset = ResetSynchronizer(~pll.locked, domain="sync")
+        clock_hz = self.clock_hz or int(platform.default_clk_frequency)
+        m.submodules.top = top = BoardTop(self.network, clock_hz, self.baud)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_pin, m.submodules.tx_pin = rx, tx = io.Buffer("i", uart.rx), io.Buffer("o", uart.tx)
         m.d.comb += [top.rx.eq(rx.i), tx.o.eq(top.tx)]
         return m
 
 
-def board_plan(network, board: Board, baud: int = BAUD) -> tuple[object, dict]:
+def board_plan(network, board: Board, baud: int = BAUD, clock_hz: float | None = None) -> tuple[object, dict]:
     """The platform's build plan of ``network`` on ``board`` (its files go to ``board/``), and what the
-    sidecar records of it; refuses a board without a UART and a baud rate the clock cannot make."""
+    sidecar records of it; refuses a board without a UART and a baud rate the clock cannot make.
+    ``clock_hz`` above the board's oscillator puts a PLL in front (:mod:`hdl_gen.pll`)."""
+    from hdl_gen.pll import clock_of
+
     if board.uart is None:
         raise FxpError(f"board {board.name} has no UART in its platform; the board top needs one")
-    clock_hz = int(board.clock_hz)
+    clock, pll = clock_of(board, clock_hz)
+    clock_hz = int(round(clock))
     # refuses a baud rate the clock cannot make, before anything is written
     divider = bit_timing(f"the serial port of {board.name}", clock_hz, baud)[0]
-    record = {"name": board.name, "description": board.description, "clock_hz": clock_hz, "baud": baud,
+    record = {"name": board.name, "description": board.description, "clock_hz": clock_hz,
+              "oscillator_hz": int(board.clock_hz), "pll": None if pll is None else pll.to_json(), "baud": baud,
               "divider": divider, "verilog": BOARD_VERILOG, "top": BOARD_TOP, "script": f"{BOARD_DIR}/build_{TOP}.sh"}
     if not board.family.open_flow:
         return _vendor_plan(network, board, baud, divider), {**record, "bitstream": None}
-    plan = board.platform.build(BoardDesign(network, baud), name=TOP, do_build=False, synth_opts=board.synth_opts,
+    plan = board.platform.build(BoardDesign(network, baud, clock_hz, pll), name=TOP, do_build=False,
+                                synth_opts=board.synth_opts,
                                 script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
                                 nextpnr_opts=f"--report {NEXTPNR_REPORT}")
     return plan, {**record, "bitstream": f"{BOARD_DIR}/{BITSTREAM[board.family.name]}"}

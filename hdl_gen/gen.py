@@ -207,7 +207,7 @@ def _one_layer(model: fxpm.Model, name: str, kind: str | None) -> fxpm.Model:
 def generate_network(model_path: str | Path, out: str | Path, *, levels: int, dataset: str | None = None,
                      folding: str | Path | None = None, cycles: int | None = None, board: str | None = None,
                      top: str = "fxp_network", options: dict | None = None, baud: int | None = None,
-                     force: bool = False) -> dict:
+                     clock_hz: float | None = None, force: bool = False) -> dict:
     """Write a network folder: the accelerator of a whole model (:mod:`hdl_gen.network`); returns the sidecar.
 
     ``levels``: the largest raw pixel value of the data it takes (``dataset``, recorded for fxp sim).
@@ -215,7 +215,8 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     ``cycles`` per frame, or else is the fastest that fits ``board``'s resources by the units' estimates
     (:func:`hdl_gen.folding.fold_to_fit`), or else what the input or a sliding window needs anyway (one
     pixel a cycle). With ``board``, the folder also holds the board top on the board's pins
-    (:mod:`hdl_gen.board_build`), its serial port at ``baud`` (115200 by default). Everything is checked and the Verilog emitted before anything is
+    (:mod:`hdl_gen.board_build`), its serial port at ``baud`` (115200 by default), its clock the board's
+oscillator or, with ``clock_hz``, a PLL's (:mod:`hdl_gen.pll`). Everything is checked and the Verilog emitted before anything is
     written; an earlier folder is replaced only with ``force``.
     """
     from hdl_gen import folding as folds
@@ -230,6 +231,10 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     if folding is not None and cycles is not None:
         raise FxpError("--folding and --cycles each set the folding; give one of them")
     target = None if board is None else load_board(board)
+    if target is not None:  # a clock the board cannot make is refused before any work
+        from hdl_gen.pll import clock_of
+
+        clock_of(target, clock_hz)
     if folding is not None:
         chosen = folds.from_file(folding, layers, pixels, fixed)
     elif cycles is None and target is not None:  # the board's resources set the folding
@@ -247,7 +252,8 @@ def generate_network(model_path: str | Path, out: str | Path, *, levels: int, da
     if board is not None:  # the board top on the board's pins, its files made by the board's platform
         from hdl_gen.board_build import BAUD, BOARD_DIR, BOARD_VERILOG, board_plan, board_verilog
 
-        plans[BOARD_DIR], sidecar["board"] = board_plan(Network(model, chosen, levels, options), target, baud or BAUD)
+        plans[BOARD_DIR], sidecar["board"] = board_plan(Network(model, chosen, levels, options), target, baud or BAUD,
+                                                        clock_hz)
         extra[BOARD_VERILOG] = board_verilog(Network(model, chosen, levels, options), sidecar["board"])
     wrapper = render("network_top.v.j2", version=fxp.__version__, source=Path(model_path).name, **sidecar)
     _write_folder(out, earlier, sidecar, model, verilog, wrapper, extra, plans)
