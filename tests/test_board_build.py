@@ -46,3 +46,21 @@ def test_a_design_that_does_not_fit_is_refused_naming_a_folding_that_would(bnn, 
     assert err.count("\n") == 0 and "needs 6864 logic cells" in err
     assert f"--board icebreaker --cycles 64 --force --out {out}" in err  # 2 x 1.3 -> 4x the 16 cycles
     assert not (out / "report.json").exists()
+
+
+def test_a_tool_that_fails_or_runs_out_of_memory_is_one_line(bnn, tmp_path, monkeypatch, capsys):
+    from hdl_gen import board_build, synth
+
+    out = tmp_path / "icebreaker"
+    assert main(["gen", "model", str(bnn), "--board", "icebreaker", "--cycles", "16", "--out", str(out)]) == 0
+    (out / "report.json").write_text("{}")  # an earlier build's report: a failed build must not leave it
+
+    def out_of_memory(cmd, cwd, timeout, what):
+        raise synth.ToolFailed(f"{what} ran out of the 4 GiB WebAssembly memory of the YoWASP tools; fold the unit "
+                               "(smaller PE*SIMD) or synthesise with a native Yosys (apt-get install yosys)")
+
+    monkeypatch.setattr(board_build, "_run", out_of_memory)
+    assert main(["build", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "ran out of the 4 GiB WebAssembly memory" in err
+    assert not (out / "report.json").exists()
