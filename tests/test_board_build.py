@@ -28,7 +28,7 @@ def test_build_refuses_a_folder_without_a_board_design(bnn, tmp_path, capsys):
 def test_a_design_that_does_not_fit_is_refused_naming_a_folding_that_would(bnn, tmp_path, monkeypatch, capsys):
     """Yosys's counts over the device (check_fit's DoesNotFit, 1.3x here) stop the build before place and
     route; the one-line error names the command that folds the network slower."""
-    from hdl_gen import board_build
+    from hdl_gen import board_build, synth
     from hdl_gen.synth import DoesNotFit
 
     out = tmp_path / "icebreaker"
@@ -40,6 +40,7 @@ def test_a_design_that_does_not_fit_is_refused_naming_a_folding_that_would(bnn, 
         raise DoesNotFit("the design does not fit iCE40UP5K: it needs 6864 logic cells (LUT4 or FF) of 5280", 1.3)
 
     monkeypatch.setattr(board_build, "_run", yosys_over_the_device)
+    monkeypatch.setattr(synth, "_run", yosys_over_the_device)  # the yosys step, through synth.run_yosys
     assert main(["build", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(ran) == 1 and ran[0].startswith("yosys")  # nothing after the step that found it
@@ -60,6 +61,10 @@ def test_a_tool_that_fails_or_runs_out_of_memory_is_one_line(bnn, tmp_path, monk
                                "(smaller PE*SIMD) or synthesise with a native Yosys (apt-get install yosys)")
 
     monkeypatch.setattr(board_build, "_run", out_of_memory)
+    monkeypatch.setattr(synth, "_run", out_of_memory)  # the yosys step, through synth.run_yosys
+    which = synth.shutil.which
+    monkeypatch.setattr(synth.shutil, "which",  # no native Yosys to fall back on
+                        lambda name, path=None: None if name == "yosys" else which(name, path=path))
     assert main(["build", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "ran out of the 4 GiB WebAssembly memory" in err
