@@ -395,7 +395,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     rec = run_demo(args.out, board=args.board, epochs=args.epochs, seed=args.seed, bitstream=not args.no_build,
                    force=args.force, progress=not args.quiet)
-    print((Path(args.out) / "report.md").read_text().split("## Folding")[0].rstrip())
+    print((Path(args.out) / "report.md").read_text().split("![accuracy]")[0].rstrip())  # the accuracy part
     if "build" in rec:
         b = rec["build"]
         print(f"\nbitstream {args.out}/hw/{b['bitstream']}: Fmax {b['fmax_mhz']:.1f} MHz (clock {b['clock_mhz']:g} MHz), "
