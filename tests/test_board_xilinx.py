@@ -44,7 +44,7 @@ def test_the_folder_holds_verilog_and_constraints_for_vivado(arty):
          LINT_STUBS, LINT_WAIVERS])
     spec = json.loads((arty / "fxp_network.json").read_text())["board"]
     assert spec == {"name": ARTY, "description": "Arty A7-35T (Xilinx XC7A35T)", "clock_hz": 100_000_000,
-                    "baud": 115200, "divider": 868, "verilog": "fxp_board.v", "top": "fxp_board",
+                    "oscillator_hz": 100_000_000, "pll": None, "baud": 115200, "divider": 868, "verilog": "fxp_board.v", "top": "fxp_board",
                     "script": "board/build_top.sh", "bitstream": None}
     xdc = (board / "top.xdc").read_text()
     # the platform's UART pins and the 100 MHz oscillator (pin E3), constrained for Vivado
