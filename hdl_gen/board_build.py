@@ -95,7 +95,35 @@ def board_plan(network, board: Board, baud: int = BAUD, clock_hz: float | None =
                                 synth_opts=board.synth_opts,
                                 script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
                                 nextpnr_opts=f"--report {NEXTPNR_REPORT}")
-    return plan, {**record, "bitstream": f"{BOARD_DIR}/{BITSTREAM[board.family.name]}"}
+    record["bitstream"] = f"{BOARD_DIR}/{BITSTREAM[board.family.name]}"
+    plan.add_file("README.md", _open_readme(network, board, record))
+    return plan, record
+
+
+# How each family's bitstream goes onto the board, with the open tools
+_PROGRAM = {"ice40": "iceprog {bitstream}                        # or: openFPGALoader -b icebreaker {bitstream}",
+            "ecp5": "openFPGALoader -b ulx3s {bitstream}        # or: fujprog {bitstream}"}
+
+
+def _open_readme(network, board: Board, record: dict) -> str:
+    """The board folder's README: its files, the clock, how to build, program and use it, the protocol."""
+    import fxp
+    from hdl_gen.board_top import REQUESTS_IN_FLIGHT, score_bytes
+
+    family = board.family.name
+    score = network.o.signature.members["payload"].shape["scores"].shape.elem_shape
+    folder = "DIR"  # the network folder, whatever the user named it
+    return render("board_open.md.j2", version=fxp.__version__, name=board.name, description=board.description,
+                  cycles=network.cycles_per_frame, family=board.family.name.upper().replace("ICE40", "iCE40"),
+                  family_name=family, platform=board.amaranth_platform, baud=record["baud"],
+                  divider=record["divider"], uart=board.uart, synth_opts=board.synth_opts,
+                  constraints={"ice40": "pcf", "ecp5": "lpf"}[family], nextpnr=board.family.nextpnr,
+                  pack={"ice40": "icepack", "ecp5": "ecppack"}[family], pll=record["pll"],
+                  clock_mhz=f"{record['clock_hz'] / 1e6:g}", oscillator_mhz=f"{record['oscillator_hz'] / 1e6:g}",
+                  folder=folder, bitstream=f"{folder}/{record['bitstream']}",
+                  program=_PROGRAM[family].format(bitstream=f"{folder}/{record['bitstream']}"),
+                  pixels=network.folding.pixels, levels=network.levels, classes=network.classes,
+                  score_bytes=score_bytes(score.width), signed=score.signed, in_flight=REQUESTS_IN_FLIGHT)
 
 
 @contextlib.contextmanager

@@ -35,6 +35,7 @@ def test_the_bitstream_fits_the_icebreaker_at_twice_its_clock(demo):
     hw = demo / "hw"
     pins = (hw / "board" / "top.pcf").read_text()
     assert "set_io uart_0__rx__io 6" in pins and "set_io uart_0__tx__io 9" in pins  # the platform's UART
+    assert "the board's 12 MHz oscillator" in (hw / "board" / "README.md").read_text()
     report = json.loads((hw / "report.json").read_text())
     assert report == json.loads((demo / "report.json").read_text())["build"]
     assert (hw / "board" / "top.bin").stat().st_size == report["bitstream_bytes"] > 100_000

@@ -52,6 +52,8 @@ def test_a_board_folder_with_a_pll(tmp_path, capsys):
     assert spec["divider"] == 868  # the UART counts the PLL's cycles: 100 MHz / 115200 Bd
     assert 'FREQUENCY NET "pll.clk" 100000000.0 HZ;' in (out / "board" / "top.lpf").read_text()
     assert "EHXPLLL" in (out / "board" / "top.il").read_text()
+    readme = (out / "board" / "README.md").read_text()  # the board folder says what it holds and how to use it
+    assert "100 MHz from an EHXPLLL" in readme and "openFPGALoader -b ulx3s DIR/board/top.bit" in readme
     # the simulated board top runs at the PLL's clock, so its serial port keeps the same divider
     assert "10'h363" in (out / "fxp_board.v").read_text()  # a bit's 868 cycles counted down from 867
     capsys.readouterr()
