@@ -18,6 +18,7 @@ output is ``(sign(I) ⊛ sign(W)) ⊙ K α``, and the binary convolution is an X
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -149,22 +150,28 @@ def xnor_conv2d_popcount(x: torch.Tensor, w: torch.Tensor, stride: int = 1) -> n
 
 
 # --- folding BatchNorm + sign into thresholds ------------------------------------------------------
-def fold_threshold(k: int, mean: float, var: float, eps: float, gamma: float, beta: float) -> tuple[int, bool]:
-    """(T, flip) such that ``sign(BN(2*pc - k)) = +1`` exactly when ``pc' >= T``, with
-    ``pc' = k - pc`` if ``flip`` (negative scale) else ``pc``.
-
-    Exact rational arithmetic on the float parameters; ``sigma = sqrt(var + eps)`` as float64 computes it.
-    """
+def bn_sign_cut(mean: float, var: float, eps: float, gamma: float, beta: float) -> tuple[Fraction | None, bool]:
+    """Where ``sign(BN(y))`` turns +1, exactly: ``(tau, above)``, +1 exactly when ``y >= tau`` (``above``,
+    a positive scale) or ``y <= tau`` (a negative one). With ``gamma == 0`` BatchNorm gives ``beta``
+    everywhere: ``(None, beta >= 0)``, +1 always or never. Exact rational arithmetic on the float
+    parameters, ``sigma = sqrt(var + eps)`` as float64 computes it."""
     sigma = Fraction(float(np.sqrt(np.float64(var) + np.float64(eps))))
     g, b, mu = Fraction(float(gamma)), Fraction(float(beta)), Fraction(float(mean))
-    if g == 0:  # BN output is beta everywhere
-        return (0 if b >= 0 else k + 1), False
-    tau = mu - b * sigma / g  # z >= 0  <=>  y >= tau (g > 0)  or  y <= tau (g < 0)
+    if g == 0:
+        return None, b >= 0
+    return mu - b * sigma / g, g > 0
+
+
+def fold_threshold(k: int, mean: float, var: float, eps: float, gamma: float, beta: float) -> tuple[int, bool]:
+    """(T, flip) such that ``sign(BN(2*pc - k)) = +1`` exactly when ``pc' >= T``, with
+    ``pc' = k - pc`` if ``flip`` (negative scale) else ``pc`` (:func:`bn_sign_cut`)."""
+    tau, above = bn_sign_cut(mean, var, eps, gamma, beta)
+    if tau is None:
+        return (0 if above else k + 1), False
     half = (tau + k) / 2  # in popcount units: y = 2 pc - k
-    if g > 0:
-        t = -((-half.numerator) // half.denominator)  # ceil
-        return max(0, min(k + 1, t)), False
-    t = k - (half.numerator // half.denominator)  # pc <= floor(half)  <=>  k - pc >= k - floor(half)
+    if above:
+        return max(0, min(k + 1, math.ceil(half))), False
+    t = k - math.floor(half)  # pc <= floor(half)  <=>  k - pc >= k - floor(half)
     return max(0, min(k + 1, t)), True
 
 

@@ -13,13 +13,14 @@ integer threshold per output on the accumulator, so the hardware compares instea
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fxp.binary import bn_sign_cut
 from fxp.format import Format
 
 
@@ -62,15 +63,12 @@ def fold_accumulator_threshold(scale: float, mean: float, var: float, eps: float
                                beta: float, acc_min: int, acc_max: int) -> tuple[int, bool]:
     """(T, negate) such that ``sign(BN(acc * scale)) = +1`` exactly when ``acc' >= T``, with
     ``acc' = -acc`` where ``negate`` (a negative BatchNorm scale) else ``acc``; ``T`` kept within
-    ``acc_min .. acc_max + 1`` (always / never). Exact rational arithmetic on the float parameters,
-    ``sigma = sqrt(var + eps)`` as float64 computes it (as :func:`fxp.binary.fold_threshold`)."""
-    sigma = Fraction(float(np.sqrt(np.float64(var) + np.float64(eps))))
-    g, b, mu = Fraction(float(gamma)), Fraction(float(beta)), Fraction(float(mean))
-    if g == 0:  # BatchNorm gives beta everywhere
-        return (acc_min if b >= 0 else acc_max + 1), False
-    cut = (mu - b * sigma / g) / Fraction(float(scale))  # z >= 0 <=> acc >= cut (g > 0) or acc <= cut (g < 0)
-    if g > 0:
-        t = -((-cut.numerator) // cut.denominator)  # ceil
-        return max(acc_min, min(acc_max + 1, t)), False
-    t = -(cut.numerator // cut.denominator)  # acc <= floor(cut) <=> -acc >= -floor(cut)
+    ``acc_min .. acc_max + 1`` (always / never); the cut is :func:`fxp.binary.bn_sign_cut`'s."""
+    tau, above = bn_sign_cut(mean, var, eps, gamma, beta)
+    if tau is None:
+        return (acc_min if above else acc_max + 1), False
+    cut = tau / Fraction(float(scale))  # y = acc * scale >= tau <=> acc >= cut (a positive scale)
+    if above:
+        return max(acc_min, min(acc_max + 1, math.ceil(cut))), False
+    t = -math.floor(cut)  # acc <= floor(cut) <=> -acc >= -floor(cut)
     return max(acc_min, min(acc_max + 1, t)), True
