@@ -242,6 +242,8 @@ oscillator or, with ``clock_hz``, a PLL's (:mod:`hdl_gen.pll`). Everything is ch
         chosen = folds.fold_to_fit(layers, pixels, target.capacity(), target.description, fixed, per_word, weights_in)
     else:
         chosen = folds.fold(layers, pixels, cycles or max([pixels, *(c for _, c in fixed)]), fixed, per_word)
+    if target is not None and (folding is not None or cycles is not None):  # a folding given by hand
+        _check_estimate(chosen, target, layers, pixels, fixed, per_word, (options or {}).get("weights_in") or "logic")
     top = check_identifier(top, "top")
     out = Path(out)
     earlier = _check_out(out, force)
@@ -258,6 +260,24 @@ oscillator or, with ``clock_hz``, a PLL's (:mod:`hdl_gen.pll`). Everything is ch
     wrapper = render("network_top.v.j2", version=fxp.__version__, source=Path(model_path).name, **sidecar)
     _write_folder(out, earlier, sidecar, model, verilog, wrapper, extra, plans)
     return sidecar
+
+
+def _check_estimate(chosen, board, layers, pixels: int, fixed, per_word, weights_in: str) -> None:
+    """Refuse, before anything is written, a folding whose estimated DSPs or block RAM bits already
+    exceed the board's, naming the folding ``--board`` alone would choose. (LUT4 are left to
+    synthesis: their estimate counts the engines only, and a design near the edge may still fit.)"""
+    from hdl_gen import folding as folds
+
+    used, have = folds.usage(chosen, weights_in), board.capacity()
+    over = [k for k in ("dsp", "bram_bits") if used[k] > have[k]]
+    if not over:
+        return
+    k = over[0]
+    fit = folds.fold_to_fit(layers, pixels, have, board.description, fixed, per_word, weights_in)
+    raise FxpError(f"at {chosen.cycles_per_frame} cycles per frame the network needs {used[k]:,} "
+                   f"{folds.RESOURCES[k]} ({folds._heaviest(chosen, k, weights_in)} the most), the {board.description} "
+                   f"has {have[k]:,}; fold it slower (--cycles {fit.cycles_per_frame} fits by the estimates: drop "
+                   "--cycles and --folding to get it)")
 
 
 def describe_network(net, top: str, model_path, dataset: str | None) -> dict:

@@ -67,3 +67,15 @@ def test_replies_are_the_golden_models(mlp):
         if f:
             assert scores == want[k].tolist()
     assert got == []
+
+
+def test_a_hand_folding_beyond_the_board_is_refused_before_anything_is_written(mlp, tmp_path, capsys):
+    """--cycles 64 puts the 64x64 layer's 4,096 products on 64 multipliers; the iCEBreaker has 8 DSPs. The
+    estimate refuses it at once, naming the folding --board alone would choose, instead of after synthesis."""
+    path = tmp_path / "m.fxpm"
+    fxpm.save(path, mlp.spec, mlp.arrays)
+    out = tmp_path / "hw"
+    assert main(["gen", "model", str(path), "--board", "icebreaker", "--cycles", "64", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "DSP" in err and "the iCEBreaker (Lattice iCE40 UP5K) has 8" in err
+    assert "fits by the estimates" in err and not out.exists()
