@@ -76,3 +76,13 @@ def test_refusals_leave_the_demo_as_it_was(demo, capsys):
     err = capsys.readouterr().err
     assert "already holds files" in err and "unknown board 'nosuch'" in err
     assert (demo / "report.json").read_bytes() == before
+
+
+def test_the_same_seed_gives_the_same_model_verilog_and_report(demo, tmp_path):
+    again = tmp_path / "again"
+    assert main(["demo", "--out", str(again), "--epochs", "2", "--no-build", "--quiet"]) == 0
+    for name in ("model.fxpm/model.json", "model.fxpm/arrays.npz", "hw/fxp_network.v", "hw/fxp_board.v"):
+        assert (again / name).read_bytes() == (demo / name).read_bytes(), name
+    first, second = ((d / "report.md").read_text().split("## Bitstream")[0] for d in (demo, again))
+    assert first == second
+    assert (again / "accuracy.png").read_bytes() == (demo / "accuracy.png").read_bytes()
