@@ -293,18 +293,23 @@ class XnorPopcountUnit(wiring.Component):
         words = [pack(values[n * self.pe : (n + 1) * self.pe], width) for n in range(self.nf)]
         return rom(m, name, self.pe * width, words, group)
 
-    def _totals(self, m: Module, en: Value, slice_: Slice, counts: list) -> list:
+    def _offset_word(self, m: Module, group: Value) -> Value | None:
+        """The accumulators' starting offsets of output ``group``, every lane's in one word (None where
+        they are constants or there are none)."""
+        if self._tree_offsets or self._offsets is None or self.nf == 1:
+            return None
+        return self._group_rom(m, "offsets", self._offsets, self.acc_width + 1, group)
+
+    def _totals(self, m: Module, en: Value, slice_: Slice, counts: list, word: Value | None) -> list:
         """Per lane, what the output takes: the running popcount, or the top bit of the offset sum
-        (the compressor's own where nothing is folded, else the accumulator's, which starts from the offset)."""
+        (the compressor's own where nothing is folded, else the accumulator's, which starts from the offset:
+        ``word``, :meth:`_offset_word`'s for this slice's group)."""
         if self._tree_offsets:
             return counts
         if self._offsets is None:
             return accumulate(m, en, slice_, counts, unsigned(self.acc_width))
         width = self.acc_width + 1  # popcount + 2^W - T < 2^(W+1)
-        starts = self._offsets
-        if self.nf > 1:
-            word = self._group_rom(m, "offsets", self._offsets, width, slice_.group)
-            starts = [word[p * width : (p + 1) * width] for p in range(self.pe)]
+        starts = self._offsets if word is None else [word[p * width : (p + 1) * width] for p in range(self.pe)]
         return [t[-1] for t in accumulate(m, en, slice_, counts, unsigned(width), starts)]
 
     def elaborate(self, platform) -> Module:
@@ -324,9 +329,13 @@ class XnorPopcountUnit(wiring.Component):
             offsets = self._tree_offsets
             counts, slice_ = pipelined(m, en, slice_, self.pipeline, lambda cut: compressor_trees(
                 m, lanes, cut, self.csa_every, self._csa_first, offsets, acc_w if offsets else None))
+        word = self._offset_word(m, slice_.group)
         if self.pipeline:  # the popcount's last adder and the accumulator's carry chain in separate cycles
             slice_, counts = register_slice(m, en, "count", slice_, counts)
-        totals = self._totals(m, en, slice_, counts)
+            # the offsets' ROM read a cycle ahead, beside the counts: read after the register, its LUTs
+            # and the accumulator's carry chain made the SFC's critical path (124 MHz on ECP5-85F)
+            word = None if word is None else register(m, en, "offsets_next", word)
+        totals = self._totals(m, en, slice_, counts, word)
         valid = slice_.valid & slice_.last
         tw = bits_for(self.mw + 1)
         thresholds = []  # the chained popcount's compare, where the thresholds change with the output group
