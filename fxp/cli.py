@@ -688,8 +688,8 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--scores", action="store_true", help="ask for every score too, and compare them (needs the folder)")
     rn.add_argument("--baud", type=_int_in(300, 100_000_000), default=None,
                     help="the serial bit rate (default: the folder's, else 115200)")
-    rn.add_argument("--timeout", type=_float_in(0, 3600, lo_open=True), default=5.0,
-                    help="seconds to wait for each reply")
+    rn.add_argument("--timeout", type=_float_in(0, 3600, lo_open=True), default=None,
+                    help="seconds to wait for each reply (default: 5 from a board, 600 from --sim)")
     rn.add_argument("--quiet", action="store_true", help="no progress")
     rn.set_defaults(func=_cmd_run)
 

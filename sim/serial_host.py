@@ -45,7 +45,7 @@ def classify(port, raw: np.ndarray, *, classes: int, score_width: int, signed: b
     n = len(raw)
     length = reply_length(classes, score_width, scores)
     out, sent = [], 0
-    for k in track(range(n), f"classifying over {name}", disable=not progress):
+    for k in track(range(n), f"classifying over {name}", leave=False, disable=not progress):  # a line a 30 s in logs
         while sent < min(n, k + in_flight):
             port.write(request(raw[sent], scores=scores))
             sent += 1
@@ -61,9 +61,11 @@ def classify(port, raw: np.ndarray, *, classes: int, score_width: int, signed: b
 
 
 def run(folder: str | Path | None, port: str | None, dataset: str | None, images: int | None, *,
-        scores: bool = False, baud: int | None = None, timeout: float = 5.0, progress: bool = True) -> dict:
+        scores: bool = False, baud: int | None = None, timeout: float | None = None, progress: bool = True) -> dict:
     """Test images through a board over ``port``, or (``port`` None) through the board top of ``folder``
-    simulated behind a pseudo-terminal (:mod:`sim.board_sim`); the record (see the module docstring)."""
+    simulated behind a pseudo-terminal (:mod:`sim.board_sim`); the record (see the module docstring).
+    ``timeout``: seconds to wait for each reply (default 5 from a board; from the simulation, which
+    runs far slower than the board, 600)."""
     from fxp.datasets import load
 
     sidecar = model = None
@@ -98,6 +100,8 @@ def run(folder: str | Path | None, port: str | None, dataset: str | None, images
         want_scores = want = None
         classes, width, signed = 256, 8, False  # class-only replies: two bytes whatever the model
         baud = baud or BAUD
+    if timeout is None:  # a Fashion-MNIST request is 1.7 M cycles of serial line at 25 MHz: seconds of simulation
+        timeout = 5.0 if port is not None else 600.0
     rec = {"dataset": name, "images": len(raw), "baud": baud, "scores": scores}
     t = time.perf_counter()
     if port is None:
