@@ -17,3 +17,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def quick_bnn(tmp_path_factory):
+    """The digits BNN after one epoch on 300 images, exported: a small model for board tests (read only)."""
+    from fxp.cli import main
+
+    root = tmp_path_factory.mktemp("quick_bnn")
+    assert main(["train", "--model", "bnn_digits", "--epochs", "1", "--limit-train", "300", "--quiet",
+                 "--out", str(root / "run")]) == 0
+    assert main(["export", str(root / "run"), "--out", str(root / "m.fxpm")]) == 0
+    return root / "m.fxpm"

@@ -1,38 +1,28 @@
 """fxp build's refusals (the iCEBreaker bitstream end to end is tests/test_demo.py's)."""
 
 
-import pytest
 
 from fxp.cli import main
 
 
-@pytest.fixture(scope="module")
-def bnn(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bnn")
-    assert main(["train", "--model", "bnn_digits", "--epochs", "1", "--limit-train", "300", "--quiet",
-                 "--out", str(root / "run")]) == 0
-    assert main(["export", str(root / "run"), "--out", str(root / "m.fxpm")]) == 0
-    return root / "m.fxpm"
-
-
-def test_build_refuses_a_folder_without_a_board_design(bnn, tmp_path, capsys):
+def test_build_refuses_a_folder_without_a_board_design(quick_bnn, tmp_path, capsys):
     """The bitstream itself is built and checked by fxp demo's test (tests/test_demo.py)."""
     assert main(["build", str(tmp_path / "nowhere")]) == 2
-    assert main(["gen", "model", str(bnn), "--cycles", "16", "--out", str(tmp_path / "plain")]) == 0
+    assert main(["gen", "model", str(quick_bnn), "--cycles", "16", "--out", str(tmp_path / "plain")]) == 0
     assert main(["build", str(tmp_path / "plain")]) == 2
     err = capsys.readouterr().err
     assert "holds no board design; make one with fxp gen model MODEL --board NAME" in err
     assert not (tmp_path / "plain" / "report.json").exists()
 
 
-def test_a_design_that_does_not_fit_is_refused_naming_a_folding_that_would(bnn, tmp_path, monkeypatch, capsys):
+def test_a_design_that_does_not_fit_is_refused_naming_a_folding_that_would(quick_bnn, tmp_path, monkeypatch, capsys):
     """Yosys's counts over the device (check_fit's DoesNotFit, 1.3x here) stop the build before place and
     route; the one-line error names the command that folds the network slower."""
     from hdl_gen import board_build, synth
     from hdl_gen.synth import DoesNotFit
 
     out = tmp_path / "icebreaker"
-    assert main(["gen", "model", str(bnn), "--board", "icebreaker", "--cycles", "16", "--out", str(out)]) == 0
+    assert main(["gen", "model", str(quick_bnn), "--board", "icebreaker", "--cycles", "16", "--out", str(out)]) == 0
     ran = []
 
     def yosys_over_the_device(cmd, cwd, timeout, what):
@@ -49,11 +39,11 @@ def test_a_design_that_does_not_fit_is_refused_naming_a_folding_that_would(bnn, 
     assert not (out / "report.json").exists()
 
 
-def test_a_tool_that_fails_or_runs_out_of_memory_is_one_line(bnn, tmp_path, monkeypatch, capsys):
+def test_a_tool_that_fails_or_runs_out_of_memory_is_one_line(quick_bnn, tmp_path, monkeypatch, capsys):
     from hdl_gen import board_build, synth
 
     out = tmp_path / "icebreaker"
-    assert main(["gen", "model", str(bnn), "--board", "icebreaker", "--cycles", "16", "--out", str(out)]) == 0
+    assert main(["gen", "model", str(quick_bnn), "--board", "icebreaker", "--cycles", "16", "--out", str(out)]) == 0
     (out / "report.json").write_text("{}")  # an earlier build's report: a failed build must not leave it
 
     def out_of_memory(cmd, cwd, timeout, what):

@@ -11,13 +11,10 @@ from fxp.cli import main
 
 
 @pytest.fixture(scope="module")
-def board_folder(tmp_path_factory):
+def board_folder(quick_bnn, tmp_path_factory):
     """A digits BNN generated for the iCEBreaker at its 12 MHz clock and the default 115200 Bd."""
     root = tmp_path_factory.mktemp("run")
-    assert main(["train", "--model", "bnn_digits", "--epochs", "1", "--limit-train", "300", "--quiet",
-                 "--out", str(root / "run")]) == 0
-    assert main(["export", str(root / "run"), "--out", str(root / "m.fxpm")]) == 0
-    assert main(["gen", "model", str(root / "m.fxpm"), "--board", "icebreaker", "--out", str(root / "hw")]) == 0
+    assert main(["gen", "model", str(quick_bnn), "--board", "icebreaker", "--out", str(root / "hw")]) == 0
     return root / "hw"
 
 

@@ -21,13 +21,10 @@ ARTY = "arty-a7-35t"
 
 
 @pytest.fixture(scope="module")
-def arty(tmp_path_factory):
+def arty(quick_bnn, tmp_path_factory):
     """The digits BNN behind the Arty's serial port (folded to 16 cycles: a small top.v, a quick lint)."""
     root = tmp_path_factory.mktemp("arty")
-    assert main(["train", "--model", "bnn_digits", "--epochs", "1", "--limit-train", "300", "--quiet",
-                 "--out", str(root / "run")]) == 0
-    assert main(["export", str(root / "run"), "--out", str(root / "m.fxpm")]) == 0
-    assert main(["gen", "model", str(root / "m.fxpm"), "--board", ARTY, "--cycles", "16", "--out",
+    assert main(["gen", "model", str(quick_bnn), "--board", ARTY, "--cycles", "16", "--out",
                  str(root / "out")]) == 0
     return root / "out"
 

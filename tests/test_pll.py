@@ -39,12 +39,9 @@ def test_refusals():
     assert clock_of(load_board("icebreaker"), None) == (12e6, None)
 
 
-def test_a_board_folder_with_a_pll(tmp_path, capsys):
-    assert main(["train", "--model", "bnn_digits", "--epochs", "1", "--limit-train", "300", "--quiet",
-                 "--out", str(tmp_path / "run")]) == 0
-    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "m.fxpm")]) == 0
+def test_a_board_folder_with_a_pll(quick_bnn, tmp_path, capsys):
     out = tmp_path / "ulx3s"
-    assert main(["gen", "model", str(tmp_path / "m.fxpm"), "--board", "ulx3s-85f", "--clock-mhz", "100",
+    assert main(["gen", "model", str(quick_bnn), "--board", "ulx3s-85f", "--clock-mhz", "100",
                  "--cycles", "16", "--out", str(out)]) == 0
     spec = json.loads((out / "fxp_network.json").read_text())["board"]
     assert spec["clock_hz"] == 100_000_000 and spec["oscillator_hz"] == 25_000_000
@@ -57,7 +54,7 @@ def test_a_board_folder_with_a_pll(tmp_path, capsys):
     # the simulated board top runs at the PLL's clock, so its serial port keeps the same divider
     assert "10'h363" in (out / "fxp_board.v").read_text()  # a bit's 868 cycles counted down from 867
     capsys.readouterr()
-    assert main(["gen", "model", str(tmp_path / "m.fxpm"), "--board", "icebreaker", "--clock-mhz", "48",
+    assert main(["gen", "model", str(quick_bnn), "--board", "icebreaker", "--clock-mhz", "48",
                  "--out", str(tmp_path / "ice")]) == 2
     assert "PLL for ECP5 boards only" in capsys.readouterr().err
     assert not (tmp_path / "ice").exists()
