@@ -139,7 +139,7 @@ def _recipe(args: argparse.Namespace):
 
     return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, seed=args.seed, limit_train=args.limit_train,
-                  optimizer=args.optimizer)
+                  optimizer=args.optimizer, l1=args.l1, group_in=args.group_in, group_out=args.group_out)
 
 
 def _check_training(args: argparse.Namespace, marker: str, holds: str):
@@ -189,6 +189,52 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                     force=args.force)
     print((Path(args.out) / "sweep.md").read_text())
     print(f"smallest within {args.tolerance} point(s): {rec['smallest_within_tolerance']}")
+    return 0
+
+
+def _per_layer(bounds, what: str):
+    """An argparse type: one number for every layer (``0.9``) or some layers' own (``fc1=0.92,fc2=0.9``),
+    each within ``bounds``; the layer names are checked against the model later."""
+
+    def parse(text: str) -> float | dict[str, float]:
+        def number(v: str, where: str) -> float:
+            try:
+                x = float(v)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{where}{v!r} is not a number; give {what} as 0.9 or "
+                                                 "fc1=0.92,fc2=0.9") from None
+            if x not in bounds:
+                raise argparse.ArgumentTypeError(f"{where}{what} {v} is outside {bounds}")
+            return x
+
+        if "=" not in text:
+            return number(text, "")
+        out = {}
+        for item in text.split(","):
+            name, eq, v = item.partition("=")
+            if not eq or not name.strip():
+                raise argparse.ArgumentTypeError(f"{item!r} is not layer=value; give e.g. fc1=0.92,fc2=0.9")
+            out[name.strip()] = number(v.strip(), f"{name.strip()}: ")
+        return out
+
+    return parse
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from fxp.compress.pipeline import PruneOptions, compress
+
+    _existing(args.run, "run")
+    opts = PruneOptions(sparsity=args.prune, quality=args.quality, scope=args.scope, stages=args.stages,
+                        dynamic=args.dynamic, retrain_epochs=args.retrain_epochs, lr=args.lr,
+                        neuron_threshold=args.neurons, l1=args.l1, group_in=args.group_in, group_out=args.group_out)
+    rec = compress(args.run, args.out, opts, progress=not args.quiet, force=args.force)
+    s = rec["summary"]
+    print(f"{rec['model']} on {rec['dataset']}: {s['weights_kept']:,} of {s['weights']:,} weights kept "
+          f"({s['compression_rate']:.1f}x), accuracy {100 * s['accuracy']:.2f} % (reference "
+          f"{100 * s['reference_accuracy']:.2f} %), weights {s['sparse_bytes']:,} B sparse against "
+          f"{s['dense_bytes']:,} B dense")
+    print(f"wrote {args.out}/checkpoint.pt, metrics.json, report.md, report.json, params.png, weights.png, "
+          "accuracy_vs_sparsity.png")
     return 0
 
 
@@ -458,6 +504,17 @@ def _quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _add_regularizer_args(p: argparse.ArgumentParser) -> None:
+    from fxp.train import REGULARIZER
+
+    strength = _within(REGULARIZER)
+    p.add_argument("--l1", type=strength, default=0.0, help="L1 regularizer on the weights: strength per weight")
+    p.add_argument("--group-in", type=strength, default=0.0,
+                   help="group lasso on each hidden neuron's incoming weights (li): strength per neuron")
+    p.add_argument("--group-out", type=strength, default=0.0,
+                   help="group lasso on each hidden neuron's outgoing weights (lo): strength per neuron")
+
+
 def _add_training_args(p: argparse.ArgumentParser) -> None:
     from fxp import layers, train
 
@@ -499,6 +556,7 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="L2 weight decay")
     p.add_argument("--limit-train", type=_within(train.LIMIT_TRAIN), default=recipe.limit_train,
                    help="train on the first N training images only (default: all)")
+    _add_regularizer_args(p)
     _seed(p, "seed of the initialization, the shuffling and the digits split")
     _quiet(p)
 
@@ -552,6 +610,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--baseline", action="store_true", help="also train the float baseline with the same recipe")
     _force(t, "a training run")
     t.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser("compress", help="prune a trained run's weights and neurons, retrain, and report")
+    c.add_argument("run", help="the run folder of fxp train (or its checkpoint.pt)")
+    c.add_argument("--out", required=True, help="the new run folder: checkpoint.pt, metrics.json, report.md, ...")
+    from fxp.compress import pipeline, prune
+
+    c.add_argument("--prune", type=_per_layer(prune.SPARSITY, "a sparsity"), default=None,
+                   help="fraction of weights to zero: one for every layer (0.92) or per layer (fc1=0.92,fc3=0.75)")
+    c.add_argument("--quality", type=_per_layer(prune.QUALITY, "a quality"), default=None,
+                   help="instead of --prune, Deep Compression's threshold: zero |w| <= quality x the layer's "
+                        "weight standard deviation")
+    c.add_argument("--scope", default="layer", choices=prune.SCOPES,
+                   help="layer: each layer to its sparsity; global: one magnitude ranking across all layers")
+    c.add_argument("--stages", type=_within(pipeline.STAGES), default=1,
+                   help="rounds of prune then retrain, each keeping a geometric share towards the target")
+    c.add_argument("--dynamic", action="store_true",
+                   help="recompute the masks every retraining epoch (gradual pruning) instead of once a round")
+    c.add_argument("--retrain-epochs", type=_within(pipeline.RETRAIN_EPOCHS), default=2,
+                   help="epochs of retraining after each round (0: prune only)")
+    from fxp.train import LR
+
+    c.add_argument("--lr", type=_within(LR), default=None,
+                   help="retraining learning rate (default: a tenth of the run's)")
+    c.add_argument("--neurons", type=_within(pipeline.NEURON_THRESHOLD), default=None, metavar="THRESHOLD",
+                   help="remove every hidden neuron whose incoming or outgoing weight norm is at most THRESHOLD "
+                        "(train with --group-in/--group-out first)")
+    _add_regularizer_args(c)
+    _force(c, "a run")
+    _quiet(c)
+    c.set_defaults(func=_cmd_compress)
 
     s = sub.add_parser("sweep", help="accuracy against bit width for activations, gradients, updates")
     _add_training_args(s)

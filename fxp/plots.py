@@ -222,3 +222,66 @@ def confusion(labels, predicted, classes: int) -> bytes:
     ax.set_ylabel("true class")
     fig.tight_layout()
     return png(fig)
+
+
+def layer_bars(layers: list[dict]) -> bytes:
+    """Remaining parameters per layer (``weights`` and ``kept`` of each entry), log scale, % kept on top."""
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(layers) + 2), 3.2), dpi=120)
+    x = range(len(layers))
+    ax.bar([i - 0.2 for i in x], [r["weights"] for r in layers], 0.4, label="before", color="C7")
+    ax.bar([i + 0.2 for i in x], [max(r["kept"], 1) for r in layers], 0.4, label="kept", color="C0")
+    for i, r in zip(x, layers, strict=True):
+        ax.annotate(f"{r['kept_percent']:.1f}%", (i + 0.2, max(r["kept"], 1)), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(list(x), [r["layer"] for r in layers])
+    ax.set_yscale("log")
+    ax.set_ylabel("weights")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return png(fig)
+
+
+def weight_histograms_before_after(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bytes:
+    """Each layer's weight histogram before and after compression (the zeros of pruned weights left out)."""
+    names = list(before)
+    cols = min(3, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows), dpi=110, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        b = before[name].double()
+        a = after.get(name, torch.zeros(0)).double()
+        a = a[a != 0]
+        lim = float(b.abs().max()) or 1.0
+        bins = torch.linspace(-lim, lim, 81).tolist()
+        ax.hist(b.tolist(), bins=bins, color="C7", alpha=0.6, label=f"before ({b.numel()})")
+        ax.hist(a.tolist(), bins=bins, color="C0", alpha=0.8, label=f"after, nonzero ({a.numel()})")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("weight value", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return png(fig)
+
+
+def accuracy_vs_sparsity(steps: list[dict], float_baseline: dict | None = None) -> bytes:
+    """Test accuracy at each step of a compression (``sparsity``, ``test_accuracy``, ``step``)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=120)
+    xs = [100 * s["sparsity"] for s in steps]
+    ys = [100 * s["test_accuracy"] for s in steps]
+    ax.plot(xs, ys, "-", color="C7", lw=1)
+    for kind, style in (("pruned", {"marker": "v", "color": "C3"}), ("retrained", {"marker": "o", "color": "C0"})):
+        pts = [(x, y) for x, y, s in zip(xs, ys, steps, strict=True) if s["step"].endswith(kind)]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), ls="none", label=kind, **style)
+    ax.plot(xs[:1], ys[:1], "s", color="k", label="reference")
+    if float_baseline:
+        ax.axhline(100 * float_baseline["test_accuracy"], color="gray", ls="--", label="float baseline")
+    ax.set_xlabel("weights pruned (%)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png(fig)

@@ -38,6 +38,7 @@ LIMIT_TRAIN = Bounds(1, 1 << 31, whole=True)
 MAX_SEED = (1 << 32) - 1  # numpy and torch take any seed in 0..2**32-1
 SEED = Bounds(0, MAX_SEED, whole=True)
 OPTIMIZERS = ("sgd", "adam")
+REGULARIZER = Bounds(0, 10)  # a strength beyond 10 would drown the cross-entropy loss (about 2.3 at the start)
 
 
 @dataclass
@@ -55,6 +56,11 @@ class Recipe:
     seed: int = 0
     limit_train: int | None = None  # use only the first N training images (quick runs, tests)
     optimizer: str = "sgd"  # sgd (with momentum) or adam
+    # regularizers towards pruning (fxp.compress.regularizers): L1 on the weights, group lasso on each
+    # hidden neuron's incoming (li) and outgoing (lo) weights
+    l1: float = 0.0
+    group_in: float = 0.0
+    group_out: float = 0.0
 
     def __post_init__(self) -> None:
         EPOCHS.check("epochs", self.epochs)
@@ -67,6 +73,11 @@ class Recipe:
         SEED.check("seed", self.seed)
         if self.optimizer not in OPTIMIZERS:
             raise FxpError(f"optimizer {self.optimizer!r} is not known; use {' or '.join(OPTIMIZERS)}")
+        for name in ("l1", "group_in", "group_out"):
+            REGULARIZER.check(name, getattr(self, name))
+
+    def regularizers(self) -> dict[str, float]:
+        return {"l1": self.l1, "group_in": self.group_in, "group_out": self.group_out}
 
 
 def check_recipe(spec: dict, cfg: FxConfig, recipe: Recipe) -> None:
@@ -119,15 +130,28 @@ def check_compatible(spec: dict, data: Dataset) -> None:
 
 def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Recipe, progress: bool = True,
                 label: str = "") -> tuple[nn.Module, list[dict]]:
-    """Train one model; returns it (unwrapped) and the per-epoch history."""
+    """Train one model from its seeded initial weights; returns it (unwrapped) and the per-epoch history."""
     spec = load_spec(model_spec)
     check_compatible(spec, data)
     check_recipe(spec, cfg, recipe)
-    rank, world = _dist()
     model = build(spec, cfg, seed=recipe.seed)
-    fixed = cfg.mode == "fixed" and not getattr(model, "binary", False)
-    if fixed:
+    if cfg.mode == "fixed" and not getattr(model, "binary", False):
         snap_model(model)
+    return model, fit(model, data, cfg, recipe, progress, label)
+
+
+def fit(model: nn.Module, data: Dataset, cfg: FxConfig, recipe: Recipe, progress: bool = True, label: str = "",
+        pruner=None) -> list[dict]:
+    """Train ``model`` in place with ``recipe`` (fresh optimizer and schedule); the per-epoch history.
+
+    ``pruner`` (:class:`fxp.compress.prune.Pruner`) keeps its masks on the weights throughout; the
+    recipe's regularizers (:mod:`fxp.compress.regularizers`) are added to the loss.
+    """
+    from fxp.compress.regularizers import penalty
+
+    rank, world = _dist()
+    model.train()
+    fixed = cfg.mode == "fixed" and not getattr(model, "binary", False)
     gen = torch.Generator().manual_seed(recipe.seed + 1)  # stochastic rounding of updates
     if fixed:
         opt = FixedPointSGD(model, recipe.lr, recipe.momentum, recipe.weight_decay, generator=gen)
@@ -136,6 +160,9 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
     else:
         opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     post_steps = [m.post_step for m in model.modules() if hasattr(m, "post_step")]
+    if pruner is not None:
+        post_steps.append(pruner.after_step)
+    strengths = recipe.regularizers()
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     x_all, y_all = data.x_train, data.y_train
     if recipe.limit_train:
@@ -147,6 +174,8 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
     epochs = track(range(recipe.epochs), f"{label or cfg.mode} epochs", disable=not progress or rank != 0)
     for epoch in epochs:
         t0 = time.perf_counter()
+        if pruner is not None:
+            pruner.start_epoch(epoch)
         perm = torch.randperm(len(x_all), generator=shuffle)[rank::world]
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -158,12 +187,14 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
             opt.zero_grad(set_to_none=True)
             out = net(xb)
             loss = F.cross_entropy(out, yb)
-            if not math.isfinite(loss.item()):
-                raise FxpError(f"training diverged (loss {loss.item()}) in epoch {epoch + 1}; lower the learning rate "
-                               "(Recipe.lr) or widen the formats")
-            loss.backward()
+            reg = penalty(model, strengths)
+            total = loss if reg is None else loss + reg
+            if not math.isfinite(total.item()):
+                raise FxpError(f"training diverged (loss {total.item()}) in epoch {epoch + 1}; lower the learning "
+                               "rate (Recipe.lr) or the regularizers, or widen the formats")
+            total.backward()
             opt.step()
-            for f in post_steps:  # e.g. clip the latent weights of binary layers
+            for f in post_steps:  # e.g. clip the latent weights of binary layers, re-apply pruning masks
                 f()
             sched.step()
             step_trackers(model)
@@ -177,9 +208,11 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
             "test_accuracy": evaluate(model, data.x_test, data.y_test),
             "seconds": time.perf_counter() - t0,
         }
+        if pruner is not None:
+            rec["sparsity"] = pruner.history[-1]
         history.append(rec)
         epochs.set_postfix(loss=f"{rec['train_loss']:.3f}", test=f"{100 * rec['test_accuracy']:.2f}%")
-    return model, history
+    return history
 
 
 def formats_record(model: nn.Module) -> dict:

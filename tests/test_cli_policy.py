@@ -122,6 +122,22 @@ CASES = {
         (["NEW"], "does not exist"), (["FILE"], "is a file"), (["EMPTY"], "is not a unit or network folder"),
         (["OTHER"], "is not a unit or network folder"),
     ]),
+    "compress": (["compress", "RUN", "--prune", "0.5", "--retrain-epochs", "0", "--quiet"], "--out", "NEW", [
+        (["--prune", "0"], "outside (0, 1)"), (["--prune", "1"], "outside (0, 1)"), (["--prune", "1.5"], "outside"),
+        (["--prune", "nan"], "outside"), (["--prune", "x"], "is not a number"), (["--prune", "fc1=2"], "fc1: a sparsity 2"),
+        (["--prune", "fc1"], "is not a number"), (["--prune", "=0.5"], "is not layer=value"),
+        (["--prune", "fc9=0.5"], "layer 'fc9' does not exist"), (["--quality", "1"], "not both"),
+        (["--quality", "-1"], "outside"), (["--scope", "net"], "invalid choice"),
+        (["--prune", "fc1=0.5", "--scope", "global"], "give one number"), (["--stages", "0"], "outside"),
+        (["--retrain-epochs", "-1"], "outside"), (["--dynamic"], "give retrain epochs"), (["--lr", "0"], "outside"),
+        (["--neurons", "-1"], "outside"), (["--l1", "-1"], "outside"), (["--group-in", "nan"], "outside"),
+        (["--group-out", "11"], "outside"), (["--out", "FILE"], "is a file"), (["--out", "RUN"], "is the run being compressed"),
+        (["--out", "RUN2"], "already holds a run"),
+    ]),
+    "compress-run": (["compress"], "--out", "NEW", [
+        (["NEW", "--prune", "0.5"], "does not exist"), (["FILE", "--prune", "0.5"], "is a file, not a run folder"),
+        (["EMPTY", "--prune", "0.5"], "is not a training run"), (["RUN"], "nothing to do"),
+    ]),
     "boards": (["boards"], None, None, [(["--json", "x"], "unrecognized arguments"), (["--format"], "unrecognized")]),
 }
 

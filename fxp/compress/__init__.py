@@ -1,0 +1,1 @@
+"""Model compression: pruning, sparse storage, regularizers, neuron removal."""

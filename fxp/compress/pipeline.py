@@ -1,0 +1,263 @@
+"""``fxp compress``: a trained run in, a smaller run out (pruning, neuron removal, retraining) with a report.
+
+The steps, each optional:
+
+1. **neurons** (``neuron_threshold``): kill every hidden neuron whose incoming or outgoing weight norm is
+   at most the threshold and remove the dead ones from the model (:mod:`fxp.compress.neurons`); train
+   the run with the group-lasso regularizers first (``fxp train --group-in/--group-out``) so that whole
+   neurons reach zero.
+2. **weights** in ``stages`` rounds of prune, then retrain (Han et al.'s iterative pruning): with a
+   ``sparsity`` target the rounds keep a geometric share (a 92 % target in three rounds keeps 43 %, 19 %,
+   8 %); with a ``quality`` the threshold rule is applied each round. ``dynamic`` recomputes the masks
+   at every retraining epoch on Zhu and Gupta's gradual schedule instead of once per round.
+
+The output is a run like ``fxp train``'s (``checkpoint.pt``, ``metrics.json``: ``fxp export`` and the
+rest take it), plus ``report.md``/``report.json`` (per layer: weights, % kept, neurons kept, the sparse
+storage's index bits and bytes; the summary against the reference run) and three PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from fxp.compress import neurons as neuron_ops
+from fxp.compress.prune import (
+    SCOPES,
+    Pruner,
+    gradual,
+    kept,
+    layer_stats,
+    per_layer,
+    prunable,
+    sparsity_masks,
+    threshold_masks,
+)
+from fxp.compress.prune import sparsity as model_sparsity
+from fxp.compress.sparse import SparseMatrix
+from fxp.errors import FxpError
+from fxp.layers import Bounds
+from fxp.resources import check_out_folder, render, write_atomic
+from fxp.train import (
+    LR,
+    REGULARIZER,
+    Recipe,
+    evaluate,
+    fit,
+    formats_record,
+    load_checkpoint,
+    read_run_metrics,
+    run_dataset,
+    run_folder,
+    save_checkpoint,
+)
+
+STAGES = Bounds(1, 100, whole=True)
+RETRAIN_EPOCHS = Bounds(0, 100_000, whole=True)
+NEURON_THRESHOLD = Bounds(0, 1e3)
+INDEX_BITS = range(1, 9)  # the relative-index widths tried per layer; Deep Compression used 5 (fc) and 8 (conv)
+
+
+@dataclass
+class PruneOptions:
+    """What ``fxp compress`` does to a run (see the module docstring); every field is optional.
+
+    ``sparsity`` / ``quality``: a number for every layer, or ``{layer: value}``; at most one of the two.
+    ``scope``: ``layer`` or ``global`` (one magnitude ranking across layers; sparsity only).
+    ``lr``: the retraining learning rate (default: a tenth of the run's, as Han et al. retrain).
+    ``l1``, ``group_in``, ``group_out``: regularizers during retraining.
+    """
+
+    sparsity: float | dict[str, float] | None = None
+    quality: float | dict[str, float] | None = None
+    scope: str = "layer"
+    stages: int = 1
+    dynamic: bool = False
+    retrain_epochs: int = 2
+    lr: float | None = None
+    neuron_threshold: float | None = None
+    l1: float = 0.0
+    group_in: float = 0.0
+    group_out: float = 0.0
+
+    def check(self) -> None:
+        """Refuse what cannot be done before a model is loaded (layer names are checked against the model)."""
+        if self.sparsity is not None and self.quality is not None:
+            raise FxpError("give a sparsity target or a threshold quality, not both")
+        if self.sparsity is None and self.quality is None and self.neuron_threshold is None:
+            raise FxpError("nothing to do: give a sparsity (--prune), a threshold quality (--quality) or a neuron "
+                           "threshold (--neurons)")
+        if self.scope not in SCOPES:
+            raise FxpError(f"scope {self.scope!r} is not known; use {' or '.join(SCOPES)}")
+        if self.scope == "global" and not isinstance(self.sparsity, float | int):
+            raise FxpError("a global scope ranks all layers' weights against one sparsity; give one number")
+        STAGES.check("stages", self.stages)
+        RETRAIN_EPOCHS.check("retrain_epochs", self.retrain_epochs)
+        if self.dynamic and self.retrain_epochs == 0:
+            raise FxpError("dynamic pruning recomputes the masks while retraining; give retrain epochs (at least 1)")
+        if self.lr is not None:
+            LR.check("lr (the retraining learning rate)", self.lr)
+        if self.neuron_threshold is not None:
+            NEURON_THRESHOLD.check("neuron threshold", self.neuron_threshold)
+        for name in ("l1", "group_in", "group_out"):
+            REGULARIZER.check(name, getattr(self, name))
+
+
+def _stage_targets(model, opts: PruneOptions, stage: int) -> dict[str, float]:
+    """Per layer, the sparsity round ``stage`` (0-based) of ``opts.stages`` reaches: a geometric share kept."""
+    final = per_layer(model, opts.sparsity, Bounds(0, 1, lo_open=True, hi_open=True), "sparsity")
+    return {n: 1 - (1 - s) ** ((stage + 1) / opts.stages) for n, s in final.items()}
+
+
+def _masks(model, opts: PruneOptions, targets: dict[str, float] | None):
+    if opts.quality is not None:
+        return threshold_masks(model, opts.quality)
+    if opts.scope == "global":
+        return sparsity_masks(model, next(iter(targets.values())), "global")
+    return sparsity_masks(model, targets)
+
+
+def _schedule(model, opts: PruneOptions, targets: dict[str, float] | None):
+    """Dynamic pruning: the masks for each retraining epoch, rising towards this round's targets."""
+    if not opts.dynamic:
+        return None
+    if opts.quality is not None:
+        return lambda epoch: threshold_masks(model, opts.quality)
+    start = {r["layer"]: 1 - r["nonzero"] / r["weights"] for r in layer_stats(model)}
+    ramps = {n: gradual(t, opts.retrain_epochs, min(start[n], t)) for n, t in targets.items()}
+
+    def at(epoch: int):
+        now = {n: ramp(epoch) for n, ramp in ramps.items()}
+        if opts.scope == "global":
+            return sparsity_masks(model, next(iter(now.values())), "global")
+        return sparsity_masks(model, now)
+    return at
+
+
+def storage(model, value_bits: int) -> list[dict]:
+    """Per prunable layer: dense bytes, and the sparse form's bytes at its best relative-index width."""
+    out = []
+    for name, m in prunable(model).items():
+        w = m.weight.detach().numpy()
+        best = min((SparseMatrix.encode(w, b) for b in INDEX_BITS), key=lambda s: s.nbytes(value_bits))
+        out.append({"layer": name, "value_bits": value_bits, "dense_bytes": math.ceil(w.size * value_bits / 8),
+                    "index_bits": best.index_bits, "sparse_bytes": best.nbytes(value_bits),
+                    "fillers": best.fillers})
+    return out
+
+
+def _value_bits(cfg) -> int:
+    return {"float": 32, "qat": cfg.weight_bits, "fixed": cfg.update_bits}[cfg.mode]
+
+
+def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: bool = True,
+             force: bool = False) -> dict:
+    """Compress the run of ``fxp train`` in ``run`` into a new run in ``out`` (see the module docstring)."""
+    from fxp.datasets import load
+
+    opts.check()
+    run, out = run_folder(run), Path(out)
+    metrics = read_run_metrics(run)
+    if out.resolve() == run.resolve():
+        raise FxpError(f"{out} is the run being compressed; give another output folder")
+    check_out_folder(out, force, "metrics.json", "a run")
+    model = load_checkpoint(run / "checkpoint.pt")
+    cfg = model.config
+    if getattr(model, "binary", False):
+        prunable(model)  # refuses in one line
+    if opts.sparsity is not None:
+        per_layer(model, opts.sparsity, Bounds(0, 1, lo_open=True, hi_open=True), "sparsity")
+    if opts.quality is not None:
+        per_layer(model, opts.quality, Bounds(0, 100, lo_open=True), "quality")
+    if opts.neuron_threshold is not None:
+        neuron_ops.links(model)  # refuses a model whose neurons cannot be removed, before any training
+    data = load(run_dataset(metrics))
+    base = Recipe(**metrics["recipe"])
+    recipe = replace(base, epochs=max(opts.retrain_epochs, 1), lr=opts.lr or base.lr / 10, l1=opts.l1,
+                     group_in=opts.group_in, group_out=opts.group_out)
+    t0 = time.perf_counter()
+    reference = evaluate(model, data.x_test, data.y_test)
+    before = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg)),
+              "weights": {n: m.weight.detach().flatten().clone() for n, m in prunable(model).items()}}
+    steps, history = [{"step": "reference", "sparsity": model_sparsity(model), "test_accuracy": reference}], []
+    neurons = None
+    if opts.neuron_threshold is not None:
+        neuron_ops.zero_weak(model, opts.neuron_threshold)
+        model, neurons = neuron_ops.remove_dead(model)
+        steps.append({"step": "neurons removed", "sparsity": model_sparsity(model),
+                      "test_accuracy": evaluate(model, data.x_test, data.y_test)})
+    rounds = opts.stages if (opts.sparsity is not None or opts.quality is not None) else 0
+    if rounds == 0 and opts.retrain_epochs:
+        rounds = 1  # neurons only: retrain once with the zeros held
+    for stage in range(rounds):
+        targets = _stage_targets(model, opts, stage) if opts.sparsity is not None else None
+        pruning = opts.sparsity is not None or opts.quality is not None
+        masks = _masks(model, opts, targets) if pruning and not opts.dynamic else kept(model)
+        pruner = Pruner(model, masks, _schedule(model, opts, targets) if pruning else None)
+        label = f"round {stage + 1}/{rounds}"
+        if not opts.dynamic:
+            steps.append({"step": f"{label}: pruned", "sparsity": model_sparsity(model),
+                          "test_accuracy": evaluate(model, data.x_test, data.y_test)})
+        if opts.retrain_epochs:
+            hist = fit(model, data, cfg, recipe, progress, label=f"retrain {label}", pruner=pruner)
+            history += [{**h, "round": stage + 1} for h in hist]
+            steps.append({"step": f"{label}: retrained", "sparsity": model_sparsity(model),
+                          "test_accuracy": hist[-1]["test_accuracy"]})
+        pruner.remove()
+    model.eval()
+    accuracy = evaluate(model, data.x_test, data.y_test)
+    after = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg))}
+    record = _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps)
+    new_metrics = {**{k: metrics[k] for k in ("model", "dataset", "dataset_source", "mode", "config")
+                      if k in metrics},
+                   "recipe": asdict(recipe), "world_size": 1, "test_accuracy": accuracy, "epochs": history,
+                   "seconds": time.perf_counter() - t0, "formats": formats_record(model),
+                   "compressed_from": str(run), "compression": record["summary"]}
+    if "float_baseline" in metrics:
+        new_metrics["float_baseline"] = metrics["float_baseline"]
+    from fxp.plots import accuracy_vs_sparsity, layer_bars, weight_histograms_before_after
+
+    save_checkpoint(out / "checkpoint.pt", model, cfg, recipe)
+    write_atomic(out / "params.png", layer_bars(record["layers"]))
+    write_atomic(out / "weights.png", weight_histograms_before_after(
+        before["weights"], {n: m.weight.detach().flatten() for n, m in prunable(model).items()}))
+    write_atomic(out / "accuracy_vs_sparsity.png", accuracy_vs_sparsity(steps, metrics.get("float_baseline")))
+    write_atomic(out / "report.json", json.dumps(record, indent=2) + "\n")
+    write_atomic(out / "report.md", render("compress_report.md.j2", **record))
+    write_atomic(out / "metrics.json", json.dumps(new_metrics, indent=2) + "\n")  # last: marks the run complete
+    return record
+
+
+def _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps) -> dict:
+    layers = []
+    by_name = {s["layer"]: s for s in after["stats"]}
+    store = {s["layer"]: s for s in after["storage"]}
+    for b, bs in zip(before["stats"], before["storage"], strict=True):
+        name = b["layer"]
+        a, st = by_name.get(name), store.get(name)
+        layers.append({"layer": name, "kind": b["kind"], "shape_before": b["shape"], "shape_after": a["shape"],
+                       "weights": b["weights"], "kept": a["nonzero"], "kept_percent": 100 * a["nonzero"] / b["weights"],
+                       "neurons_before": b["neurons"], "neurons_after": a["neurons"],
+                       "index_bits": st["index_bits"], "value_bits": st["value_bits"], "fillers": st["fillers"],
+                       "dense_bytes": bs["dense_bytes"], "sparse_bytes": st["sparse_bytes"]})
+    weights = sum(r["weights"] for r in layers)
+    nonzero = sum(r["kept"] for r in layers)
+    dense = sum(r["dense_bytes"] for r in layers)
+    sparse = sum(r["sparse_bytes"] for r in layers)
+    float_acc = (metrics.get("float_baseline") or {}).get("test_accuracy")
+    summary = {"reference_accuracy": reference, "accuracy": accuracy,
+               "change_points": round(100 * (accuracy - reference), 6) + 0.0,  # + 0.0 turns -0.0 into 0.0
+               "float_baseline_accuracy": float_acc,
+               "weights": weights, "weights_kept": nonzero, "kept_percent": 100 * nonzero / weights,
+               "compression_rate": weights / max(nonzero, 1), "dense_bytes": dense, "sparse_bytes": sparse,
+               "storage_rate": dense / max(sparse, 1)}
+    hidden = [r for r in layers if r["layer"] in (neurons or {})]
+    if hidden:
+        summary["hidden_neurons_before"] = sum(r["neurons_before"] for r in hidden)
+        summary["hidden_neurons_after"] = sum(r["neurons_after"] for r in hidden)
+    return {"run": str(run), "model": metrics.get("model"), "dataset": metrics.get("dataset"),
+            "mode": metrics.get("mode"), "options": asdict(opts),
+            "summary": summary, "layers": layers, "neurons": neurons, "steps": steps}

@@ -1,0 +1,44 @@
+"""Regularizers that drive weights, and whole neurons, to zero before pruning.
+
+- ``l1``: the sum of ``|w|`` over the linear and conv2d weights. Its gradient, ``sign(w)``, pulls every
+  weight towards zero at the same rate, so small ones reach it (Han et al. 2015 compare L1 and L2
+  before pruning: L1 leaves more weights near zero).
+- ``group_in`` (DropNeuron's li, Pan et al. 2016): the sum over hidden neurons of the L2 norm of each
+  neuron's incoming weights (and bias).
+- ``group_out`` (lo): the same over each neuron's outgoing weights.
+
+A group norm's gradient is ``w / ||w||``: the whole group shrinks together and a group can reach zero
+as one, which is what lets :func:`fxp.compress.neurons.zero_weak` remove a neuron. Groups are those of
+:mod:`fxp.compress.neurons`. Strengths are per weight or per group, added to the cross-entropy loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fxp.compress.neurons import links
+from fxp.compress.prune import prunable
+
+
+def l1(model: nn.Module) -> torch.Tensor:
+    return sum(m.weight.abs().sum() for m in prunable(model).values())
+
+
+def group_in(model: nn.Module) -> torch.Tensor:
+    layers = prunable(model)
+    return sum(ln.incoming(layers).norm(dim=1).sum() for ln in links(model))
+
+
+def group_out(model: nn.Module) -> torch.Tensor:
+    layers = prunable(model)
+    return sum(ln.outgoing(layers).norm(dim=1).sum() for ln in links(model))
+
+
+REGULARIZERS = {"l1": l1, "group_in": group_in, "group_out": group_out}
+
+
+def penalty(model: nn.Module, strengths: dict[str, float]):
+    """The weighted sum of the regularizers with a nonzero strength (a tensor), or None where there are none."""
+    terms = [s * REGULARIZERS[name](model) for name, s in strengths.items() if s]
+    return sum(terms) if terms else None

@@ -1,0 +1,247 @@
+"""Pruning: masks, retraining with masks held, the regularizers' gradients, dead-neuron removal (exact in the
+integer model), and fxp compress end to end on the digits."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from fxp import fxpm
+from fxp.compress import neurons, regularizers
+from fxp.compress.pipeline import PruneOptions, compress
+from fxp.compress.prune import (
+    Pruner,
+    gradual,
+    kept,
+    prunable,
+    sparsity_masks,
+    threshold_masks,
+)
+from fxp.datasets import load
+from fxp.errors import FxpError
+from fxp.export import export, export_fixed
+from fxp.layers import FxConfig
+from fxp.models import build
+from fxp.train import Recipe, fit, run_train
+from sim import golden
+
+# a small CNN on the 8x8 digits: conv → pool → conv → flatten → two linear layers, every link kind
+SMALL_CNN = {"name": "small_cnn", "input_shape": [1, 8, 8], "layers": [
+    {"type": "conv2d", "out": 6, "kernel": 3, "padding": 1}, {"type": "relu"}, {"type": "maxpool2d", "kernel": 2},
+    {"type": "conv2d", "out": 8, "kernel": 3}, {"type": "relu"}, {"type": "flatten"},
+    {"type": "linear", "out": 16}, {"type": "relu"}, {"type": "linear", "out": 10}]}
+QUICK = Recipe(epochs=1, batch_size=32, lr=0.05, weight_decay=1e-3, limit_train=256)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load("digits")
+
+
+def test_sparsity_masks_keep_exactly_the_largest():
+    model = build("digits_mlp", FxConfig(mode="float"), seed=3)
+    masks = sparsity_masks(model, {"fc1": 0.75})
+    w = model.fc1.weight.detach().abs()
+    assert int(masks["fc1"].sum()) == w.numel() // 4 and bool(masks["fc2"].all())
+    assert float(w[masks["fc1"]].min()) >= float(w[~masks["fc1"]].max())
+    # global: one threshold across layers
+    g = sparsity_masks(model, 0.9, "global")
+    all_w = torch.cat([m.weight.detach().abs().flatten() for m in prunable(model).values()])
+    kept_w = torch.cat([m.weight.detach().abs()[g[n]] for n, m in prunable(model).items()])
+    assert kept_w.numel() == round(all_w.numel() * 0.1) and float(kept_w.min()) >= float(all_w.kthvalue(
+        all_w.numel() - kept_w.numel()).values)
+
+
+def test_threshold_rule_is_quality_times_std_of_the_remaining_weights():
+    model = build("digits_mlp", FxConfig(mode="float"), seed=1)
+    with torch.no_grad():
+        model.fc2.weight.copy_(torch.arange(640, dtype=torch.float32).view(10, 64) - 319.5)
+    masks = threshold_masks(model, {"fc2": 0.5})
+    w = model.fc2.weight.detach()
+    assert torch.equal(masks["fc2"], w.abs() > 0.5 * float(w.std()))
+    with torch.no_grad():  # zeros already there stay dropped, and the std is of the rest
+        w[0] = 0
+    again = threshold_masks(model, {"fc2": 0.5})
+    assert not again["fc2"][0].any()
+    assert torch.equal(again["fc2"][1:], w[1:].abs() > 0.5 * float(w[1:].std()))
+
+
+def test_gradual_schedule_ends_at_the_target_and_rises():
+    at = gradual(0.9, 5, 0.5)
+    values = [at(e) for e in range(5)]
+    assert values[-1] == pytest.approx(0.9) and values == sorted(values) and values[0] > 0.5
+
+
+@pytest.mark.parametrize("mode", ["float", "qat", "fixed"])
+def test_pruned_weights_stay_exactly_zero_through_retraining(digits, mode):
+    cfg = FxConfig(mode=mode)
+    model = build("digits_mlp", cfg, seed=0)
+    masks = sparsity_masks(model, 0.8)
+    pruner = Pruner(model, masks)
+    before = {n: m.weight.detach().clone() for n, m in prunable(model).items()}
+    fit(model, digits, cfg, replace(QUICK, momentum=0.9), progress=False, pruner=pruner)
+    pruner.remove()
+    for n, m in prunable(model).items():
+        w = m.weight.detach()
+        assert (w[~masks[n]] == 0).all(), f"{n}: a pruned weight moved"
+        assert not torch.equal(w[masks[n]], before[n][masks[n]]), f"{n}: the kept weights did not train"
+
+
+def test_without_the_masks_pruned_weights_revive(digits):
+    """The control for the test above: zeros alone do not stay zero."""
+    cfg = FxConfig(mode="float")
+    model = build("digits_mlp", cfg, seed=0)
+    masks = sparsity_masks(model, 0.8)
+    Pruner(model, masks).remove()  # applies the masks once, then lets go
+    fit(model, digits, cfg, QUICK, progress=False)
+    assert (model.fc1.weight.detach()[~masks["fc1"]] != 0).any()
+
+
+def test_regularizer_gradients_match_their_formulas():
+    model = build(SMALL_CNN, FxConfig(mode="float"), seed=0)
+    layers = prunable(model)
+    with torch.no_grad():
+        model.conv1.weight[2] = 0  # a group at zero: its subgradient is 0
+        model.conv1.bias[2] = 0
+    g_l1 = torch.autograd.grad(regularizers.l1(model), [m.weight for m in layers.values()])
+    for (n, m), g in zip(layers.items(), g_l1, strict=True):
+        assert torch.equal(g, torch.sign(m.weight.detach())), n
+    # group_in: d/dw of sum_j ||(w_j, b_j)|| is (w_j, b_j) / ||(w_j, b_j)||
+    producers = [p for ln in neurons.links(model) for p in (layers[ln.producer].weight, layers[ln.producer].bias)]
+    g_in = dict(zip([id(p) for p in producers], torch.autograd.grad(regularizers.group_in(model), producers),
+                    strict=True))
+    for ln in neurons.links(model):
+        m = layers[ln.producer]
+        rows = torch.cat([m.weight.detach().flatten(1), m.bias.detach()[:, None]], 1)
+        norm = rows.norm(dim=1, keepdim=True)
+        want = torch.where(norm > 0, rows / norm.clamp_min(1e-30), torch.zeros_like(rows))
+        got = torch.cat([g_in[id(m.weight)].flatten(1), g_in[id(m.bias)][:, None]], 1)
+        torch.testing.assert_close(got, want)
+    # group_out: each hidden neuron's outgoing weights, by hand for the three link kinds
+    g_out = torch.autograd.grad(regularizers.group_out(model), [m.weight for m in list(layers.values())[1:]])
+    g_out = [None, *g_out]
+    w2, w3, w4 = (m.weight.detach() for m in list(layers.values())[1:])
+    by_channel = w2 / w2.pow(2).sum(dim=(0, 2, 3), keepdim=True).sqrt()  # conv1's channel j: conv2's input channel j
+    torch.testing.assert_close(g_out[1], by_channel)
+    span = w3.shape[1] // 8  # conv2's channel j: a block of h*w columns of fc1
+    blocks = w3.view(16, 8, span)
+    torch.testing.assert_close(g_out[2], (blocks / blocks.pow(2).sum(dim=(0, 2), keepdim=True).sqrt()).view_as(w3))
+    torch.testing.assert_close(g_out[3], w4 / w4.norm(dim=0, keepdim=True))
+
+
+def _kill(model, layer: str, which: list[int], side: str) -> None:
+    layers = prunable(model)
+    ln = next(x for x in neurons.links(model) if x.producer == layer)
+    dead = torch.zeros(layers[layer].weight.shape[0], dtype=torch.bool)
+    dead[which] = True
+    with torch.no_grad():
+        if side == "in":
+            layers[layer].weight[dead] = 0
+            layers[layer].bias[dead] = 0
+        else:
+            layers[ln.consumer].weight[:, neurons._columns(ln, dead)] = 0
+
+
+def test_removing_dead_neurons_leaves_the_integer_outputs_unchanged(digits):
+    cfg = FxConfig(mode="qat", rounding="nearest_up")
+    model = build(SMALL_CNN, cfg, seed=0)
+    fit(model, digits, cfg, replace(QUICK, limit_train=512), progress=False)
+    _kill(model, "conv1", [0, 4], "in")   # conv channels: filter and bias zero
+    _kill(model, "conv2", [1], "out")     # a channel nothing reads (its block of fc1's columns is zero)
+    _kill(model, "fc1", [3, 5, 11], "in")
+    model.eval()
+    model.config = cfg
+    smaller, counts = neurons.remove_dead(model)
+    assert counts == {"conv1": {"before": 6, "after": 4}, "conv2": {"before": 8, "after": 7},
+                      "fc1": {"before": 16, "after": 13}}
+    assert [layer.get("out") for layer in smaller.spec["layers"] if "out" in layer] == [4, 7, 13, 10]
+    x = digits.x_test.numpy()
+    big = fxpm.Model(*export_fixed(model, "big"))
+    small = fxpm.Model(*export_fixed(smaller, "small"))
+    assert small.arrays["fc1.weight"].shape == (13, 7 * 2 * 2)  # 7 channels of 2x2 after conv2
+    out_big, out_small = golden.run(big, x)[-1], golden.run(small, x)[-1]
+    assert out_big.dtype.kind == "i" and np.array_equal(out_big, out_small)
+    assert sum(a.size for a in small.arrays.values()) < sum(a.size for a in big.arrays.values())
+    # the control: removing a live neuron changes outputs
+    with torch.no_grad():
+        model.fc1.weight[0] = 0
+        model.fc1.bias[0] = 0
+    changed = fxpm.Model(*export_fixed(neurons.remove_dead(model)[0], "c"))
+    assert not np.array_equal(golden.run(changed, x)[-1], out_big)
+
+
+def test_neuron_pruning_refuses_what_it_cannot_remove():
+    bnn = build("bnn_digits", FxConfig(mode="qat"), seed=0)
+    with pytest.raises(FxpError, match="binarized model's weights are ±1"):
+        prunable(bnn)
+    model = build("digits_mlp", FxConfig(mode="float"), seed=0)
+    with torch.no_grad():
+        model.fc1.weight.zero_()
+        model.fc1.bias.zero_()
+    with pytest.raises(FxpError, match="every neuron of fc1 is dead"):
+        neurons.remove_dead(model)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits):
+    run = tmp_path_factory.mktemp("compress") / "run"
+    cfg = FxConfig(mode="qat", rounding="nearest_up")
+    run_train("digits_mlp", digits, cfg, Recipe(epochs=4, batch_size=32, group_in=1e-2, group_out=1e-2), run, baseline=True,
+              progress=False)
+    return run
+
+
+def test_compress_end_to_end(trained, tmp_path):
+    out = tmp_path / "pruned"
+    rec = compress(trained, out, PruneOptions(sparsity={"fc1": 0.9, "fc2": 0.6}, stages=2, retrain_epochs=1,
+                                              neuron_threshold=0.01), progress=False)
+    s = rec["summary"]
+    fc1, fc2 = rec["layers"]
+    assert fc1["neurons_after"] < 64 and fc1["shape_after"][0] == fc1["neurons_after"]
+    assert fc2["shape_after"] == [10, fc1["neurons_after"]]
+    assert fc1["kept"] <= round(0.1 * 64 * 64) and s["weights_kept"] == fc1["kept"] + fc2["kept"]
+    assert s["compression_rate"] == pytest.approx(s["weights"] / s["weights_kept"])
+    assert s["sparse_bytes"] < s["dense_bytes"] and s["float_baseline_accuracy"] is not None
+    assert [st["step"] for st in rec["steps"]][:3] == ["reference", "neurons removed", "round 1/2: pruned"]
+    for name in ("checkpoint.pt", "metrics.json", "report.md", "report.json", "params.png", "weights.png",
+                 "accuracy_vs_sparsity.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(rec))
+    md = (out / "report.md").read_text()
+    assert "| fc1 | 64×64 → " in md and f"{s['compression_rate']:.1f}×" in md
+    # the compressed run is a run: it exports, with the smaller layer and its zeros
+    model = export(out, tmp_path / "m.fxpm")
+    w = model.arrays["fc1.weight"]
+    assert w.shape == (fc1["neurons_after"], 64) and int(np.count_nonzero(w)) <= fc1["kept"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == s["accuracy"] and metrics["compressed_from"] == str(trained)
+
+
+def test_compress_is_deterministic(trained, tmp_path):
+    opts = PruneOptions(sparsity=0.7, retrain_epochs=1, dynamic=True)
+    a = compress(trained, tmp_path / "a", opts, progress=False)
+    b = compress(trained, tmp_path / "b", opts, progress=False)
+    assert a["summary"] == b["summary"] and a["steps"] == b["steps"]
+    assert (tmp_path / "a" / "report.md").read_text().replace("/a", "/b") == (tmp_path / "b" / "report.md").read_text().replace("/a", "/b")
+
+
+def test_a_failed_compress_leaves_the_output_alone(trained, tmp_path):
+    out = tmp_path / "out"
+    compress(trained, out, PruneOptions(sparsity=0.5, retrain_epochs=0), progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(FxpError, match="already holds a run"):
+        compress(trained, out, PruneOptions(sparsity=0.9, retrain_epochs=0), progress=False)
+    with pytest.raises(FxpError, match="layer 'fc7' does not exist"):
+        compress(trained, out, PruneOptions(sparsity={"fc7": 0.5}), progress=False, force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_masks_of_a_pruned_model_are_its_zeros(trained):
+    from fxp.train import load_checkpoint
+
+    model = load_checkpoint(trained / "checkpoint.pt")
+    masks = sparsity_masks(model, 0.5)
+    Pruner(model, masks).remove()
+    assert all(torch.equal(kept(model)[n], masks[n]) for n in masks)
