@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_train.py --write-docs
 	$(BIN)/python bench/bench_binary.py --write-docs
 	$(BIN)/python bench/bench_models.py --write-docs
+	$(BIN)/python bench/bench_compress.py --write-docs
+	$(BIN)/python bench/bench_sparse.py --write-docs
 	$(BIN)/python bench/bench_verify.py --write-docs
 	$(BIN)/python bench/bench_hw.py --write-docs
 	$(BIN)/python bench/bench_network.py --write-docs

@@ -28,6 +28,9 @@ MODELS = {
     # name: (model, dataset, config, recipe overrides (epochs too: else --epochs), export scales)
     "int8-lenet5": ("lenet5", "fashion-mnist",
                     FxConfig(mode="qat", act_bits=8, weight_bits=8, rounding="nearest_up"), {"batch_size": 64}, "pow2"),
+    "int8-lenet300": ("lenet300", "fashion-mnist",
+                      FxConfig(mode="qat", act_bits=8, weight_bits=8, rounding="nearest_up"), {"batch_size": 64},
+                      "pow2"),
     "sfc-bnn": ("sfc_bnn", "fashion-mnist", FxConfig(mode="qat"), {"batch_size": 64, "optimizer": "adam", "lr": 0.005}, None),
     "sfc-mixed": ("sfc_mixed", "fashion-mnist", FxConfig(mode="qat"),
                   {"batch_size": 64, "optimizer": "adam", "lr": 0.005, "epochs": 20}, None),

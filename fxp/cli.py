@@ -139,7 +139,8 @@ def _recipe(args: argparse.Namespace):
 
     return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, seed=args.seed, limit_train=args.limit_train,
-                  optimizer=args.optimizer, l1=args.l1, group_in=args.group_in, group_out=args.group_out)
+                  optimizer=args.optimizer, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
+                  tsrelu=args.tsrelu, gate_l1=args.gate_l1)
 
 
 def _check_training(args: argparse.Namespace, marker: str, holds: str):
@@ -226,7 +227,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     _existing(args.run, "run")
     opts = PruneOptions(sparsity=args.prune, quality=args.quality, scope=args.scope, stages=args.stages,
                         dynamic=args.dynamic, retrain_epochs=args.retrain_epochs, lr=args.lr,
-                        neuron_threshold=args.neurons, l1=args.l1, group_in=args.group_in, group_out=args.group_out)
+                        neuron_threshold=args.neurons, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
+                        architecture=args.architecture, tsrelu=args.tsrelu, gate_l1=args.gate_l1,
+                        gate_epochs=args.gate_epochs)
     rec = compress(args.run, args.out, opts, progress=not args.quiet, force=args.force)
     s = rec["summary"]
     print(f"{rec['model']} on {rec['dataset']}: {s['weights_kept']:,} of {s['weights']:,} weights kept "
@@ -513,6 +516,11 @@ def _add_regularizer_args(p: argparse.ArgumentParser) -> None:
                    help="group lasso on each hidden neuron's incoming weights (li): strength per neuron")
     p.add_argument("--group-out", type=strength, default=0.0,
                    help="group lasso on each hidden neuron's outgoing weights (lo): strength per neuron")
+    p.add_argument("--tsrelu", type=strength, default=0.0,
+                   help="architecture learning: every ReLU becomes a tsReLU with neuron and layer gates, pushed to "
+                        "0 or 1 by w(1-w) and d(1-d) with this strength")
+    p.add_argument("--gate-l1", type=strength, default=0.0,
+                   help="with tsReLU gates: pull the gates towards 0 (fewer neurons, fewer nonlinearities)")
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
@@ -636,6 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--neurons", type=_within(pipeline.NEURON_THRESHOLD), default=None, metavar="THRESHOLD",
                    help="remove every hidden neuron whose incoming or outgoing weight norm is at most THRESHOLD "
                         "(train with --group-in/--group-out first)")
+    c.add_argument("--architecture", action="store_true",
+                   help="read a run trained with --tsrelu: remove the neurons and nonlinearities its gates turned "
+                        "off and merge the linear layers left adjacent")
+    c.add_argument("--gate-epochs", type=_within(pipeline.GATE_EPOCHS), default=3,
+                   help="with --tsrelu/--gate-l1: epochs of learning the gates on the trained run before reading them")
     _add_regularizer_args(c)
     _force(c, "a run")
     _quiet(c)

@@ -16,7 +16,7 @@ written in a TOML file goes through the same code::
     type = "linear"
     out = 10
 
-Layer types: ``linear`` (out, bias), ``conv2d`` (out, kernel, stride, padding, bias), ``relu``,
+Layer types: ``linear`` (out, bias), ``conv2d`` (out, kernel, stride, padding, bias), ``relu``, ``tsrelu``,
 ``maxpool2d`` (kernel, stride), ``avgpool2d`` (kernel, stride), ``batchnorm``, ``flatten``; and for
 binarized networks ``binarize`` (threshold), ``binary_linear`` (out), ``binary_conv2d`` (out, kernel,
 stride), ``sign``, ``scale``, and ``quantize`` (format): a fixed-point input, after which a ``linear``
@@ -123,6 +123,7 @@ LAYER_KEYS = {
     "linear": {"out", "bias"},
     "conv2d": {"out", "kernel", "stride", "padding", "bias"},
     "relu": set(),
+    "tsrelu": set(),  # a ReLU with learned gates (fxp.compress.tsrelu): fxp train --tsrelu
     "maxpool2d": {"kernel", "stride"},
     "avgpool2d": {"kernel", "stride"},
     "batchnorm": set(),
@@ -209,6 +210,10 @@ def build(model: str | Path | dict, cfg: FxConfig, seed: int = 0) -> nn.Sequenti
             h, w = (h - k) // s + 1, (w - k) // s + 1
         elif kind == "relu":
             mods.append(("relu", FxReLU()))
+        elif kind == "tsrelu":
+            from fxp.compress.tsrelu import TsReLU
+
+            mods.append(("tsrelu", TsReLU(flat if flat is not None else c, cfg)))
         elif kind == "batchnorm":
             mods.append(("bn", FxBatchNorm(flat if flat is not None else c, cfg)))
         elif kind == "flatten":

@@ -39,6 +39,7 @@ MAX_SEED = (1 << 32) - 1  # numpy and torch take any seed in 0..2**32-1
 SEED = Bounds(0, MAX_SEED, whole=True)
 OPTIMIZERS = ("sgd", "adam")
 REGULARIZER = Bounds(0, 10)  # a strength beyond 10 would drown the cross-entropy loss (about 2.3 at the start)
+REGULARIZERS = ("l1", "group_in", "group_out", "tsrelu", "gate_l1")  # Recipe's fields, fxp.compress.regularizers' terms
 
 
 @dataclass
@@ -61,6 +62,9 @@ class Recipe:
     l1: float = 0.0
     group_in: float = 0.0
     group_out: float = 0.0
+    # architecture learning (fxp.compress.tsrelu): either above 0 turns every ReLU into a gated tsReLU
+    tsrelu: float = 0.0  # weight of the gates' w(1-w) and d(1-d)
+    gate_l1: float = 0.0  # weight of the gates' sum: fewer neurons, fewer nonlinearities
 
     def __post_init__(self) -> None:
         EPOCHS.check("epochs", self.epochs)
@@ -73,16 +77,28 @@ class Recipe:
         SEED.check("seed", self.seed)
         if self.optimizer not in OPTIMIZERS:
             raise FxpError(f"optimizer {self.optimizer!r} is not known; use {' or '.join(OPTIMIZERS)}")
-        for name in ("l1", "group_in", "group_out"):
+        for name in REGULARIZERS:
             REGULARIZER.check(name, getattr(self, name))
 
     def regularizers(self) -> dict[str, float]:
-        return {"l1": self.l1, "group_in": self.group_in, "group_out": self.group_out}
+        return {name: getattr(self, name) for name in REGULARIZERS}
+
+    @property
+    def gated(self) -> bool:
+        """Whether the model trains with tsReLU gates in place of its ReLUs."""
+        return bool(self.tsrelu or self.gate_l1)
 
 
 def check_recipe(spec: dict, cfg: FxConfig, recipe: Recipe) -> None:
     """Refuse a recipe that ``cfg`` cannot train model ``spec`` with, before anything is trained."""
     binary = any(layer["type"] in BINARY_TYPES for layer in spec["layers"])  # trained as such, not in fixed point
+    if recipe.gated:
+        from fxp.compress.tsrelu import with_tsrelu
+
+        with_tsrelu(spec)  # refuses a model without ReLUs
+        if binary or cfg.mode == "fixed":
+            raise FxpError("tsReLU gates train in float or qat mode on a model with ReLUs (their gates are float "
+                           "parameters); use --mode float or qat")
     if cfg.mode == "fixed" and not binary and recipe.optimizer != "sgd":
         raise FxpError(f"fixed mode stores parameters in fixed point with FixedPointSGD, not {recipe.optimizer}; "
                        "use optimizer sgd (Recipe(optimizer='sgd'), --optimizer sgd) or another mode")
@@ -134,6 +150,10 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
     spec = load_spec(model_spec)
     check_compatible(spec, data)
     check_recipe(spec, cfg, recipe)
+    if recipe.gated:
+        from fxp.compress.tsrelu import with_tsrelu
+
+        spec = with_tsrelu(spec)
     model = build(spec, cfg, seed=recipe.seed)
     if cfg.mode == "fixed" and not getattr(model, "binary", False):
         snap_model(model)

@@ -131,7 +131,10 @@ CASES = {
         (["--prune", "fc1=0.5", "--scope", "global"], "give one number"), (["--stages", "0"], "outside"),
         (["--retrain-epochs", "-1"], "outside"), (["--dynamic"], "give retrain epochs"), (["--lr", "0"], "outside"),
         (["--neurons", "-1"], "outside"), (["--l1", "-1"], "outside"), (["--group-in", "nan"], "outside"),
-        (["--group-out", "11"], "outside"), (["--out", "FILE"], "is a file"), (["--out", "RUN"], "is the run being compressed"),
+        (["--group-out", "11"], "outside"), (["--tsrelu", "0.1"], "add --architecture"),
+        (["--architecture"], "has no tsReLU gates to read"), (["--gate-epochs", "0"], "outside"),
+        (["--gate-l1", "-1"], "outside"),
+        (["--out", "FILE"], "is a file"), (["--out", "RUN"], "is the run being compressed"),
         (["--out", "RUN2"], "already holds a run"),
     ]),
     "compress-run": (["compress"], "--out", "NEW", [

@@ -24,7 +24,7 @@ from fxp.errors import FxpError
 from fxp.export import export, export_fixed
 from fxp.layers import FxConfig
 from fxp.models import build
-from fxp.train import Recipe, fit, run_train
+from fxp.train import Recipe, fit, load_checkpoint, run_train
 from sim import golden
 
 # a small CNN on the 8x8 digits: conv → pool → conv → flatten → two linear layers, every link kind
@@ -239,9 +239,101 @@ def test_a_failed_compress_leaves_the_output_alone(trained, tmp_path):
 
 
 def test_masks_of_a_pruned_model_are_its_zeros(trained):
-    from fxp.train import load_checkpoint
-
     model = load_checkpoint(trained / "checkpoint.pt")
     masks = sparsity_masks(model, 0.5)
     Pruner(model, masks).remove()
     assert all(torch.equal(kept(model)[n], masks[n]) for n in masks)
+
+
+MLP3 = {"name": "mlp3", "input_shape": [1, 8, 8], "layers": [
+    {"type": "flatten"}, {"type": "linear", "out": 24}, {"type": "relu"}, {"type": "linear", "out": 16},
+    {"type": "relu"}, {"type": "linear", "out": 10}]}
+
+
+def test_tsrelu_is_relu_at_d_1_identity_at_d_0_and_gates_neurons():
+    from fxp.compress.tsrelu import TsReLU
+
+    g = TsReLU(4, FxConfig(mode="float"))
+    x = torch.tensor([[-2.0, -1.0, 1.0, 3.0]])
+    with torch.no_grad():
+        g.gates.copy_(torch.tensor([1.0, 0.5, 0.0, 1.0]))
+    assert torch.equal(g(x), torch.tensor([[0.0, 0.0, 0.0, 3.0]]))
+    with torch.no_grad():
+        g.depth.fill_(0.0)
+    assert torch.equal(g(x), torch.tensor([[-2.0, -0.5, 0.0, 3.0]]))
+
+
+def test_tsrelu_penalty_gradients_match_their_formulas():
+    from fxp.compress.tsrelu import binarizing, gate_l1, gated
+
+    model = build(MLP3 | {"layers": [dict(la, type="tsrelu") if la["type"] == "relu" else la
+                                     for la in MLP3["layers"]]}, FxConfig(mode="float"))
+    gates = [p for _, m in gated(model) for p in (m.gates, m.depth)]
+    with torch.no_grad():
+        for p in gates:
+            p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    for got, p in zip(torch.autograd.grad(binarizing(model), gates), gates, strict=True):
+        torch.testing.assert_close(got, 1 - 2 * p.detach())
+    for got in torch.autograd.grad(gate_l1(model), gates):
+        assert torch.equal(got, torch.ones_like(got))
+
+
+def test_learned_architecture_removes_gated_neurons_and_merges_linear_layers():
+    from fxp.compress.architecture import learned_architecture
+    from fxp.compress.tsrelu import gated
+
+    model = build(MLP3 | {"layers": [dict(la, type="tsrelu") if la["type"] == "relu" else la
+                                     for la in MLP3["layers"]]}, FxConfig(mode="float"), seed=2)
+    (_, g1), (_, g2) = gated(model)
+    with torch.no_grad():
+        g1.gates.copy_(torch.linspace(0.1, 0.9, 24))  # 0.1 .. 0.9: 12 below 0.5 (removed), 12 kept and folded
+        g2.depth.fill_(0.0)  # fc2 linear: merged into fc3
+    model.eval()
+    x = torch.randn(50, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        g1.gates[g1.gates < 0.5] = 0  # what the threshold does to them; the kept gates stay as they are
+        want = model(x)
+        g1.gates.copy_(torch.linspace(0.1, 0.9, 24))
+    plain, record, merged, renamed = learned_architecture(model)
+    assert merged == ["fc2+fc3"] and renamed == {"fc1": "fc1", "fc2": None, "fc3": "fc2"}
+    assert [r["kept"] for r in record] == [12, 16] and [r["nonlinear"] for r in record] == [True, False]
+    assert [type(m).__name__ for m in plain] == ["FxQuant", "FxFlatten", "FxLinear", "FxReLU", "FxLinear"]
+    assert plain.fc1.weight.shape == (12, 64) and plain.fc2.weight.shape == (10, 12)
+    torch.testing.assert_close(plain(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_compress_reads_the_architecture_of_a_gated_run(tmp_path, digits):
+    run = tmp_path / "run"
+    run_train(MLP3, digits, FxConfig(mode="qat"), Recipe(epochs=3, tsrelu=0.05, gate_l1=0.05), run, progress=False)
+    with pytest.raises(FxpError, match="has tsReLU gates; give --architecture"):
+        compress(run, tmp_path / "x", PruneOptions(sparsity=0.5), progress=False)
+    rec = compress(run, tmp_path / "c", PruneOptions(architecture=True, retrain_epochs=1), progress=False)
+    arch = rec["architecture"]
+    assert arch["before"] == ["fc 24", "fc 16", "fc 10"] and len(arch["layers"]) < 3  # merged at this strength
+    export(tmp_path / "c", tmp_path / "m.fxpm")  # a plain model: it exports
+    assert "Learned architecture" in (tmp_path / "c" / "report.md").read_text()
+    with pytest.raises(FxpError, match="no tsReLU gates to read"):
+        compress(tmp_path / "c", tmp_path / "y", PruneOptions(architecture=True), progress=False)
+    with pytest.raises(FxpError, match="has learned its tsReLU gates already"):
+        compress(run, tmp_path / "y", PruneOptions(architecture=True, gate_l1=0.1), progress=False)
+    with pytest.raises(FxpError, match="tsReLU gates train in float or qat mode"):
+        run_train(MLP3, digits, FxConfig(mode="fixed"), Recipe(epochs=1, tsrelu=0.1), tmp_path / "z", progress=False)
+
+
+def test_compress_learns_gates_on_a_trained_run(tmp_path, digits):
+    """Gates added open to a trained run compute the same function, then learn; chained linear layers merge."""
+    run = tmp_path / "run"
+    run_train(MLP3, digits, FxConfig(mode="qat"), Recipe(epochs=3), run, progress=False)
+    rec = compress(run, tmp_path / "c", PruneOptions(architecture=True, tsrelu=0.01, gate_l1=0.05, gate_epochs=3,
+                                                     retrain_epochs=1), progress=False)
+    steps = [s["step"] for s in rec["steps"]]
+    assert steps[:3] == ["reference", "tsReLU gates learned", "architecture read from the gates"]
+    arch = rec["architecture"]
+    assert arch["merged"] == ["fc1+fc2", "fc2+fc3"] and arch["layers"] == ["fc 10"]  # both nonlinearities off
+    assert [la["layer"] for la in rec["layers"]] == ["fc1", "fc2", "fc3 (now fc1)"]
+    plain = load_checkpoint(tmp_path / "c" / "checkpoint.pt")
+    assert fxpm.Model(*export_fixed(plain, "m")).arrays["fc1.weight"].shape == (10, 64)
+    with pytest.raises(FxpError, match="fixed mode does not train"):
+        fixed = tmp_path / "fixed"
+        run_train(MLP3, digits, FxConfig(mode="fixed"), Recipe(epochs=1, limit_train=64), fixed, progress=False)
+        compress(fixed, tmp_path / "d", PruneOptions(architecture=True, tsrelu=0.01), progress=False)

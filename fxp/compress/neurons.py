@@ -25,7 +25,8 @@ from fxp.compress.prune import prunable
 from fxp.errors import FxpError
 from fxp.layers import FxAvgPool2d, FxFlatten, FxMaxPool2d, FxQuant, FxReLU
 
-# Modules that may sit between a neuron and the layer that reads it: each maps 0 to 0 channel by channel
+# Modules that may sit between a neuron and the layer that reads it: each maps 0 to 0 channel by channel (as
+# does any module class that says so with ``maps_zero_to_zero = True``, e.g. fxp.compress.tsrelu.TsReLU)
 _PASS_ZERO = (FxReLU, FxMaxPool2d, FxAvgPool2d, FxFlatten, FxQuant, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d,
               nn.Flatten, nn.Identity)
 
@@ -65,7 +66,7 @@ def links(model: nn.Module) -> list[Link]:
     out = []
     for a, b in zip(names, names[1:], strict=False):
         between = [mods[n] for n in order[order.index(a) + 1 : order.index(b)]]
-        bad = [type(m).__name__ for m in between if not isinstance(m, _PASS_ZERO)]
+        bad = [type(m).__name__ for m in between if not (isinstance(m, _PASS_ZERO) or getattr(m, "maps_zero_to_zero", False))]
         if bad:
             raise FxpError(f"{bad[0]} between {a} and {b} does not map zero to zero; neuron pruning takes models "
                            "whose layers are joined by ReLU, pooling and flatten only")

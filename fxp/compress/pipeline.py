@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from fxp.compress import neurons as neuron_ops
+from fxp.compress.architecture import learned_architecture
 from fxp.compress.prune import (
     SCOPES,
     Pruner,
@@ -38,6 +39,7 @@ from fxp.compress.prune import (
 )
 from fxp.compress.prune import sparsity as model_sparsity
 from fxp.compress.sparse import SparseMatrix
+from fxp.compress.tsrelu import gated, with_tsrelu
 from fxp.errors import FxpError
 from fxp.layers import Bounds
 from fxp.resources import check_out_folder, render, write_atomic
@@ -58,6 +60,7 @@ from fxp.train import (
 STAGES = Bounds(1, 100, whole=True)
 RETRAIN_EPOCHS = Bounds(0, 100_000, whole=True)
 NEURON_THRESHOLD = Bounds(0, 1e3)
+GATE_EPOCHS = Bounds(1, 100_000, whole=True)
 INDEX_BITS = range(1, 9)  # the relative-index widths tried per layer; Deep Compression used 5 (fc) and 8 (conv)
 
 
@@ -82,14 +85,18 @@ class PruneOptions:
     l1: float = 0.0
     group_in: float = 0.0
     group_out: float = 0.0
+    architecture: bool = False
+    tsrelu: float = 0.0
+    gate_l1: float = 0.0
+    gate_epochs: int = 3
 
     def check(self) -> None:
         """Refuse what cannot be done before a model is loaded (layer names are checked against the model)."""
         if self.sparsity is not None and self.quality is not None:
             raise FxpError("give a sparsity target or a threshold quality, not both")
-        if self.sparsity is None and self.quality is None and self.neuron_threshold is None:
-            raise FxpError("nothing to do: give a sparsity (--prune), a threshold quality (--quality) or a neuron "
-                           "threshold (--neurons)")
+        if self.sparsity is None and self.quality is None and self.neuron_threshold is None and not self.architecture:
+            raise FxpError("nothing to do: give a sparsity (--prune), a threshold quality (--quality), a neuron "
+                           "threshold (--neurons) or --architecture")
         if self.scope not in SCOPES:
             raise FxpError(f"scope {self.scope!r} is not known; use {' or '.join(SCOPES)}")
         if self.scope == "global" and not isinstance(self.sparsity, float | int):
@@ -102,8 +109,11 @@ class PruneOptions:
             LR.check("lr (the retraining learning rate)", self.lr)
         if self.neuron_threshold is not None:
             NEURON_THRESHOLD.check("neuron threshold", self.neuron_threshold)
-        for name in ("l1", "group_in", "group_out"):
+        for name in ("l1", "group_in", "group_out", "tsrelu", "gate_l1"):
             REGULARIZER.check(name, getattr(self, name))
+        GATE_EPOCHS.check("gate_epochs", self.gate_epochs)
+        if (self.tsrelu or self.gate_l1) and not self.architecture:
+            raise FxpError("tsReLU gates are learned to read an architecture from them; add --architecture")
 
 
 def _stage_targets(model, opts: PruneOptions, stage: int) -> dict[str, float]:
@@ -174,16 +184,41 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         per_layer(model, opts.quality, Bounds(0, 100, lo_open=True), "quality")
     if opts.neuron_threshold is not None:
         neuron_ops.links(model)  # refuses a model whose neurons cannot be removed, before any training
+    learn_gates = bool(opts.tsrelu or opts.gate_l1)
+    if gated(model) and not opts.architecture:
+        raise FxpError(f"run {run} has tsReLU gates; give --architecture to read them")
+    if opts.architecture and not gated(model) and not learn_gates:
+        raise FxpError(f"run {run} has no tsReLU gates to read; learn them here (--tsrelu, --gate-l1) or train the "
+                       "run with them (fxp train --tsrelu)")
+    if gated(model) and learn_gates:
+        raise FxpError(f"run {run} has learned its tsReLU gates already; leave out --tsrelu and --gate-l1")
+    if learn_gates:
+        with_tsrelu(model.spec)  # refuses a model without ReLUs, before any data is loaded
+        if cfg.mode == "fixed":
+            raise FxpError("tsReLU gates are float parameters, which fixed mode does not train; learn them on a "
+                           "float or qat run")
     data = load(run_dataset(metrics))
     base = Recipe(**metrics["recipe"])
     recipe = replace(base, epochs=max(opts.retrain_epochs, 1), lr=opts.lr or base.lr / 10, l1=opts.l1,
                      group_in=opts.group_in, group_out=opts.group_out)
     t0 = time.perf_counter()
     reference = evaluate(model, data.x_test, data.y_test)
-    before = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg)),
+    before = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg)), "shapes": _shapes(model),
               "weights": {n: m.weight.detach().flatten().clone() for n, m in prunable(model).items()}}
     steps, history = [{"step": "reference", "sparsity": model_sparsity(model), "test_accuracy": reference}], []
-    neurons = None
+    neurons, learned = None, None
+    if learn_gates:
+        model = _add_gates(model)
+        # the gates are new parameters: they learn at the run's own rate, not the tenth retraining takes
+        gate_recipe = replace(recipe, epochs=opts.gate_epochs, lr=base.lr, tsrelu=opts.tsrelu, gate_l1=opts.gate_l1)
+        history += [{**h, "round": 0} for h in fit(model, data, cfg, gate_recipe, progress, label="tsReLU gates")]
+        steps.append({"step": "tsReLU gates learned", "sparsity": model_sparsity(model),
+                      "test_accuracy": evaluate(model, data.x_test, data.y_test)})
+    if opts.architecture:
+        model, gates, merges, renamed = learned_architecture(model)
+        learned = {"gates": gates, "merged": merges, "renamed": renamed, "layers": _shapes(model)}
+        steps.append({"step": "architecture read from the gates", "sparsity": model_sparsity(model),
+                      "test_accuracy": evaluate(model, data.x_test, data.y_test)})
     if opts.neuron_threshold is not None:
         neuron_ops.zero_weak(model, opts.neuron_threshold)
         model, neurons = neuron_ops.remove_dead(model)
@@ -198,7 +233,7 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         masks = _masks(model, opts, targets) if pruning and not opts.dynamic else kept(model)
         pruner = Pruner(model, masks, _schedule(model, opts, targets) if pruning else None)
         label = f"round {stage + 1}/{rounds}"
-        if not opts.dynamic:
+        if pruning and not opts.dynamic:
             steps.append({"step": f"{label}: pruned", "sparsity": model_sparsity(model),
                           "test_accuracy": evaluate(model, data.x_test, data.y_test)})
         if opts.retrain_epochs:
@@ -210,7 +245,10 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     model.eval()
     accuracy = evaluate(model, data.x_test, data.y_test)
     after = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg))}
-    record = _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps)
+    renamed = learned["renamed"] if learned else None
+    record = _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed)
+    if learned is not None:
+        record["architecture"] = {**learned, "before": before["shapes"]}
     new_metrics = {**{k: metrics[k] for k in ("model", "dataset", "dataset_source", "mode", "config")
                       if k in metrics},
                    "recipe": asdict(recipe), "world_size": 1, "test_accuracy": accuracy, "epochs": history,
@@ -231,14 +269,34 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     return record
 
 
-def _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps) -> dict:
+def _add_gates(model):
+    """The model with a tsReLU in place of every ReLU, open (every gate 1): the same function, to learn from."""
+    from fxp.models import build
+
+    gated_model = build(with_tsrelu(model.spec), model.config)
+    missing, unexpected = gated_model.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("tsrelu") for k in missing):
+        raise FxpError(f"adding tsReLU gates lost track of {unexpected or missing}; report this as a bug")
+    gated_model.config = model.config
+    return gated_model
+
+
+def _shapes(model) -> list[str]:
+    """The compute layers' widths, as an architecture is written: ``conv 6, conv 16, fc 120, fc 84, fc 10``."""
+    return [f"{'conv' if m.weight.dim() == 4 else 'fc'} {m.weight.shape[0]}" for m in prunable(model).values()]
+
+
+def _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed=None) -> dict:
     layers = []
     by_name = {s["layer"]: s for s in after["stats"]}
     store = {s["layer"]: s for s in after["storage"]}
+    gone = {"shape": [], "nonzero": 0, "neurons": 0}, {"index_bits": 0, "value_bits": 0, "fillers": 0, "sparse_bytes": 0}
     for b, bs in zip(before["stats"], before["storage"], strict=True):
         name = b["layer"]
-        a, st = by_name.get(name), store.get(name)
-        layers.append({"layer": name, "kind": b["kind"], "shape_before": b["shape"], "shape_after": a["shape"],
+        now = name if renamed is None else renamed[name]
+        a, st = (by_name[now], store[now]) if now is not None else gone
+        layers.append({"layer": name if now in (name, None) else f"{name} (now {now})", "kind": b["kind"],
+                       "shape_before": b["shape"], "shape_after": a["shape"],
                        "weights": b["weights"], "kept": a["nonzero"], "kept_percent": 100 * a["nonzero"] / b["weights"],
                        "neurons_before": b["neurons"], "neurons_after": a["neurons"],
                        "index_bits": st["index_bits"], "value_bits": st["value_bits"], "fillers": st["fillers"],

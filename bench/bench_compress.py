@@ -1,0 +1,197 @@
+"""Pruning on Fashion-MNIST, the way the papers report it: each experiment beside its reference run and that
+run's float baseline (same recipe and seed), and the hardware the neuron-pruned LeNet-5 needs.
+
+    python bench/bench_compress.py [--only NAME,...|none] [--write-docs]
+
+The references are ``bench/bench_models.py``'s runs (``runs/models/int8-lenet300``, ``int8-lenet5``: qat,
+8-bit weights and activations, 15 epochs, with their float baselines). Each experiment optionally trains
+a regularized run with the reference's own config and recipe plus its regularizers, then runs
+``fxp compress`` with its options into ``runs/compress/NAME``:
+
+- ``lenet300-prune``: iterative magnitude pruning of LeNet-300-100 to 8.2 % of its weights (one magnitude
+  ranking across the layers), three rounds of prune then retrain;
+- ``lenet5-prune``: LeNet-5 to 8 % with per-layer sparsities in the proportions of Deep Compression's
+  LeNet-5 (convolutions kept denser than the fully connected layers);
+- ``lenet5-neurons``: trained with group lasso on every hidden neuron's incoming and outgoing weights
+  and L1, then the weak neurons removed and the fully connected layers pruned; its integer model and
+  the unpruned one are generated at the same folding (``--cycles 1024``), verified on the whole test set
+  (C++ harness), and synthesised for the ECP5-85F (Yosys: LUT4, FF, DSP, block RAM);
+- ``lenet5-tsrelu``: tsReLU gates learned on the trained reference, then the architecture they describe read
+  out and retrained.
+
+``--only none`` trains nothing and tables the results already in ``runs/compress``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, save_json, write_section  # noqa: E402
+
+from fxp.cli import main as fxp  # noqa: E402
+
+ROOT = Path("runs/compress")
+MODELS = Path("runs/models")
+CYCLES = 1024  # the folding of both LeNet-5 accelerators (bench_network.py's for int8-lenet5)
+
+EXPERIMENTS = {
+    # name: (reference run, regularizers to train a run with first (None: compress the reference itself),
+    #        fxp compress options); the results go to runs/compress/NAME, a regularized run to NAME-trained
+    "lenet300-prune": ("int8-lenet300", None,
+                       ["--prune", "0.918", "--scope", "global", "--stages", "3", "--retrain-epochs", "8",
+                        "--lr", "0.02"]),
+    "lenet5-prune": ("int8-lenet5", None,
+                     ["--prune", "conv1=0.3,conv2=0.8,fc1=0.94,fc2=0.9,fc3=0.65", "--stages", "4",
+                      "--retrain-epochs", "6", "--lr", "0.02"]),
+    "lenet5-neurons": ("int8-lenet5", {"group_in": 1e-3, "group_out": 1e-3, "l1": 1e-5},
+                       ["--neurons", "0.01", "--prune", "fc1=0.8,fc2=0.5,fc3=0.3", "--stages", "2",
+                        "--retrain-epochs", "5", "--lr", "0.01"]),
+    # the gates learned on the trained reference (from scratch they all close in LeNet-5's first epoch)
+    "lenet5-tsrelu": ("int8-lenet5", None,
+                      ["--architecture", "--tsrelu", "0.001", "--gate-l1", "0.002", "--gate-epochs", "2",
+                       "--retrain-epochs", "4", "--lr", "0.01"]),
+}
+
+
+def regularized_run(name: str, reference: str, strengths: dict) -> Path:
+    """The reference's config and recipe, retrained from its seed with the regularizers added."""
+    from fxp.datasets import load
+    from fxp.layers import FxConfig
+    from fxp.train import Recipe, run_train
+
+    ref = json.loads((MODELS / reference / "metrics.json").read_text())
+    run = ROOT / f"{name}-trained"
+    run_train(ref["model"], load(ref["dataset_source"]), FxConfig.from_dict(ref["config"]),
+              replace(Recipe(**ref["recipe"]), **strengths), run, force=True)
+    return run
+
+
+def hardware(name: str) -> dict:
+    """The unpruned and the compressed LeNet-5 at the same folding: verified, synthesised for the ECP5-85F."""
+    from hdl_gen import synth
+
+    out = {}
+    for label, desc in (("reference", MODELS / "int8-lenet5" / "model.fxpm"), ("compressed", ROOT / name / "model.fxpm")):
+        folder = ROOT / name / f"hw-{label}"
+        if fxp(["gen", "model", str(desc), "--dataset", "fashion-mnist", "--cycles", str(CYCLES), "--pipeline",
+                "--out", str(folder), "--force"]) != 0:
+            raise SystemExit(f"fxp gen model {desc} failed")
+        if fxp(["sim", str(folder), "--simulator", "verilator", "--harness", "cpp", "--vectors", "10000"]) != 0:
+            raise SystemExit(f"{folder}: the accelerator differs from the golden model")
+        sim = json.loads((folder / "sim_verilator_cpp.json").read_text())
+        stats = synth.synth_stats((folder / "fxp_network.v").read_text(), "fxp_network", "ulx3s-85f", timeout=3600,
+                                  workdir=folder / "synth")
+        layers = json.loads((folder / "fxp_network.json").read_text())["layers"]
+        out[label] = {"lut4": stats["lut4"], "ff": stats["ff"], "dsp": stats["dsp"], "bram": stats["bram"],
+                      "mismatches": sim["mismatches"], "images": sim["images"], "accuracy": sim["hardware_accuracy"],
+                      "golden_accuracy": sim["golden_accuracy"], "cycles_per_frame": sim["cycles_per_frame_measured"],
+                      "layers": [{k: la[k] for k in ("layer", "mw", "mh", "pe", "simd", "dsp")} for la in layers]}
+        print(name, label, out[label], flush=True)
+    return out
+
+
+def run(name: str) -> dict:
+    reference, strengths, options = EXPERIMENTS[name]
+    if not (MODELS / reference / "metrics.json").is_file():
+        raise SystemExit(f"{MODELS / reference} is missing; train it first: python bench/bench_models.py --only "
+                         f"{reference}")
+    source = MODELS / reference if strengths is None else regularized_run(name, reference, strengths)
+    if fxp(["compress", str(source), "--out", str(ROOT / name), "--force", *options]) != 0:
+        raise SystemExit(f"fxp compress {name} failed")
+    if name == "lenet5-neurons":
+        if fxp(["export", str(ROOT / name), "--out", str(ROOT / name / "model.fxpm"), "--force"]) != 0:
+            raise SystemExit(f"fxp export {name} failed")
+        save_json(ROOT / name / "hardware.json", hardware(name))
+    return row(name)
+
+
+def row(name: str) -> dict | None:
+    report = ROOT / name / "report.json"
+    if not report.is_file():
+        return None
+    rec = json.loads(report.read_text())
+    reference, strengths, options = EXPERIMENTS[name]
+    ref = json.loads((MODELS / reference / "metrics.json").read_text())
+    out = {"name": name, "model": rec["model"], "reference_run": reference, "regularizers": strengths,
+           "options": options, "reference_accuracy": ref["test_accuracy"],
+           "float_baseline_accuracy": ref["float_baseline"]["test_accuracy"],
+           "compressed_from_accuracy": rec["summary"]["reference_accuracy"], **rec["summary"],
+           "layers": rec["layers"], "architecture": rec.get("architecture")}
+    out["change_against_reference"] = 100 * (out["accuracy"] - out["reference_accuracy"])
+    hw = ROOT / name / "hardware.json"
+    if hw.is_file():
+        out["hardware"] = json.loads(hw.read_text())
+    return out
+
+
+def markdown(rows: list[dict], mach: str) -> str:
+    lines = ["Command: `python bench/bench_compress.py --write-docs` (after `python bench/bench_models.py`), "
+             f"on {mach}. Fashion-MNIST, 10,000 test images. Reference: the qat run of the same model (8-bit "
+             "weights and activations, 15 epochs) beside its float baseline (same recipe and seed); the change is "
+             "against the reference. Weights: linear and conv2d weights; storage: 8-bit values in CSR with "
+             "relative indices (filler zeros and 32-bit row pointers counted).", "",
+             "| experiment | float baseline | reference | compressed | change (points) | weights kept | compression "
+             "| sparse bytes (of dense 8-bit) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {100 * r['float_baseline_accuracy']:.2f} % | {100 * r['reference_accuracy']:.2f} % "
+                     f"| {100 * r['accuracy']:.2f} % | {r['change_against_reference']:+.2f} | {r['weights_kept']:,} of "
+                     f"{r['weights']:,} ({r['kept_percent']:.2f} %) | {r['compression_rate']:.1f}× | "
+                     f"{r['sparse_bytes']:,} of {r['dense_bytes']:,} |")
+    for r in rows:
+        lines += ["", f"**{r['name']}** (`fxp compress {' '.join(r['options'])}`"
+                  + (f"; trained with {', '.join(f'{k} = {v:g}' for k, v in r['regularizers'].items())}, "
+                     f"{100 * r['compressed_from_accuracy']:.2f} % before compression" if r["regularizers"] else "")
+                  + "):", "",
+                  "| layer | shape before → after | kept | % kept | neurons kept | index bits | sparse bytes |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for la in r["layers"]:
+            lines.append(f"| {la['layer']} | {'×'.join(map(str, la['shape_before']))} → "
+                         f"{'×'.join(map(str, la['shape_after'])) or 'merged'} | {la['kept']:,} | {la['kept_percent']:.2f} "
+                         f"| {la['neurons_after']}/{la['neurons_before']} | {la['index_bits']} | {la['sparse_bytes']:,} |")
+        if r.get("architecture"):
+            a = r["architecture"]
+            lines += ["", f"Learned architecture: {' → '.join(a['before'])} became **{' → '.join(a['layers'])}**"
+                      + (f", merged {', '.join(a['merged'])}" if a["merged"] else "") + "."]
+        hw = r.get("hardware")
+        if hw:
+            lines += ["", f"Hardware at the same folding (`fxp gen model --cycles {CYCLES} --pipeline`), Yosys for the "
+                      "ECP5-85F, the whole test set through the C++ harness:", "",
+                      "| accelerator | layers (MH×MW) | LUT4 | FF | MULT18X18D | DP16KD | accuracy | mismatches | "
+                      "cycles/frame |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+            for label in ("reference", "compressed"):
+                h = hw[label]
+                shapes = ", ".join(f"{la['mh']}×{la['mw']}" for la in h["layers"] if la["mw"])
+                lines.append(f"| {label} | {shapes} | {h['lut4']:,} | {h['ff']:,} | {h['dsp']} | {h['bram']} | "
+                             f"{100 * h['accuracy']:.2f} % | {h['mismatches']} of {h['images']:,} | "
+                             f"{h['cycles_per_frame']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(EXPERIMENTS) + ", or none "
+                    "(run nothing: table the recorded results)")
+    ap.add_argument("--json", default="runs/bench/bench_compress.json")
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    names = [] if args.only == "none" else args.only.split(",") if args.only else list(EXPERIMENTS)
+    for name in names:
+        run(name)
+    rows = [r for r in (row(n) for n in EXPERIMENTS) if r is not None]
+    mach = machine()
+    save_json(Path(args.json), {"machine": mach, "rows": rows})
+    md = markdown(rows, mach)
+    print(md)
+    if args.write_docs:
+        write_section("bench_compress", md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
