@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save_json, write_section  # noqa: E402
+from common import add_only, machine, only, save_json, write_section  # noqa: E402
 
 from fxp.cli import main as fxp  # noqa: E402
 
@@ -175,12 +175,11 @@ def markdown(rows: list[dict], mach: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(EXPERIMENTS) + ", or none "
-                    "(run nothing: table the recorded results)")
+    add_only(ap, EXPERIMENTS)
     ap.add_argument("--json", default="runs/bench/bench_compress.json")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
-    names = [] if args.only == "none" else args.only.split(",") if args.only else list(EXPERIMENTS)
+    names = only(args, EXPERIMENTS)
     for name in names:
         run(name)
     rows = [r for r in (row(n) for n in EXPERIMENTS) if r is not None]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save_json, write_section  # noqa: E402
+from common import add_only, machine, only, save_json, write_section  # noqa: E402
 
 from fxp.datasets import load  # noqa: E402
 from fxp.export import export  # noqa: E402
@@ -47,12 +47,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--out", default="runs/models")
-    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(MODELS) + ", or none "
-                    "(train nothing: table the recorded runs)")
+    add_only(ap, MODELS)
     ap.add_argument("--json", default="runs/bench/bench_models.json")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
-    names = [] if args.only == "none" else args.only.split(",") if args.only else list(MODELS)
+    names = only(args, MODELS)
     rows = []
     for name in names:
         model, dataset, cfg, overrides, scales = MODELS[name]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import MODELS  # noqa: E402
-from common import machine, save_json, write_section  # noqa: E402
+from common import add_only, machine, only, save_json, write_section  # noqa: E402
 
 from fxp.cli import main as fxp  # noqa: E402
 from hdl_gen import synth  # noqa: E402
@@ -172,15 +172,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="runs/models", type=Path)
     ap.add_argument("--out", default="runs/networks", type=Path)
-    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(NETWORKS) + ", or none "
-                    "(run nothing: table the recorded runs)")
+    add_only(ap, NETWORKS)
     ap.add_argument("--cocotb", type=int, default=1000, help="test images through cocotb on Verilator")
     ap.add_argument("--icarus", type=int, default=100, help="test images through cocotb on Icarus")
     ap.add_argument("--no-synth", action="store_true")
     ap.add_argument("--json", default="runs/bench/bench_network.json")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
-    names = [] if args.only == "none" else args.only.split(",") if args.only else list(NETWORKS)
+    names = only(args, NETWORKS)
     accuracy = {}  # what bench_models.py recorded of each trained model
     for model in {NETWORKS[name][0] for name in names}:
         recorded = args.models / model / "accuracy.json"

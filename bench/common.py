@@ -53,3 +53,18 @@ def save_json(path: str | Path, record: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def add_only(ap, names) -> None:
+    """``--only NAME,...|none``: a subset of ``names`` to run, or none (table the results recorded earlier)."""
+    ap.add_argument("--only", default=None, help="comma-separated subset of " + ", ".join(names) + ", or none "
+                    "(run nothing: table the recorded results)")
+
+
+def only(args, names) -> list[str]:
+    """The names ``--only`` picks (all by default); an unknown one stops the bench, naming the known ones."""
+    picked = [] if args.only == "none" else args.only.split(",") if args.only else list(names)
+    unknown = [n for n in picked if n not in names]
+    if unknown:
+        raise SystemExit(f"--only {unknown[0]!r} is not one of {', '.join(names)} (or none)")
+    return picked

@@ -140,7 +140,7 @@ def _recipe(args: argparse.Namespace):
     return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, seed=args.seed, limit_train=args.limit_train,
                   optimizer=args.optimizer, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
-                  tsrelu=args.tsrelu, gate_l1=args.gate_l1)
+                  tsrelu=args.tsrelu, gate_l1=args.gate_l1, depth_l1=args.depth_l1)
 
 
 def _check_training(args: argparse.Namespace, marker: str, holds: str):
@@ -228,7 +228,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     opts = PruneOptions(sparsity=args.prune, quality=args.quality, scope=args.scope, stages=args.stages,
                         dynamic=args.dynamic, retrain_epochs=args.retrain_epochs, lr=args.lr,
                         neuron_threshold=args.neurons, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
-                        architecture=args.architecture, tsrelu=args.tsrelu, gate_l1=args.gate_l1,
+                        architecture=args.architecture, tsrelu=args.tsrelu, gate_l1=args.gate_l1, depth_l1=args.depth_l1,
                         gate_epochs=args.gate_epochs)
     rec = compress(args.run, args.out, opts, progress=not args.quiet, force=args.force)
     s = rec["summary"]
@@ -520,7 +520,10 @@ def _add_regularizer_args(p: argparse.ArgumentParser) -> None:
                    help="architecture learning: every ReLU becomes a tsReLU with neuron and layer gates, pushed to "
                         "0 or 1 by w(1-w) and d(1-d) with this strength")
     p.add_argument("--gate-l1", type=strength, default=0.0,
-                   help="with tsReLU gates: pull the gates towards 0 (fewer neurons, fewer nonlinearities)")
+                   help="with tsReLU gates: pull the neuron gates towards 0 (fewer neurons; keep it below --tsrelu, "
+                        "docs/compression.md says why)")
+    p.add_argument("--depth-l1", type=strength, default=0.0,
+                   help="with tsReLU gates: pull the layers' nonlinearity gates towards 0 (fewer nonlinearities)")
 
 
 def _add_training_args(p: argparse.ArgumentParser) -> None:
@@ -648,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read a run trained with --tsrelu: remove the neurons and nonlinearities its gates turned "
                         "off and merge the linear layers left adjacent")
     c.add_argument("--gate-epochs", type=_within(pipeline.GATE_EPOCHS), default=3,
-                   help="with --tsrelu/--gate-l1: epochs of learning the gates on the trained run before reading them")
+                   help="with --tsrelu/--gate-l1/--depth-l1: epochs of learning the gates on the trained run before reading them")
     _add_regularizer_args(c)
     _force(c, "a run")
     _quiet(c)

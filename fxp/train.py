@@ -39,7 +39,7 @@ MAX_SEED = (1 << 32) - 1  # numpy and torch take any seed in 0..2**32-1
 SEED = Bounds(0, MAX_SEED, whole=True)
 OPTIMIZERS = ("sgd", "adam")
 REGULARIZER = Bounds(0, 10)  # a strength beyond 10 would drown the cross-entropy loss (about 2.3 at the start)
-REGULARIZERS = ("l1", "group_in", "group_out", "tsrelu", "gate_l1")  # Recipe's fields, fxp.compress.regularizers' terms
+REGULARIZERS = ("l1", "group_in", "group_out", "tsrelu", "gate_l1", "depth_l1")  # Recipe's fields, fxp.compress.regularizers' terms
 
 
 @dataclass
@@ -64,7 +64,8 @@ class Recipe:
     group_out: float = 0.0
     # architecture learning (fxp.compress.tsrelu): either above 0 turns every ReLU into a gated tsReLU
     tsrelu: float = 0.0  # weight of the gates' w(1-w) and d(1-d)
-    gate_l1: float = 0.0  # weight of the gates' sum: fewer neurons, fewer nonlinearities
+    gate_l1: float = 0.0  # weight of the neuron gates' sum: fewer neurons
+    depth_l1: float = 0.0  # weight of the layer gates' sum: fewer nonlinearities
 
     def __post_init__(self) -> None:
         EPOCHS.check("epochs", self.epochs)
@@ -86,7 +87,7 @@ class Recipe:
     @property
     def gated(self) -> bool:
         """Whether the model trains with tsReLU gates in place of its ReLUs."""
-        return bool(self.tsrelu or self.gate_l1)
+        return bool(self.tsrelu or self.gate_l1 or self.depth_l1)
 
 
 def check_recipe(spec: dict, cfg: FxConfig, recipe: Recipe) -> None:

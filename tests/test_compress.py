@@ -264,7 +264,7 @@ def test_tsrelu_is_relu_at_d_1_identity_at_d_0_and_gates_neurons():
 
 
 def test_tsrelu_penalty_gradients_match_their_formulas():
-    from fxp.compress.tsrelu import binarizing, gate_l1, gated
+    from fxp.compress.tsrelu import binarizing, depth_l1, gate_l1, gated
 
     model = build(MLP3 | {"layers": [dict(la, type="tsrelu") if la["type"] == "relu" else la
                                      for la in MLP3["layers"]]}, FxConfig(mode="float"))
@@ -274,8 +274,10 @@ def test_tsrelu_penalty_gradients_match_their_formulas():
             p.copy_(torch.rand(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     for got, p in zip(torch.autograd.grad(binarizing(model), gates), gates, strict=True):
         torch.testing.assert_close(got, 1 - 2 * p.detach())
-    for got in torch.autograd.grad(gate_l1(model), gates):
-        assert torch.equal(got, torch.ones_like(got))
+    for pull, neuron_gates in ((gate_l1, True), (depth_l1, False)):
+        for got, p in zip(torch.autograd.grad(pull(model), gates, allow_unused=True), gates, strict=True):
+            want = torch.ones_like(p) if (p.dim() == 1) == neuron_gates else None
+            assert (got is None and want is None) or torch.equal(got, want)
 
 
 def test_learned_architecture_removes_gated_neurons_and_merges_linear_layers():
@@ -304,7 +306,7 @@ def test_learned_architecture_removes_gated_neurons_and_merges_linear_layers():
 
 def test_compress_reads_the_architecture_of_a_gated_run(tmp_path, digits):
     run = tmp_path / "run"
-    run_train(MLP3, digits, FxConfig(mode="qat"), Recipe(epochs=3, tsrelu=0.05, gate_l1=0.05), run, progress=False)
+    run_train(MLP3, digits, FxConfig(mode="qat"), Recipe(epochs=3, tsrelu=0.05, gate_l1=0.05, depth_l1=0.05), run, progress=False)
     with pytest.raises(FxpError, match="has tsReLU gates; give --architecture"):
         compress(run, tmp_path / "x", PruneOptions(sparsity=0.5), progress=False)
     rec = compress(run, tmp_path / "c", PruneOptions(architecture=True, retrain_epochs=1), progress=False)
@@ -324,7 +326,7 @@ def test_compress_learns_gates_on_a_trained_run(tmp_path, digits):
     """Gates added open to a trained run compute the same function, then learn; chained linear layers merge."""
     run = tmp_path / "run"
     run_train(MLP3, digits, FxConfig(mode="qat"), Recipe(epochs=3), run, progress=False)
-    rec = compress(run, tmp_path / "c", PruneOptions(architecture=True, tsrelu=0.01, gate_l1=0.05, gate_epochs=3,
+    rec = compress(run, tmp_path / "c", PruneOptions(architecture=True, tsrelu=0.01, gate_l1=0.05, depth_l1=0.05, gate_epochs=3,
                                                      retrain_epochs=1), progress=False)
     steps = [s["step"] for s in rec["steps"]]
     assert steps[:3] == ["reference", "tsReLU gates learned", "architecture read from the gates"]

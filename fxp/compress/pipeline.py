@@ -88,6 +88,7 @@ class PruneOptions:
     architecture: bool = False
     tsrelu: float = 0.0
     gate_l1: float = 0.0
+    depth_l1: float = 0.0
     gate_epochs: int = 3
 
     def check(self) -> None:
@@ -109,10 +110,10 @@ class PruneOptions:
             LR.check("lr (the retraining learning rate)", self.lr)
         if self.neuron_threshold is not None:
             NEURON_THRESHOLD.check("neuron threshold", self.neuron_threshold)
-        for name in ("l1", "group_in", "group_out", "tsrelu", "gate_l1"):
+        for name in ("l1", "group_in", "group_out", "tsrelu", "gate_l1", "depth_l1"):
             REGULARIZER.check(name, getattr(self, name))
         GATE_EPOCHS.check("gate_epochs", self.gate_epochs)
-        if (self.tsrelu or self.gate_l1) and not self.architecture:
+        if (self.tsrelu or self.gate_l1 or self.depth_l1) and not self.architecture:
             raise FxpError("tsReLU gates are learned to read an architecture from them; add --architecture")
 
 
@@ -184,14 +185,14 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         per_layer(model, opts.quality, Bounds(0, 100, lo_open=True), "quality")
     if opts.neuron_threshold is not None:
         neuron_ops.links(model)  # refuses a model whose neurons cannot be removed, before any training
-    learn_gates = bool(opts.tsrelu or opts.gate_l1)
+    learn_gates = bool(opts.tsrelu or opts.gate_l1 or opts.depth_l1)
     if gated(model) and not opts.architecture:
         raise FxpError(f"run {run} has tsReLU gates; give --architecture to read them")
     if opts.architecture and not gated(model) and not learn_gates:
-        raise FxpError(f"run {run} has no tsReLU gates to read; learn them here (--tsrelu, --gate-l1) or train the "
+        raise FxpError(f"run {run} has no tsReLU gates to read; learn them here (--tsrelu, --gate-l1, --depth-l1) or train the "
                        "run with them (fxp train --tsrelu)")
     if gated(model) and learn_gates:
-        raise FxpError(f"run {run} has learned its tsReLU gates already; leave out --tsrelu and --gate-l1")
+        raise FxpError(f"run {run} has learned its tsReLU gates already; leave out --tsrelu, --gate-l1 and --depth-l1")
     if learn_gates:
         with_tsrelu(model.spec)  # refuses a model without ReLUs, before any data is loaded
         if cfg.mode == "fixed":
@@ -210,7 +211,8 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     if learn_gates:
         model = _add_gates(model)
         # the gates are new parameters: they learn at the run's own rate, not the tenth retraining takes
-        gate_recipe = replace(recipe, epochs=opts.gate_epochs, lr=base.lr, tsrelu=opts.tsrelu, gate_l1=opts.gate_l1)
+        gate_recipe = replace(recipe, epochs=opts.gate_epochs, lr=base.lr, tsrelu=opts.tsrelu, gate_l1=opts.gate_l1,
+                              depth_l1=opts.depth_l1)
         history += [{**h, "round": 0} for h in fit(model, data, cfg, gate_recipe, progress, label="tsReLU gates")]
         steps.append({"step": "tsReLU gates learned", "sparsity": model_sparsity(model),
                       "test_accuracy": evaluate(model, data.x_test, data.y_test)})

@@ -117,11 +117,17 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         layers[n].weight.mul_(mask.to(layers[n].weight.dtype))
 
 
+RAMP = 2 / 3  # of the epochs spent raising the sparsity; the rest fine-tune at the target
+
+
 def gradual(target: float, epochs: int, first: float = 0.0) -> Callable[[int], float]:
     """Zhu and Gupta's cubic schedule: the sparsity to hold in epoch ``e`` (0-based) of ``epochs``, rising
-    from ``first`` to ``target`` fast at first and slowly at the end; the last epoch holds ``target``."""
+    from ``first`` to ``target`` fast at first and slowly at the end of the first :data:`RAMP` of the
+    epochs; the rest hold ``target`` (the fine-tuning their schedule ends with)."""
+    ramp = max(1, round(RAMP * epochs))
+
     def at(epoch: int) -> float:
-        done = min(1.0, (epoch + 1) / max(epochs - 1, 1))
+        done = min(1.0, (epoch + 1) / ramp)
         return target + (first - target) * (1 - done) ** 3
     return at
 

@@ -10,7 +10,7 @@
 A group norm's gradient is ``w / ||w||``: the whole group shrinks together and a group can reach zero
 as one, which is what lets :func:`fxp.compress.neurons.zero_weak` remove a neuron. Groups are those of
 :mod:`fxp.compress.neurons`. Strengths are per weight or per group, added to the cross-entropy loss.
-The tsReLU gates' penalties (``tsrelu``, ``gate_l1``) are :mod:`fxp.compress.tsrelu`'s.
+The tsReLU gates' penalties (``tsrelu``, ``gate_l1``, ``depth_l1``) are :mod:`fxp.compress.tsrelu`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 from fxp.compress.neurons import links
 from fxp.compress.prune import prunable
-from fxp.compress.tsrelu import binarizing, gate_l1
+from fxp.compress.tsrelu import binarizing, depth_l1, gate_l1
 
 
 def l1(model: nn.Module) -> torch.Tensor:
@@ -38,7 +38,8 @@ def group_out(model: nn.Module) -> torch.Tensor:
 
 
 # by fxp.train.Recipe's field names
-REGULARIZERS = {"l1": l1, "group_in": group_in, "group_out": group_out, "tsrelu": binarizing, "gate_l1": gate_l1}
+REGULARIZERS = {"l1": l1, "group_in": group_in, "group_out": group_out, "tsrelu": binarizing, "gate_l1": gate_l1,
+                "depth_l1": depth_l1}
 
 
 def penalty(model: nn.Module, strengths: dict[str, float]):
