@@ -41,21 +41,23 @@ CYCLES = 1024  # the folding of both LeNet-5 accelerators (bench_network.py's fo
 
 EXPERIMENTS = {
     # name: (reference run, regularizers to train a run with first (None: compress the reference itself),
-    #        fxp compress options); the results go to runs/compress/NAME, a regularized run to NAME-trained
+    #        fxp compress options); the results go to runs/compress/NAME, a regularized run to TRAINED[NAME]
     "lenet300-prune": ("int8-lenet300", None,
                        ["--prune", "0.918", "--scope", "global", "--stages", "3", "--retrain-epochs", "8",
                         "--lr", "0.02"]),
     "lenet5-prune": ("int8-lenet5", None,
-                     ["--prune", "conv1=0.3,conv2=0.8,fc1=0.94,fc2=0.9,fc3=0.65", "--stages", "4",
-                      "--retrain-epochs", "6", "--lr", "0.02"]),
+                     ["--prune", "conv1=0.3,conv2=0.8,fc1=0.94,fc2=0.9,fc3=0.65", "--stages", "3",
+                      "--retrain-epochs", "10", "--lr", "0.02"]),
     "lenet5-neurons": ("int8-lenet5", {"group_in": 1e-3, "group_out": 1e-3, "l1": 1e-5},
                        ["--neurons", "0.01", "--prune", "fc1=0.8,fc2=0.5,fc3=0.3", "--stages", "2",
                         "--retrain-epochs", "5", "--lr", "0.01"]),
-    # the gates learned on the trained reference (from scratch they all close in LeNet-5's first epoch)
+    # the gates learned on the trained reference (from scratch they all close in LeNet-5's first epoch); the
+    # neuron gates' pull below the binarizing push, the layer gates' above it (docs/compression.md says why)
     "lenet5-tsrelu": ("int8-lenet5", None,
-                      ["--architecture", "--tsrelu", "0.001", "--gate-l1", "0.002", "--gate-epochs", "2",
-                       "--retrain-epochs", "4", "--lr", "0.01"]),
+                      ["--architecture", "--tsrelu", "0.002", "--gate-l1", "0.001", "--depth-l1", "0.02",
+                       "--weight-decay", "2e-3", "--gate-epochs", "1", "--retrain-epochs", "4", "--lr", "0.01"]),
 }
+TRAINED = {"lenet5-neurons": "lenet5-grouplasso"}  # the regularized runs' folders under runs/compress
 
 
 def regularized_run(name: str, reference: str, strengths: dict) -> Path:
@@ -65,7 +67,7 @@ def regularized_run(name: str, reference: str, strengths: dict) -> Path:
     from fxp.train import Recipe, run_train
 
     ref = json.loads((MODELS / reference / "metrics.json").read_text())
-    run = ROOT / f"{name}-trained"
+    run = ROOT / TRAINED[name]
     run_train(ref["model"], load(ref["dataset_source"]), FxConfig.from_dict(ref["config"]),
               replace(Recipe(**ref["recipe"]), **strengths), run, force=True)
     return run
@@ -117,11 +119,11 @@ def row(name: str) -> dict | None:
     rec = json.loads(report.read_text())
     reference, strengths, options = EXPERIMENTS[name]
     ref = json.loads((MODELS / reference / "metrics.json").read_text())
-    out = {"name": name, "model": rec["model"], "reference_run": reference, "regularizers": strengths,
-           "options": options, "reference_accuracy": ref["test_accuracy"],
+    out = {**rec["summary"], "name": name, "model": rec["model"], "reference_run": reference,
+           "regularizers": strengths, "options": options, "reference_accuracy": ref["test_accuracy"],
            "float_baseline_accuracy": ref["float_baseline"]["test_accuracy"],
-           "compressed_from_accuracy": rec["summary"]["reference_accuracy"], **rec["summary"],
-           "layers": rec["layers"], "architecture": rec.get("architecture")}
+           "compressed_from_accuracy": rec["summary"]["reference_accuracy"], "layers": rec["layers"],
+           "architecture": rec.get("architecture")}
     out["change_against_reference"] = 100 * (out["accuracy"] - out["reference_accuracy"])
     hw = ROOT / name / "hardware.json"
     if hw.is_file():
@@ -154,6 +156,13 @@ def markdown(rows: list[dict], mach: str) -> str:
             lines.append(f"| {la['layer']} | {'×'.join(map(str, la['shape_before']))} → "
                          f"{'×'.join(map(str, la['shape_after'])) or 'merged'} | {la['kept']:,} | {la['kept_percent']:.2f} "
                          f"| {la['neurons_after']}/{la['neurons_before']} | {la['index_bits']} | {la['sparse_bytes']:,} |")
+        fc = [la for la in r["layers"] if la["kind"] == "linear"]
+        if r["name"].endswith("neurons"):
+            hidden = fc[:-1]  # the last layer's outputs are the classes
+            before, after = sum(la["neurons_before"] for la in hidden), sum(la["neurons_after"] for la in hidden)
+            weights, kept = sum(la["weights"] for la in fc), sum(la["kept"] for la in fc)
+            lines += ["", f"Fully connected layers: {after} of {before} hidden neurons kept ({100 * (1 - after / before):.1f} % "
+                      f"removed), {kept:,} of {weights:,} weights kept ({weights / kept:.1f}× smaller)."]
         if r.get("architecture"):
             a = r["architecture"]
             lines += ["", f"Learned architecture: {' → '.join(a['before'])} became **{' → '.join(a['layers'])}**"
@@ -166,7 +175,7 @@ def markdown(rows: list[dict], mach: str) -> str:
                       "cycles/frame |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
             for label in ("reference", "compressed"):
                 h = hw[label]
-                shapes = ", ".join(f"{la['mh']}×{la['mw']}" for la in h["layers"] if la["mw"])
+                shapes = ", ".join(f"{la['mh']}×{la['mw']}" for la in h["layers"] if la["mw"] and la["layer"] != "input")
                 lines.append(f"| {label} | {shapes} | {h['lut4']:,} | {h['ff']:,} | {h['dsp']} | {h['bram']} | "
                              f"{100 * h['accuracy']:.2f} % | {h['mismatches']} of {h['images']:,} | "
                              f"{h['cycles_per_frame']:.1f} |")

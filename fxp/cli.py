@@ -227,7 +227,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     _existing(args.run, "run")
     opts = PruneOptions(sparsity=args.prune, quality=args.quality, scope=args.scope, stages=args.stages,
                         dynamic=args.dynamic, retrain_epochs=args.retrain_epochs, lr=args.lr,
-                        neuron_threshold=args.neurons, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
+                        weight_decay=args.weight_decay, neuron_threshold=args.neurons, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
                         architecture=args.architecture, tsrelu=args.tsrelu, gate_l1=args.gate_l1, depth_l1=args.depth_l1,
                         gate_epochs=args.gate_epochs)
     rec = compress(args.run, args.out, opts, progress=not args.quiet, force=args.force)
@@ -644,6 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c.add_argument("--lr", type=_within(LR), default=None,
                    help="retraining learning rate (default: a tenth of the run's)")
+    from fxp.train import WEIGHT_DECAY
+
+    c.add_argument("--weight-decay", type=_within(WEIGHT_DECAY), default=None,
+                   help="L2 weight decay while retraining and learning gates (default: the run's)")
     c.add_argument("--neurons", type=_within(pipeline.NEURON_THRESHOLD), default=None, metavar="THRESHOLD",
                    help="remove every hidden neuron whose incoming or outgoing weight norm is at most THRESHOLD "
                         "(train with --group-in/--group-out first)")

@@ -133,7 +133,7 @@ CASES = {
         (["--neurons", "-1"], "outside"), (["--l1", "-1"], "outside"), (["--group-in", "nan"], "outside"),
         (["--group-out", "11"], "outside"), (["--tsrelu", "0.1"], "add --architecture"),
         (["--architecture"], "has no tsReLU gates to read"), (["--gate-epochs", "0"], "outside"),
-        (["--gate-l1", "-1"], "outside"), (["--depth-l1", "nan"], "outside"),
+        (["--gate-l1", "-1"], "outside"), (["--depth-l1", "nan"], "outside"), (["--weight-decay", "-1"], "outside"),
         (["--out", "FILE"], "is a file"), (["--out", "RUN"], "is the run being compressed"),
         (["--out", "RUN2"], "already holds a run"),
     ]),

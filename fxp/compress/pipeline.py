@@ -46,6 +46,7 @@ from fxp.resources import check_out_folder, render, write_atomic
 from fxp.train import (
     LR,
     REGULARIZER,
+    WEIGHT_DECAY,
     Recipe,
     evaluate,
     fit,
@@ -71,6 +72,7 @@ class PruneOptions:
     ``sparsity`` / ``quality``: a number for every layer, or ``{layer: value}``; at most one of the two.
     ``scope``: ``layer`` or ``global`` (one magnitude ranking across layers; sparsity only).
     ``lr``: the retraining learning rate (default: a tenth of the run's, as Han et al. retrain).
+    ``weight_decay``: while retraining and learning gates (default: the run's).
     ``l1``, ``group_in``, ``group_out``: regularizers during retraining.
     """
 
@@ -81,6 +83,7 @@ class PruneOptions:
     dynamic: bool = False
     retrain_epochs: int = 2
     lr: float | None = None
+    weight_decay: float | None = None
     neuron_threshold: float | None = None
     l1: float = 0.0
     group_in: float = 0.0
@@ -108,6 +111,8 @@ class PruneOptions:
             raise FxpError("dynamic pruning recomputes the masks while retraining; give retrain epochs (at least 1)")
         if self.lr is not None:
             LR.check("lr (the retraining learning rate)", self.lr)
+        if self.weight_decay is not None:
+            WEIGHT_DECAY.check("weight_decay", self.weight_decay)
         if self.neuron_threshold is not None:
             NEURON_THRESHOLD.check("neuron threshold", self.neuron_threshold)
         for name in ("l1", "group_in", "group_out", "tsrelu", "gate_l1", "depth_l1"):
@@ -189,10 +194,11 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     if gated(model) and not opts.architecture:
         raise FxpError(f"run {run} has tsReLU gates; give --architecture to read them")
     if opts.architecture and not gated(model) and not learn_gates:
-        raise FxpError(f"run {run} has no tsReLU gates to read; learn them here (--tsrelu, --gate-l1, --depth-l1) or train the "
-                       "run with them (fxp train --tsrelu)")
+        raise FxpError(f"run {run} has no tsReLU gates to read; learn them here (--tsrelu, --gate-l1, --depth-l1) "
+                       "or train the run with them (fxp train --tsrelu)")
     if gated(model) and learn_gates:
-        raise FxpError(f"run {run} has learned its tsReLU gates already; leave out --tsrelu, --gate-l1 and --depth-l1")
+        raise FxpError(f"run {run} has learned its tsReLU gates already; leave out --tsrelu, --gate-l1 and "
+                       "--depth-l1")
     if learn_gates:
         with_tsrelu(model.spec)  # refuses a model without ReLUs, before any data is loaded
         if cfg.mode == "fixed":
@@ -201,7 +207,8 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     data = load(run_dataset(metrics))
     base = Recipe(**metrics["recipe"])
     recipe = replace(base, epochs=max(opts.retrain_epochs, 1), lr=opts.lr or base.lr / 10, l1=opts.l1,
-                     group_in=opts.group_in, group_out=opts.group_out)
+                     group_in=opts.group_in, group_out=opts.group_out,
+                     weight_decay=base.weight_decay if opts.weight_decay is None else opts.weight_decay)
     t0 = time.perf_counter()
     reference = evaluate(model, data.x_test, data.y_test)
     before = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg)), "shapes": _shapes(model),
@@ -262,8 +269,9 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
 
     save_checkpoint(out / "checkpoint.pt", model, cfg, recipe)
     write_atomic(out / "params.png", layer_bars(record["layers"]))
-    write_atomic(out / "weights.png", weight_histograms_before_after(
-        before["weights"], {n: m.weight.detach().flatten() for n, m in prunable(model).items()}))
+    now = {n: m.weight.detach().flatten() for n, m in prunable(model).items()}
+    now = {old: now[renamed[old]] for old in before["weights"] if renamed[old]} if renamed else now
+    write_atomic(out / "weights.png", weight_histograms_before_after(before["weights"], now))
     write_atomic(out / "accuracy_vs_sparsity.png", accuracy_vs_sparsity(steps, metrics.get("float_baseline")))
     write_atomic(out / "report.json", json.dumps(record, indent=2) + "\n")
     write_atomic(out / "report.md", render("compress_report.md.j2", **record))
