@@ -58,6 +58,15 @@ EXPERIMENTS = {
                        "--weight-decay", "2e-3", "--gate-epochs", "1", "--retrain-epochs", "4", "--lr", "0.01"]),
 }
 TRAINED = {"lenet5-neurons": "lenet5-grouplasso"}  # the regularized runs' folders under runs/compress
+# Deep Compression's pipeline: the pruned runs above, their weights then shared (8-bit codes gain nothing
+# on int8 layers, which then stay as pruned: fxp/compress/storage.py) and Huffman-coded
+EXPERIMENTS.update({
+    "lenet300-dc": ("int8-lenet300", None, ["--share-bits", "5", "--huffman", "--share-epochs", "3",
+                                            "--retrain-epochs", "0"]),
+    "lenet5-dc": ("int8-lenet5", None, ["--share-bits", "conv1=8,conv2=8,fc1=5,fc2=5,fc3=5", "--huffman",
+                                        "--share-epochs", "3", "--retrain-epochs", "0"]),
+})
+FROM = {"lenet300-dc": "lenet300-prune", "lenet5-dc": "lenet5-prune"}  # compressed further from these
 
 
 def regularized_run(name: str, reference: str, strengths: dict) -> Path:
@@ -102,7 +111,10 @@ def run(name: str) -> dict:
     if not (MODELS / reference / "metrics.json").is_file():
         raise SystemExit(f"{MODELS / reference} is missing; train it first: python bench/bench_models.py --only "
                          f"{reference}")
-    source = MODELS / reference if strengths is None else regularized_run(name, reference, strengths)
+    if name in FROM and not (ROOT / FROM[name] / "metrics.json").is_file():
+        run(FROM[name])
+    source = (ROOT / FROM[name] if name in FROM else MODELS / reference if strengths is None
+              else regularized_run(name, reference, strengths))
     if fxp(["compress", str(source), "--out", str(ROOT / name), "--force", *options]) != 0:
         raise SystemExit(f"fxp compress {name} failed")
     if name == "lenet5-neurons":
@@ -125,6 +137,9 @@ def row(name: str) -> dict | None:
            "compressed_from_accuracy": rec["summary"]["reference_accuracy"], "layers": rec["layers"],
            "architecture": rec.get("architecture")}
     out["change_against_reference"] = 100 * (out["accuracy"] - out["reference_accuracy"])
+    out.setdefault("final_bytes", out["sparse_bytes"])  # a report of pruning alone ends with the sparse rows
+    out["size_rate_float32"] = 4 * out["weights"] / out["final_bytes"]
+    out["size_rate_dense"] = out["dense_bytes"] / out["final_bytes"]
     hw = ROOT / name / "hardware.json"
     if hw.is_file():
         out["hardware"] = json.loads(hw.read_text())
@@ -136,26 +151,29 @@ def markdown(rows: list[dict], mach: str) -> str:
              f"on {mach}. Fashion-MNIST, 10,000 test images. Reference: the qat run of the same model (8-bit "
              "weights and activations, 15 epochs) beside its float baseline (same recipe and seed); the change is "
              "against the reference. Weights: linear and conv2d weights; storage: 8-bit values in CSR with "
-             "relative indices (filler zeros and 32-bit row pointers counted).", "",
+             "relative indices (filler zeros and row pointers counted).", "",
              "| experiment | float baseline | reference | compressed | change (points) | weights kept | compression "
-             "| sparse bytes (of dense 8-bit) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| stored bytes | × below float32 (dense 8-bit) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['name']} | {100 * r['float_baseline_accuracy']:.2f} % | {100 * r['reference_accuracy']:.2f} % "
                      f"| {100 * r['accuracy']:.2f} % | {r['change_against_reference']:+.2f} | {r['weights_kept']:,} of "
                      f"{r['weights']:,} ({r['kept_percent']:.2f} %) | {r['compression_rate']:.1f}× | "
-                     f"{r['sparse_bytes']:,} of {r['dense_bytes']:,} |")
+                     f"{r['final_bytes']:,} | {r['size_rate_float32']:.1f}× ({r['size_rate_dense']:.1f}×) |")
     for r in rows:
-        lines += ["", f"**{r['name']}** (`fxp compress {' '.join(r['options'])}`"
+        source = f"`fxp compress runs/compress/{FROM[r['name']]}" if r["name"] in FROM else "`fxp compress"
+        lines += ["", f"**{r['name']}** ({source} {' '.join(r['options'])}`"
                   + (f"; trained with {', '.join(f'{k} = {v:g}' for k, v in r['regularizers'].items())}, "
                      f"{100 * r['compressed_from_accuracy']:.2f} % before compression" if r["regularizers"] else "")
                   + "):", "",
-                  "| layer | shape before → after | kept | % kept | neurons kept | index bits | sparse bytes |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+                  "| layer | shape before → after | kept | % kept | neurons kept | index bits | sparse bytes | share bits "
+                  "| shared bytes | Huffman bytes |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for la in r["layers"]:
             lines.append(f"| {la['layer']} | {'×'.join(map(str, la['shape_before']))} → "
                          f"{'×'.join(map(str, la['shape_after'])) or 'merged'} | {la['kept']:,} | {la['kept_percent']:.2f} "
-                         f"| {la['neurons_after']}/{la['neurons_before']} | {la['index_bits']} | {la['sparse_bytes']:,} |")
+                         f"| {la['neurons_after']}/{la['neurons_before']} | {la['index_bits']} | {la['sparse_bytes']:,} | "
+                         + (f"{la['share_bits']} | {la['shared_bytes']:,} | {la['huffman_bytes']:,} |"
+                            if la.get("share_bits") else "– | – | – |"))
         fc = [la for la in r["layers"] if la["kind"] == "linear"]
         if r["name"].endswith("neurons"):
             hidden = fc[:-1]  # the last layer's outputs are the classes

@@ -27,7 +27,7 @@ so time more threads only on an idle machine. The break-even sparsity of a layer
 measured sparsity at which sparse is faster than dense ("none up to 99 %" if none is).
 
 Storage: bytes of the relative-index CSR of :mod:`fxp.compress.sparse` (4-bit and 8-bit gap codes, filler
-zeros and 32-bit row pointers included) with 32-bit and 8-bit values, against dense 32-bit and 8-bit.
+zeros and row pointers, each as wide as the entry count needs, included) with 32-bit and 8-bit values, against dense 32-bit and 8-bit.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def markdown(surveyed: list[dict], rows: list[dict], even: list[dict], sizes: li
               "| threads | layer | batch | break-even | faster from there on |", "|---:|---|---:|---|---|"]
     lines += [f"| {e['threads']} | {e['layer']} | {e['batch']} | {_pct(e['sparsity'])} | {_pct(e['from_on'])} |"
               for e in even]
-    lines += ["", ("Storage of the whole network in bytes (relative-index CSR: filler zeros and 32-bit row pointers "
+    lines += ["", ("Storage of the whole network in bytes (relative-index CSR: filler zeros and row pointers "
                    "included; per layer in the JSON):"), "",
               ("| sparsity | dense 32-bit | CSR 4-bit gaps | CSR 8-bit gaps | dense 8-bit | CSR 4-bit gaps | "
                "CSR 8-bit gaps | fillers (4-bit / 8-bit gaps) |"), "|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -193,17 +193,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _per_layer(bounds, what: str):
+def _per_layer(bounds, what: str, whole: bool = False):
     """An argparse type: one number for every layer (``0.9``) or some layers' own (``fc1=0.92,fc2=0.9``),
     each within ``bounds``; the layer names are checked against the model later."""
 
     def parse(text: str) -> float | dict[str, float]:
         def number(v: str, where: str) -> float:
             try:
-                x = float(v)
+                x = int(v) if whole else float(v)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"{where}{v!r} is not a number; give {what} as 0.9 or "
-                                                 "fc1=0.92,fc2=0.9") from None
+                example = "5 or conv1=8,fc1=5" if whole else "0.9 or fc1=0.92,fc2=0.9"
+                raise argparse.ArgumentTypeError(f"{where}{v!r} is not a {'whole ' if whole else ''}number; give "
+                                                 f"{what} as {example}") from None
             if x not in bounds:
                 raise argparse.ArgumentTypeError(f"{where}{what} {v} is outside {bounds}")
             return x
@@ -228,14 +229,15 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     opts = PruneOptions(sparsity=args.prune, quality=args.quality, scope=args.scope, stages=args.stages,
                         dynamic=args.dynamic, retrain_epochs=args.retrain_epochs, lr=args.lr,
                         weight_decay=args.weight_decay, neuron_threshold=args.neurons, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
-                        architecture=args.architecture, tsrelu=args.tsrelu, gate_l1=args.gate_l1, depth_l1=args.depth_l1,
+                        share_bits=args.share_bits, share_init=args.share_init, share_epochs=args.share_epochs,
+                        huffman=args.huffman, architecture=args.architecture, tsrelu=args.tsrelu, gate_l1=args.gate_l1, depth_l1=args.depth_l1,
                         gate_epochs=args.gate_epochs)
     rec = compress(args.run, args.out, opts, progress=not args.quiet, force=args.force)
     s = rec["summary"]
     print(f"{rec['model']} on {rec['dataset']}: {s['weights_kept']:,} of {s['weights']:,} weights kept "
           f"({s['compression_rate']:.1f}x), accuracy {100 * s['accuracy']:.2f} % (reference "
-          f"{100 * s['reference_accuracy']:.2f} %), weights {s['sparse_bytes']:,} B sparse against "
-          f"{s['dense_bytes']:,} B dense")
+          f"{100 * s['reference_accuracy']:.2f} %), weights {s['final_bytes']:,} B against {s['dense_bytes']:,} B "
+          f"dense ({s['size_rate_float32']:.1f}x below the float32 network)")
     print(f"wrote {args.out}/checkpoint.pt, metrics.json, report.md, report.json, params.png, weights.png, "
           "accuracy_vs_sparsity.png")
     return 0
@@ -651,6 +653,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--neurons", type=_within(pipeline.NEURON_THRESHOLD), default=None, metavar="THRESHOLD",
                    help="remove every hidden neuron whose incoming or outgoing weight norm is at most THRESHOLD "
                         "(train with --group-in/--group-out first)")
+    c.add_argument("--share-bits", type=_per_layer(pipeline.SHARE_BITS, "share bits", whole=True), default=None,
+                   help="k-means weight sharing after pruning: 2**B codes a layer, one number (5) or per layer "
+                        "(conv1=8,fc1=5); the centroids then train --share-epochs")
+    c.add_argument("--share-init", default="linear", choices=pipeline.SHARE_INITS,
+                   help="where k-means starts: linear (evenly over the weights' range), density (over their CDF), "
+                        "random")
+    c.add_argument("--share-epochs", type=_within(pipeline.RETRAIN_EPOCHS), default=2,
+                   help="epochs of training the shared centroids (0: none)")
+    c.add_argument("--huffman", action="store_true",
+                   help="with --share-bits: Huffman-code the codes and the sparse gaps, and report those bytes")
     c.add_argument("--architecture", action="store_true",
                    help="read a run trained with --tsrelu: remove the neurons and nonlinearities its gates turned "
                         "off and merge the linear layers left adjacent")

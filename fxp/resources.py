@@ -98,3 +98,28 @@ def check_out_folder(out: str | os.PathLike, force: bool, marker: str, holds: st
     if out.is_symlink() or (out / marker).is_symlink():
         raise FxpError(f"output {out} is or holds a link; give a plain folder")
     return out
+
+
+def read_npz(path: str | os.PathLike, members: tuple[str, ...], fix: str, writer: str) -> dict:
+    """The arrays ``members`` of the ``.npz`` file ``path``, exactly those and no pickles; a missing,
+    corrupt, truncated or foreign file raises FxpError naming it (``fix``: what to do, ``writer``: the
+    function that writes such files)."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise FxpError(f"{path} is a single .npy array, not an .npz archive; {fix}")
+        with z:
+            if sorted(z.files) != sorted(members):
+                raise FxpError(f"{path} holds members {sorted(z.files)}, expected {list(members)}; {fix}")
+            return {name: z[name] for name in members}
+    except FxpError:
+        raise
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise FxpError(f"{path} cannot be opened ({e.strerror}); give a file written by {writer}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise FxpError(f"{path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                       f"{fix}") from None

@@ -339,3 +339,59 @@ def test_compress_learns_gates_on_a_trained_run(tmp_path, digits):
         fixed = tmp_path / "fixed"
         run_train(MLP3, digits, FxConfig(mode="fixed"), Recipe(epochs=1, limit_train=64), fixed, progress=False)
         compress(fixed, tmp_path / "d", PruneOptions(architecture=True, tsrelu=0.01), progress=False)
+
+
+def test_sharer_moves_each_centroid_by_its_members_summed_gradient(digits):
+    """Plain SGD: one step moves centroid j by -lr x the sum of its members' gradients (Deep Compression eq. 3),
+    the weights stay tied to the codebook and the pruned ones at zero."""
+    from fxp.compress.sharing import Sharer, share_weights
+
+    cfg = FxConfig(mode="float")
+    model = build("digits_mlp", cfg, seed=0)
+    Pruner(model, sparsity_masks(model, {"fc1": 0.5})).remove()
+    w = model.fc1.weight
+    shared = {"fc1": share_weights(w.detach(), 7, mask=w.detach() != 0)}
+    sharer = Sharer(model, shared)
+    before = sharer.shared["fc1"].codebook.clone()
+    lr = 0.1
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    s = sharer.shared["fc1"]
+    grad = w.grad.double()
+    want = before.double() - lr * torch.zeros(7, dtype=torch.float64).index_add_(0, s.index[s.mask], grad[s.mask])
+    opt.step()
+    sharer.after_step()
+    sharer.remove()
+    torch.testing.assert_close(s.codebook.double(), want, rtol=0, atol=1e-6)
+    assert torch.equal(w.detach(), s.dense()) and (w.detach()[~s.mask] == 0).all()
+    assert len(torch.unique(w.detach()[s.mask])) <= 7
+
+
+def test_compress_shares_and_huffman_codes(trained, tmp_path):
+    from fxp.compress.huffman import HuffmanCode
+    from fxp.compress.sparse import SparseMatrix
+
+    rec = compress(trained, tmp_path / "c", PruneOptions(sparsity=0.8, retrain_epochs=1, share_bits={"fc1": 4},
+                                                         share_epochs=1, huffman=True), progress=False)
+    s = rec["summary"]
+    assert [st["step"] for st in rec["steps"]][-2:] == ["weights shared (k-means)", "centroids trained"]
+    assert s["float32_bytes"] == 4 * s["weights"] and s["final_bytes"] == s["huffman_bytes"]
+    assert s["huffman_bytes"] <= s["shared_bytes"] < s["sparse_bytes"] < s["dense_bytes"]
+    fc1, fc2 = rec["layers"]
+    assert fc1["share_bits"] == 4 and fc1["centroids"] == 15 and fc2["share_bits"] is None
+    assert fc2["shared_bytes"] == fc2["huffman_bytes"] == fc2["sparse_bytes"]  # not shared: as pruned
+    # the model holds at most 15 distinct nonzero values in fc1, and the bytes are those of its codes
+    model = load_checkpoint(tmp_path / "c" / "checkpoint.pt")
+    w = model.fc1.weight.detach()
+    values = torch.unique(w[w != 0])
+    assert len(values) <= 15
+    codes = np.where(w.numpy() != 0, np.searchsorted(values.numpy(), w.numpy()) + 1, 0)
+    best = min(SparseMatrix.encode(codes, b).nbytes(4) for b in range(1, 9))
+    assert fc1["shared_bytes"] == best + 15  # + the codebook, 8 bits a centroid
+    huff = min(HuffmanCode.fit(m.values).nbytes(m.values) + HuffmanCode.fit(m.gaps).nbytes(m.gaps)
+               + -(-m.pointer_storage_bits // 8) for m in (SparseMatrix.encode(codes, b) for b in range(1, 9)))
+    assert fc1["huffman_bytes"] == min(huff + 15, fc1["shared_bytes"])
+    assert "Huffman-coded" in (tmp_path / "c" / "report.md").read_text()
+    with pytest.raises(FxpError, match="give --share-bits too"):
+        compress(trained, tmp_path / "d", PruneOptions(sparsity=0.5, huffman=True), progress=False)

@@ -41,10 +41,10 @@ def test_paper_figure_2_filler_at_gap_8():
 
 def test_nbytes_exact():
     m = SparseMatrix.encode(_paper_row(), index_bits=3)
-    # 4 entries × (32 + 3) bits + 2 row pointers × 32 bits = 204 bits -> 26 bytes
-    assert m.nbytes(32) == 26
-    # 4 × (8 + 3) + 64 = 108 bits -> 14 bytes (13.5 rounded up)
-    assert m.nbytes(8) == 14
+    # 4 entries × (32 + 3) bits + 2 row pointers × 3 bits (offsets 0..4) = 146 bits -> 19 bytes
+    assert m.pointer_bits == 3 and m.nbytes(32) == 19
+    # 4 × (8 + 3) + 6 = 50 bits -> 7 bytes (6.25 rounded up)
+    assert m.nbytes(8) == 7
     with pytest.raises(FxpError, match="value_bits"):
         m.nbytes(0)
 
@@ -79,7 +79,7 @@ def test_empty_rows_all_zero_and_dense_rows():
     assert np.array_equal(m.decode(), a)
     z = SparseMatrix.encode(np.zeros((3, 7), np.float32), index_bits=4)
     assert z.entries == 0 and z.row_ptr.tolist() == [0, 0, 0, 0]
-    assert np.array_equal(z.decode(), np.zeros((3, 7), np.float32)) and z.nbytes(32) == 16
+    assert np.array_equal(z.decode(), np.zeros((3, 7), np.float32)) and z.nbytes(32) == 1  # 4 one-bit pointers
 
 
 @pytest.mark.parametrize("index_bits", [1, 16])

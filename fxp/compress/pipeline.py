@@ -19,7 +19,6 @@ storage's index bits and bytes; the summary against the reference run) and three
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,7 +37,8 @@ from fxp.compress.prune import (
     threshold_masks,
 )
 from fxp.compress.prune import sparsity as model_sparsity
-from fxp.compress.sparse import SparseMatrix
+from fxp.compress.sharing import MAX_SHARE_BITS, Sharer, share_weights
+from fxp.compress.storage import layer_storage
 from fxp.compress.tsrelu import gated, with_tsrelu
 from fxp.errors import FxpError
 from fxp.layers import Bounds
@@ -62,7 +62,8 @@ STAGES = Bounds(1, 100, whole=True)
 RETRAIN_EPOCHS = Bounds(0, 100_000, whole=True)
 NEURON_THRESHOLD = Bounds(0, 1e3)
 GATE_EPOCHS = Bounds(1, 100_000, whole=True)
-INDEX_BITS = range(1, 9)  # the relative-index widths tried per layer; Deep Compression used 5 (fc) and 8 (conv)
+SHARE_BITS = Bounds(1, MAX_SHARE_BITS, whole=True)
+SHARE_INITS = ("linear", "density", "random")
 
 
 @dataclass
@@ -73,6 +74,8 @@ class PruneOptions:
     ``scope``: ``layer`` or ``global`` (one magnitude ranking across layers; sparsity only).
     ``lr``: the retraining learning rate (default: a tenth of the run's, as Han et al. retrain).
     ``weight_decay``: while retraining and learning gates (default: the run's).
+    ``share_bits``: k-means weight sharing with ``2**bits`` codes a layer (a number, or per layer), its
+    centroids then trained ``share_epochs``; ``huffman``: report the Huffman-coded storage too.
     ``l1``, ``group_in``, ``group_out``: regularizers during retraining.
     """
 
@@ -89,6 +92,10 @@ class PruneOptions:
     group_in: float = 0.0
     group_out: float = 0.0
     architecture: bool = False
+    share_bits: int | dict[str, int] | None = None
+    share_init: str = "linear"
+    share_epochs: int = 2
+    huffman: bool = False
     tsrelu: float = 0.0
     gate_l1: float = 0.0
     depth_l1: float = 0.0
@@ -98,9 +105,17 @@ class PruneOptions:
         """Refuse what cannot be done before a model is loaded (layer names are checked against the model)."""
         if self.sparsity is not None and self.quality is not None:
             raise FxpError("give a sparsity target or a threshold quality, not both")
-        if self.sparsity is None and self.quality is None and self.neuron_threshold is None and not self.architecture:
+        if (self.sparsity is None and self.quality is None and self.neuron_threshold is None and not self.architecture
+                and self.share_bits is None):
             raise FxpError("nothing to do: give a sparsity (--prune), a threshold quality (--quality), a neuron "
-                           "threshold (--neurons) or --architecture")
+                           "threshold (--neurons), --architecture or --share-bits")
+        if self.share_init not in SHARE_INITS:
+            raise FxpError(f"share_init {self.share_init!r} is not known; use {', '.join(SHARE_INITS)}")
+        RETRAIN_EPOCHS.check("share_epochs", self.share_epochs)
+        if self.huffman and self.share_bits is None:
+            raise FxpError("Huffman coding stores the shared weights' codes; give --share-bits too")
+        if isinstance(self.share_bits, int):
+            SHARE_BITS.check("share bits", self.share_bits)
         if self.scope not in SCOPES:
             raise FxpError(f"scope {self.scope!r} is not known; use {' or '.join(SCOPES)}")
         if self.scope == "global" and not isinstance(self.sparsity, float | int):
@@ -153,16 +168,11 @@ def _schedule(model, opts: PruneOptions, targets: dict[str, float] | None):
     return at
 
 
-def storage(model, value_bits: int) -> list[dict]:
-    """Per prunable layer: dense bytes, and the sparse form's bytes at its best relative-index width."""
-    out = []
-    for name, m in prunable(model).items():
-        w = m.weight.detach().numpy()
-        best = min((SparseMatrix.encode(w, b) for b in INDEX_BITS), key=lambda s: s.nbytes(value_bits))
-        out.append({"layer": name, "value_bits": value_bits, "dense_bytes": math.ceil(w.size * value_bits / 8),
-                    "index_bits": best.index_bits, "sparse_bytes": best.nbytes(value_bits),
-                    "fillers": best.fillers})
-    return out
+def storage(model, value_bits: int, shared: dict | None = None, share_bits: dict | None = None) -> list[dict]:
+    """Per prunable layer: its bytes after each stage it went through (:func:`fxp.compress.storage.layer_storage`)."""
+    shared, share_bits = shared or {}, share_bits or {}
+    return [{"layer": name, **layer_storage(m.weight, value_bits, shared.get(name), share_bits.get(name))}
+            for name, m in prunable(model).items()]
 
 
 def _value_bits(cfg) -> int:
@@ -190,6 +200,8 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         per_layer(model, opts.quality, Bounds(0, 100, lo_open=True), "quality")
     if opts.neuron_threshold is not None:
         neuron_ops.links(model)  # refuses a model whose neurons cannot be removed, before any training
+    if opts.share_bits is not None:
+        per_layer(model, opts.share_bits, SHARE_BITS, "share bits")
     learn_gates = bool(opts.tsrelu or opts.gate_l1 or opts.depth_l1)
     if gated(model) and not opts.architecture:
         raise FxpError(f"run {run} has tsReLU gates; give --architecture to read them")
@@ -251,9 +263,12 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
             steps.append({"step": f"{label}: retrained", "sparsity": model_sparsity(model),
                           "test_accuracy": hist[-1]["test_accuracy"]})
         pruner.remove()
+    shared, share_bits = {}, {}
+    if opts.share_bits is not None:
+        shared, share_bits = _share(model, data, cfg, recipe, opts, steps, history, progress)
     model.eval()
     accuracy = evaluate(model, data.x_test, data.y_test)
-    after = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg))}
+    after = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg), shared, share_bits)}
     renamed = learned["renamed"] if learned else None
     record = _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed)
     if learned is not None:
@@ -279,6 +294,30 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     return record
 
 
+def _share(model, data, cfg, recipe, opts, steps, history, progress) -> tuple[dict, dict]:
+    """Share every layer's kept weights among its centroids, then train the centroids (:class:`Sharer`)."""
+    bits = per_layer(model, opts.share_bits, SHARE_BITS, "share bits")
+    shared = {}
+    for name, m in prunable(model).items():
+        if name not in bits:
+            continue
+        mask = m.weight.detach() != 0
+        # in a sparse layer code 0 is zero (fxp.compress.storage); a layer keeps at most its weights' count
+        k = min((1 << bits[name]) - (0 if mask.all() else 1), int(mask.sum()))
+        shared[name] = share_weights(m.weight.detach(), k, mask=mask, init=opts.share_init, seed=recipe.seed)
+    sharer = Sharer(model, shared)
+    steps.append({"step": "weights shared (k-means)", "sparsity": model_sparsity(model),
+                  "test_accuracy": evaluate(model, data.x_test, data.y_test)})
+    if opts.share_epochs:
+        hist = fit(model, data, cfg, replace(recipe, epochs=opts.share_epochs), progress, label="centroids",
+                   pruner=sharer)
+        history += [{**h, "round": "share"} for h in hist]
+        steps.append({"step": "centroids trained", "sparsity": model_sparsity(model),
+                      "test_accuracy": hist[-1]["test_accuracy"]})
+    sharer.remove()
+    return sharer.shared, bits
+
+
 def _add_gates(model):
     """The model with a tsReLU in place of every ReLU, open (every gate 1): the same function, to learn from."""
     from fxp.models import build
@@ -300,7 +339,8 @@ def _record(metrics, run, opts, reference, accuracy, before, after, neurons, ste
     layers = []
     by_name = {s["layer"]: s for s in after["stats"]}
     store = {s["layer"]: s for s in after["storage"]}
-    gone = {"shape": [], "nonzero": 0, "neurons": 0}, {"index_bits": 0, "value_bits": 0, "fillers": 0, "sparse_bytes": 0}
+    gone = ({"shape": [], "nonzero": 0, "neurons": 0},
+            {"index_bits": 0, "value_bits": 0, "fillers": 0, "sparse_bytes": 0, "shared_bytes": 0, "huffman_bytes": 0})
     for b, bs in zip(before["stats"], before["storage"], strict=True):
         name = b["layer"]
         now = name if renamed is None else renamed[name]
@@ -311,17 +351,30 @@ def _record(metrics, run, opts, reference, accuracy, before, after, neurons, ste
                        "neurons_before": b["neurons"], "neurons_after": a["neurons"],
                        "index_bits": st["index_bits"], "value_bits": st["value_bits"], "fillers": st["fillers"],
                        "dense_bytes": bs["dense_bytes"], "sparse_bytes": st["sparse_bytes"]})
+        # a stage a layer did not go through stores it as the stage before did
+        layers[-1]["shared_bytes"] = st.get("shared_bytes", st["sparse_bytes"])
+        layers[-1]["huffman_bytes"] = st.get("huffman_bytes", layers[-1]["shared_bytes"])
+        layers[-1]["share_bits"] = st.get("share_bits")
+        layers[-1]["centroids"] = st.get("centroids")
     weights = sum(r["weights"] for r in layers)
     nonzero = sum(r["kept"] for r in layers)
     dense = sum(r["dense_bytes"] for r in layers)
     sparse = sum(r["sparse_bytes"] for r in layers)
+    stages = {"float32_bytes": 4 * weights, "dense_bytes": dense, "sparse_bytes": sparse}
+    if opts.share_bits is not None:
+        stages["shared_bytes"] = sum(r["shared_bytes"] for r in layers)
+    if opts.huffman:
+        stages["huffman_bytes"] = sum(r["huffman_bytes"] for r in layers)
     float_acc = (metrics.get("float_baseline") or {}).get("test_accuracy")
     summary = {"reference_accuracy": reference, "accuracy": accuracy,
                "change_points": round(100 * (accuracy - reference), 6) + 0.0,  # + 0.0 turns -0.0 into 0.0
                "float_baseline_accuracy": float_acc,
                "weights": weights, "weights_kept": nonzero, "kept_percent": 100 * nonzero / weights,
-               "compression_rate": weights / max(nonzero, 1), "dense_bytes": dense, "sparse_bytes": sparse,
-               "storage_rate": dense / max(sparse, 1)}
+               "compression_rate": weights / max(nonzero, 1), **stages, "storage_rate": dense / max(sparse, 1),
+               "final_bytes": list(stages.values())[-1],
+               # Deep Compression's rate: the float32 network against what the last stage stores
+               "size_rate_float32": stages["float32_bytes"] / max(list(stages.values())[-1], 1),
+               "size_rate_dense": dense / max(list(stages.values())[-1], 1)}
     hidden = [r for r in layers if r["layer"] in (neurons or {})]
     if hidden:
         summary["hidden_neurons_before"] = sum(r["neurons_before"] for r in hidden)

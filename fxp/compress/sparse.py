@@ -23,18 +23,14 @@ from __future__ import annotations
 import io
 import math
 import os
-import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from fxp.errors import FxpError
-from fxp.resources import write_atomic
+from fxp.resources import read_npz, write_atomic
 
 MAX_INDEX_BITS = 16  # codes are held in uint16; Deep Compression's widths (5, 8) are far below
-# What nbytes charges for each of the rows + 1 row pointers: an offset into the entries, and 32 bits
-# count 4 G entries, past any layer a network stores (VGG-16's fc6, the largest, holds 103 M weights).
-ROW_PTR_BITS = 32
 _MEMBERS = ("values", "gaps", "row_ptr", "shape", "index_bits")
 
 
@@ -143,15 +139,24 @@ class SparseMatrix:
     def nbytes(self, value_bits: int) -> int:
         """Exact storage in bytes with ``value_bits`` per value, packed bit to bit.
 
-        ``ceil((entries * (value_bits + index_bits) + (rows + 1) * ROW_PTR_BITS) / 8)``: each entry,
-        fillers included, holds a value and a gap code; the row pointers are charged
-        ``ROW_PTR_BITS`` (32) each. The shape and ``index_bits`` are a few header bytes, not counted.
+        ``ceil((entries * (value_bits + index_bits) + (rows + 1) * pointer_bits) / 8)``: each entry,
+        fillers included, holds a value and a gap code; a row pointer is an offset 0..entries, so
+        :attr:`pointer_bits` wide. The shape and ``index_bits`` are a few header bytes, not counted.
         """
         if isinstance(value_bits, bool) or not isinstance(value_bits, (int, np.integer)) or value_bits < 1:
             raise FxpError(f"value_bits must be a positive integer, got {value_bits!r}; give the bits per weight "
                            "(32 for float32, 8 for int8, or the codebook index width)")
-        bits = self.entries * (int(value_bits) + self.index_bits) + (self.matrix_shape[0] + 1) * ROW_PTR_BITS
-        return -(-bits // 8)
+        return -(-(self.entries * (int(value_bits) + self.index_bits) + self.pointer_storage_bits) // 8)
+
+    @property
+    def pointer_bits(self) -> int:
+        """The width of a row pointer: enough for an offset 0..entries."""
+        return max(1, self.entries.bit_length())
+
+    @property
+    def pointer_storage_bits(self) -> int:
+        """The rows + 1 row pointers, in bits."""
+        return (self.matrix_shape[0] + 1) * self.pointer_bits
 
     # --- files -----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -165,22 +170,7 @@ class SparseMatrix:
     def load(cls, path: str | os.PathLike) -> SparseMatrix:
         """Read a file written by :meth:`save`; a corrupt or foreign one raises FxpError naming it."""
         fix = "it is not a sparse matrix written by SparseMatrix.save; write it again"
-        try:
-            z = np.load(path, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise FxpError(f"{path} is a single .npy array, not an .npz archive; {fix}")
-            with z:
-                if sorted(z.files) != sorted(_MEMBERS):
-                    raise FxpError(f"{path} holds members {sorted(z.files)}, expected {list(_MEMBERS)}; {fix}")
-                arrays = {name: z[name] for name in _MEMBERS}
-        except FxpError:
-            raise
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-            raise FxpError(f"{path} cannot be opened ({e.strerror}); "
-                           "give a file written by SparseMatrix.save") from None
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise FxpError(f"{path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                           f"{fix}") from None
+        arrays = read_npz(path, _MEMBERS, fix, "SparseMatrix.save")
         shape, bits = arrays["shape"], arrays["index_bits"]
         if not all(isinstance(a, np.ndarray) for a in arrays.values()):
             raise FxpError(f"{path} holds a member that is not a .npy array; {fix}")
