@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_models.py --write-docs
 	$(BIN)/python bench/bench_compress.py --write-docs
 	$(BIN)/python bench/bench_sparse.py --write-docs
+	$(BIN)/python bench/bench_quantizers.py --write-docs
 	$(BIN)/python bench/bench_verify.py --write-docs
 	$(BIN)/python bench/bench_hw.py --write-docs
 	$(BIN)/python bench/bench_network.py --write-docs

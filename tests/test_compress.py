@@ -395,3 +395,25 @@ def test_compress_shares_and_huffman_codes(trained, tmp_path):
     assert "Huffman-coded" in (tmp_path / "c" / "report.md").read_text()
     with pytest.raises(FxpError, match="give --share-bits too"):
         compress(trained, tmp_path / "d", PruneOptions(sparsity=0.5, huffman=True), progress=False)
+
+
+def test_the_compressed_weights_file_reloads_to_identical_weights(trained, tmp_path):
+    from fxp.compress.packed import load_packed
+
+    compress(trained, tmp_path / "c", PruneOptions(sparsity={"fc1": 0.8}, retrain_epochs=0, share_bits={"fc1": 3},
+                                                   share_epochs=1, huffman=True), progress=False)
+    model = load_checkpoint(tmp_path / "c" / "checkpoint.pt")
+    weights = load_packed(tmp_path / "c" / "weights.fxpz")
+    assert set(weights) == {"fc1", "fc2"}
+    for name, m in prunable(model).items():
+        assert torch.equal(weights[name], m.weight.detach()), name
+    # shared dense (no zeros in fc2 once shared without pruning) reloads too
+    compress(trained, tmp_path / "d", PruneOptions(share_bits=2, share_epochs=0, retrain_epochs=0), progress=False)
+    again = load_packed(tmp_path / "d" / "weights.fxpz")
+    dense = load_checkpoint(tmp_path / "d" / "checkpoint.pt")
+    assert all(torch.equal(again[n], m.weight.detach()) for n, m in prunable(dense).items())
+    assert len(torch.unique(again["fc2"])) <= 4
+    raw = (tmp_path / "c" / "weights.fxpz").read_bytes()
+    (tmp_path / "bad.fxpz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(FxpError, match="not a weights file written by fxp compress"):
+        load_packed(tmp_path / "bad.fxpz")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fxp.compress import neurons as neuron_ops
 from fxp.compress.architecture import learned_architecture
+from fxp.compress.packed import save_packed
 from fxp.compress.prune import (
     SCOPES,
     Pruner,
@@ -283,6 +284,8 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     from fxp.plots import accuracy_vs_sparsity, layer_bars, weight_histograms_before_after
 
     save_checkpoint(out / "checkpoint.pt", model, cfg, recipe)
+    if shared:
+        save_packed(out / "weights.fxpz", {n: m.weight.detach() for n, m in prunable(model).items()}, shared)
     write_atomic(out / "params.png", layer_bars(record["layers"]))
     now = {n: m.weight.detach().flatten() for n, m in prunable(model).items()}
     now = {old: now[renamed[old]] for old in before["weights"] if renamed[old]} if renamed else now

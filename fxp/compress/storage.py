@@ -50,6 +50,14 @@ def _huffman_bytes(symbols: np.ndarray) -> int:
     return HuffmanCode.fit(symbols).nbytes(symbols) if symbols.size else 0
 
 
+def huffman_rows(coded: np.ndarray) -> tuple[SparseMatrix, int]:
+    """The sparse rows of ``coded`` whose Huffman-coded codes and gaps (with the row pointers) take the
+    fewest bytes over the gap-code widths, and those bytes."""
+    def size(m: SparseMatrix) -> int:
+        return _huffman_bytes(m.values) + _huffman_bytes(m.gaps) + math.ceil(m.pointer_storage_bits / 8)
+    return min(((m, size(m)) for m in (SparseMatrix.encode(coded, b) for b in INDEX_BITS)), key=lambda x: x[1])
+
+
 def layer_storage(weight: torch.Tensor, value_bits: int, shared=None, share_bits: int | None = None) -> dict:
     """Bytes of ``weight`` after each stage it has been through (see the module docstring), with the
     sparse format's gap-code width and filler count."""
@@ -63,8 +71,7 @@ def layer_storage(weight: torch.Tensor, value_bits: int, shared=None, share_bits
     coded, sparse = codes(weight, shared)
     if sparse:
         by_codes = _best_csr(coded, share_bits)
-        huffman = min(_huffman_bytes(s.values) + _huffman_bytes(s.gaps) + math.ceil(s.pointer_storage_bits / 8)
-                      for s in (SparseMatrix.encode(coded, b) for b in INDEX_BITS))
+        huffman = huffman_rows(coded)[1]
         shared_bytes = by_codes.nbytes(share_bits) + book
     else:
         shared_bytes = math.ceil(coded.size * share_bits / 8) + book
