@@ -285,3 +285,40 @@ def accuracy_vs_sparsity(steps: list[dict], float_baseline: dict | None = None) 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return png(fig)
+
+
+def codebooks(before: dict[str, torch.Tensor], centroids: dict[str, torch.Tensor]) -> bytes:
+    """Each shared layer's kept weights before sharing (histogram) and the trained centroids (vertical lines),
+    as Deep Compression's figure 4 draws them."""
+    names = list(centroids)
+    cols = min(3, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows), dpi=110, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        v = before[name].double()
+        v = v[v != 0]
+        ax.hist(v.tolist(), bins=80, color="C7", alpha=0.7)
+        for c in centroids[name].double().tolist():
+            ax.axvline(c, color="C3", lw=0.8)
+        ax.set_title(f"{name}: {len(centroids[name])} centroids", fontsize=8)
+        ax.set_xlabel("weight value", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return png(fig)
+
+
+def bytes_per_stage(stages: dict[str, int]) -> bytes:
+    """The network's weight bytes after each compression stage (log scale), each bar labelled with its rate
+    against the first."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=120)
+    names, values = list(stages), list(stages.values())
+    ax.bar(names, values, color=[f"C{i}" for i in range(len(names))])
+    for i, v in enumerate(values):
+        ax.annotate(f"{v:,} B\n{values[0] / max(v, 1):.1f}×", (i, v), ha="center", va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("bytes")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return png(fig)

@@ -264,9 +264,9 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
             steps.append({"step": f"{label}: retrained", "sparsity": model_sparsity(model),
                           "test_accuracy": hist[-1]["test_accuracy"]})
         pruner.remove()
-    shared, share_bits = {}, {}
+    shared, share_bits, unshared = {}, {}, {}
     if opts.share_bits is not None:
-        shared, share_bits = _share(model, data, cfg, recipe, opts, steps, history, progress)
+        shared, share_bits, unshared = _share(model, data, cfg, recipe, opts, steps, history, progress)
     model.eval()
     accuracy = evaluate(model, data.x_test, data.y_test)
     after = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg), shared, share_bits)}
@@ -281,7 +281,7 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
                    "compressed_from": str(run), "compression": record["summary"]}
     if "float_baseline" in metrics:
         new_metrics["float_baseline"] = metrics["float_baseline"]
-    from fxp.plots import accuracy_vs_sparsity, layer_bars, weight_histograms_before_after
+    from fxp.plots import accuracy_vs_sparsity, bytes_per_stage, codebooks, layer_bars, weight_histograms_before_after
 
     save_checkpoint(out / "checkpoint.pt", model, cfg, recipe)
     if shared:
@@ -291,20 +291,28 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     now = {old: now[renamed[old]] for old in before["weights"] if renamed[old]} if renamed else now
     write_atomic(out / "weights.png", weight_histograms_before_after(before["weights"], now))
     write_atomic(out / "accuracy_vs_sparsity.png", accuracy_vs_sparsity(steps, metrics.get("float_baseline")))
+    labels = {"float32_bytes": "float32", "dense_bytes": "dense", "sparse_bytes": "pruned", "shared_bytes": "shared",
+              "huffman_bytes": "Huffman"}
+    write_atomic(out / "bytes.png", bytes_per_stage({labels[k]: record["summary"][k] for k in labels
+                                                      if k in record["summary"]}))
+    if shared:
+        write_atomic(out / "codebooks.png", codebooks(unshared, {n: s.codebook for n, s in shared.items()}))
     write_atomic(out / "report.json", json.dumps(record, indent=2) + "\n")
     write_atomic(out / "report.md", render("compress_report.md.j2", **record))
     write_atomic(out / "metrics.json", json.dumps(new_metrics, indent=2) + "\n")  # last: marks the run complete
     return record
 
 
-def _share(model, data, cfg, recipe, opts, steps, history, progress) -> tuple[dict, dict]:
-    """Share every layer's kept weights among its centroids, then train the centroids (:class:`Sharer`)."""
+def _share(model, data, cfg, recipe, opts, steps, history, progress) -> tuple[dict, dict, dict]:
+    """Share every layer's kept weights among its centroids, then train the centroids (:class:`Sharer`); the
+    shared layers, their bits, and their weights before sharing."""
     bits = per_layer(model, opts.share_bits, SHARE_BITS, "share bits")
-    shared = {}
+    shared, unshared = {}, {}
     for name, m in prunable(model).items():
         if name not in bits:
             continue
         mask = m.weight.detach() != 0
+        unshared[name] = m.weight.detach().flatten().clone()
         # in a sparse layer code 0 is zero (fxp.compress.storage); a layer keeps at most its weights' count
         k = min((1 << bits[name]) - (0 if mask.all() else 1), int(mask.sum()))
         shared[name] = share_weights(m.weight.detach(), k, mask=mask, init=opts.share_init, seed=recipe.seed)
@@ -318,7 +326,7 @@ def _share(model, data, cfg, recipe, opts, steps, history, progress) -> tuple[di
         steps.append({"step": "centroids trained", "sparsity": model_sparsity(model),
                       "test_accuracy": hist[-1]["test_accuracy"]})
     sharer.remove()
-    return sharer.shared, bits
+    return sharer.shared, bits, unshared
 
 
 def _add_gates(model):
@@ -368,6 +376,11 @@ def _record(metrics, run, opts, reference, accuracy, before, after, neurons, ste
         stages["shared_bytes"] = sum(r["shared_bytes"] for r in layers)
     if opts.huffman:
         stages["huffman_bytes"] = sum(r["huffman_bytes"] for r in layers)
+    memory = {}
+    if opts.share_bits is not None:  # layers not shared keep their values in the weight memory
+        memory = {"memory_bits_values": sum(st["memory_bits_values"] for st in after["storage"]),
+                  "memory_bits_shared": sum(st.get("memory_bits_shared", st["memory_bits_values"])
+                                            for st in after["storage"])}
     float_acc = (metrics.get("float_baseline") or {}).get("test_accuracy")
     summary = {"reference_accuracy": reference, "accuracy": accuracy,
                "change_points": round(100 * (accuracy - reference), 6) + 0.0,  # + 0.0 turns -0.0 into 0.0
@@ -377,7 +390,7 @@ def _record(metrics, run, opts, reference, accuracy, before, after, neurons, ste
                "final_bytes": list(stages.values())[-1],
                # Deep Compression's rate: the float32 network against what the last stage stores
                "size_rate_float32": stages["float32_bytes"] / max(list(stages.values())[-1], 1),
-               "size_rate_dense": dense / max(list(stages.values())[-1], 1)}
+               "size_rate_dense": dense / max(list(stages.values())[-1], 1), **memory}
     hidden = [r for r in layers if r["layer"] in (neurons or {})]
     if hidden:
         summary["hidden_neurons_before"] = sum(r["neurons_before"] for r in hidden)

@@ -63,7 +63,10 @@ def layer_storage(weight: torch.Tensor, value_bits: int, shared=None, share_bits
     sparse format's gap-code width and filler count."""
     w = weight.detach().numpy()
     csr = _best_csr(w.reshape(w.shape[0], -1), value_bits)
+    # an accelerator's weight memory holds every weight, zeros too (the engines read them in order): int8
+    # values, or (shared) one index a weight and the codebook beside the multipliers
     out = {"value_bits": value_bits, "dense_bytes": math.ceil(w.size * value_bits / 8),
+           "memory_bits_values": w.size * value_bits,
            "index_bits": csr.index_bits, "fillers": csr.fillers, "sparse_bytes": csr.nbytes(value_bits)}
     if shared is None:
         return out
@@ -81,4 +84,5 @@ def layer_storage(weight: torch.Tensor, value_bits: int, shared=None, share_bits
     out["shared_bytes"] = min(shared_bytes, out["sparse_bytes"])
     # where the code tables cost more than they save (a small layer), the codes stay fixed-width
     out.update(share_bits=share_bits, centroids=shared.k, huffman_bytes=min(huffman + book, out["shared_bytes"]))
+    out["memory_bits_shared"] = w.size * share_bits + shared.k * value_bits
     return out
