@@ -126,6 +126,16 @@ def forward_weights(model: nn.Module) -> list[dict]:
     return out
 
 
+def _grid(n: int, width: float = 3.6, height: float = 2.7, dpi: int = 110):
+    """A figure of ``n`` panels, three to a row; the axes flat, the unused ones switched off."""
+    cols = max(1, min(3, n))
+    rows = max(1, (n + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), dpi=dpi, squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n]
+
+
 def weight_histograms(model: nn.Module) -> bytes:
     """The distribution of every layer's weights as the forward pass uses them, one panel per layer."""
     return png(weight_figure(model))
@@ -134,10 +144,8 @@ def weight_histograms(model: nn.Module) -> bytes:
 def weight_figure(model: nn.Module):
     """The figure of :func:`weight_histograms`."""
     weights = forward_weights(model)
-    cols = max(1, min(3, len(weights)))
-    rows = max(1, (len(weights) + cols - 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.7 * rows), dpi=110, squeeze=False)
-    for ax, w in zip(axes.flat, weights):
+    fig, axes = _grid(len(weights), width=3.4)
+    for ax, w in zip(axes, weights, strict=True):
         v = w["values"].double()
         distinct = torch.unique(v)
         _histogram(ax, v, distinct, w["format"])
@@ -146,8 +154,6 @@ def weight_figure(model: nn.Module):
         ax.set_xlabel("weight value", fontsize=7)
         ax.set_ylabel("count", fontsize=7)
         ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(weights):]:
-        ax.axis("off")
     fig.tight_layout()
     return fig
 
@@ -244,10 +250,8 @@ def layer_bars(layers: list[dict]) -> bytes:
 def weight_histograms_before_after(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bytes:
     """Each layer's weight histogram before and after compression (the zeros of pruned weights left out)."""
     names = list(before)
-    cols = min(3, len(names))
-    rows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows), dpi=110, squeeze=False)
-    for ax, name in zip(axes.flat, names):
+    fig, axes = _grid(len(names))
+    for ax, name in zip(axes, names, strict=True):
         b = before[name].double()
         a = after.get(name, torch.zeros(0)).double()
         a = a[a != 0]
@@ -260,8 +264,6 @@ def weight_histograms_before_after(before: dict[str, torch.Tensor], after: dict[
         ax.set_xlabel("weight value", fontsize=7)
         ax.tick_params(labelsize=6)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
     fig.tight_layout()
     return png(fig)
 
@@ -291,10 +293,8 @@ def codebooks(before: dict[str, torch.Tensor], centroids: dict[str, torch.Tensor
     """Each shared layer's kept weights before sharing (histogram) and the trained centroids (vertical lines),
     as Deep Compression's figure 4 draws them."""
     names = list(centroids)
-    cols = min(3, len(names))
-    rows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.7 * rows), dpi=110, squeeze=False)
-    for ax, name in zip(axes.flat, names):
+    fig, axes = _grid(len(names))
+    for ax, name in zip(axes, names, strict=True):
         v = before[name].double()
         v = v[v != 0]
         ax.hist(v.tolist(), bins=80, color="C7", alpha=0.7)
@@ -303,8 +303,6 @@ def codebooks(before: dict[str, torch.Tensor], centroids: dict[str, torch.Tensor
         ax.set_title(f"{name}: {len(centroids[name])} centroids", fontsize=8)
         ax.set_xlabel("weight value", fontsize=7)
         ax.tick_params(labelsize=6)
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
     fig.tight_layout()
     return png(fig)
 
