@@ -61,7 +61,14 @@ class Sign(nn.Module):
 
 
 class BinaryLinear(nn.Module):
-    """Linear layer with ±1 weights (latent float weights, clipped to [-1, 1] after each step)."""
+    """Linear layer with ±1 weights (latent float weights, clipped to [-1, 1] after each step).
+
+    ``latent = True`` computes with the latent weights themselves instead of their signs: training with
+    the W²(1 - W²) regularizer (``Recipe.binary``) instead of the straight-through estimator, the weights
+    rounded to ±1 when it is switched off again.
+    """
+
+    latent = False
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -69,7 +76,7 @@ class BinaryLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1) * 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, sign(self.weight))
+        return F.linear(x, self.weight if self.latent else sign(self.weight))
 
     @torch.no_grad()
     def post_step(self) -> None:
@@ -77,7 +84,10 @@ class BinaryLinear(nn.Module):
 
 
 class BinaryConv2d(nn.Module):
-    """Convolution with ±1 weights on ±1 inputs, no padding (latent float weights, clipped after each step)."""
+    """Convolution with ±1 weights on ±1 inputs, no padding (latent float weights, clipped after each step;
+    ``latent`` as :class:`BinaryLinear`'s)."""
+
+    latent = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> None:
         super().__init__()
@@ -85,7 +95,7 @@ class BinaryConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel, kernel).uniform_(-1, 1) * 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, sign(self.weight), stride=self.stride)
+        return F.conv2d(x, self.weight if self.latent else sign(self.weight), stride=self.stride)
 
     @torch.no_grad()
     def post_step(self) -> None:

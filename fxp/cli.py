@@ -140,7 +140,8 @@ def _recipe(args: argparse.Namespace):
     return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                   weight_decay=args.weight_decay, seed=args.seed, limit_train=args.limit_train,
                   optimizer=args.optimizer, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
-                  tsrelu=args.tsrelu, gate_l1=args.gate_l1, depth_l1=args.depth_l1)
+                  tsrelu=args.tsrelu, gate_l1=args.gate_l1, depth_l1=args.depth_l1,
+                  binary=args.binary_reg)
 
 
 def _check_training(args: argparse.Namespace, marker: str, holds: str):
@@ -570,6 +571,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-train", type=_within(train.LIMIT_TRAIN), default=recipe.limit_train,
                    help="train on the first N training images only (default: all)")
     _add_regularizer_args(p)
+    p.add_argument("--binary-reg", type=_within(train.REGULARIZER), default=0.0,
+                   help="binarized models: W^2(1-W^2) on the latent weights, which then train without the "
+                        "straight-through estimator and are rounded to ±1 at the end")
     _seed(p, "seed of the initialization, the shuffling and the digits split")
     _quiet(p)
 

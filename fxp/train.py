@@ -39,7 +39,7 @@ MAX_SEED = (1 << 32) - 1  # numpy and torch take any seed in 0..2**32-1
 SEED = Bounds(0, MAX_SEED, whole=True)
 OPTIMIZERS = ("sgd", "adam")
 REGULARIZER = Bounds(0, 10)  # a strength beyond 10 would drown the cross-entropy loss (about 2.3 at the start)
-REGULARIZERS = ("l1", "group_in", "group_out", "tsrelu", "gate_l1", "depth_l1")  # Recipe's fields, fxp.compress.regularizers' terms
+REGULARIZERS = ("l1", "group_in", "group_out", "tsrelu", "gate_l1", "depth_l1", "binary")  # Recipe's fields, fxp.compress.regularizers' terms
 
 
 @dataclass
@@ -66,6 +66,9 @@ class Recipe:
     tsrelu: float = 0.0  # weight of the gates' w(1-w) and d(1-d)
     gate_l1: float = 0.0  # weight of the neuron gates' sum: fewer neurons
     depth_l1: float = 0.0  # weight of the layer gates' sum: fewer nonlinearities
+    # binarized models: W^2 (1 - W^2) on the latent weights, which then train as they are (no
+    # straight-through estimator) and are rounded to ±1 at the end
+    binary: float = 0.0
 
     def __post_init__(self) -> None:
         EPOCHS.check("epochs", self.epochs)
@@ -93,6 +96,9 @@ class Recipe:
 def check_recipe(spec: dict, cfg: FxConfig, recipe: Recipe) -> None:
     """Refuse a recipe that ``cfg`` cannot train model ``spec`` with, before anything is trained."""
     binary = any(layer["type"] in BINARY_TYPES for layer in spec["layers"])  # trained as such, not in fixed point
+    if recipe.binary and (not binary or cfg.mode == "float"):
+        raise FxpError("the binary regularizer acts on a binarized model's latent weights; train one (e.g. "
+                       "bnn_digits, sfc_bnn) in qat or fixed mode")
     if recipe.gated:
         from fxp.compress.tsrelu import with_tsrelu
 
@@ -158,7 +164,16 @@ def train_model(model_spec: str | dict, data: Dataset, cfg: FxConfig, recipe: Re
     model = build(spec, cfg, seed=recipe.seed)
     if cfg.mode == "fixed" and not getattr(model, "binary", False):
         snap_model(model)
-    return model, fit(model, data, cfg, recipe, progress, label)
+    latent = [m for m in model.modules() if hasattr(m, "latent")] if recipe.binary else []
+    for m in latent:
+        m.latent = True
+    history = fit(model, data, cfg, recipe, progress, label)
+    if latent:  # round to ±1: the signs, as the export and the hardware take them
+        for m in latent:
+            m.latent = False
+        history[-1]["test_accuracy_latent"] = history[-1]["test_accuracy"]
+        history[-1]["test_accuracy"] = evaluate(model, data.x_test, data.y_test)
+    return model, history
 
 
 def fit(model: nn.Module, data: Dataset, cfg: FxConfig, recipe: Recipe, progress: bool = True, label: str = "",

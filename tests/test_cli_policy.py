@@ -39,6 +39,7 @@ TRAINING = [  # options shared by train and sweep
     (["--limit-train", "0"], "outside"), (["--limit-train", "-5"], "outside"), (["--seed", "-1"], "outside"),
     (["--seed", HUGE], "outside"), (["--seed", "x"], "not a whole number"),
     (["--optimizer", "adam"], "fixed mode stores parameters in fixed point"),
+    (["--binary-reg", "1e-3"], "binary regularizer acts on a binarized model"), (["--binary-reg", "-1"], "outside"),
 ]
 CASES = {
     "train": (["train", "--epochs", "1", "--limit-train", "50", "--quiet"], "--out", "NEW", TRAINING + [

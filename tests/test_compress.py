@@ -419,3 +419,25 @@ def test_the_compressed_weights_file_reloads_to_identical_weights(trained, tmp_p
     (tmp_path / "bad.fxpz").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(FxpError, match="not a weights file written by fxp compress"):
         load_packed(tmp_path / "bad.fxpz")
+
+
+def test_binary_regularizer_trains_latent_weights_and_rounds_them(digits):
+    from fxp.compress.regularizers import binary
+
+    model = build("bnn_digits", FxConfig(mode="qat"), seed=0)
+    ws = [m.weight for m in model.modules() if hasattr(m, "latent")]
+    for got, w in zip(torch.autograd.grad(binary(model), ws), ws, strict=True):
+        torch.testing.assert_close(got, 2 * w.detach() - 4 * w.detach() ** 3)
+    from fxp.train import train_model
+
+    trained, hist = train_model("bnn_digits", digits, FxConfig(mode="qat"),
+                                Recipe(epochs=2, batch_size=64, optimizer="adam", lr=0.01, binary=1e-3),
+                                progress=False)
+    assert "test_accuracy_latent" in hist[-1]  # trained on the latent weights, then rounded to ±1
+    assert not any(m.latent for m in trained.modules() if hasattr(m, "latent"))
+    x = digits.x_test[:20]
+    w = trained.bfc1.weight.detach()
+    ref = torch.nn.functional.linear(trained.binarize(x).flatten(1), torch.where(w >= 0, 1.0, -1.0))
+    assert torch.equal(trained.bfc1(trained.binarize(x).flatten(1)), ref)
+    with pytest.raises(FxpError, match="binary regularizer acts on a binarized model"):
+        train_model("digits_mlp", digits, FxConfig(mode="qat"), Recipe(epochs=1, binary=1e-3), progress=False)
