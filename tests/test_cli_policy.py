@@ -129,7 +129,7 @@ CASES = {
         (["--prune", "fc1"], "is not a number"), (["--prune", "=0.5"], "is not layer=value"),
         (["--prune", "fc9=0.5"], "layer 'fc9' does not exist"), (["--quality", "1"], "not both"),
         (["--quality", "-1"], "outside"), (["--scope", "net"], "invalid choice"),
-        (["--prune", "fc1=0.5", "--scope", "global"], "give one number"), (["--stages", "0"], "outside"),
+        (["--prune", "fc1=0.5", "--scope", "global"], "give --prune with one number"), (["--stages", "0"], "outside"),
         (["--retrain-epochs", "-1"], "outside"), (["--dynamic"], "give retrain epochs"), (["--lr", "0"], "outside"),
         (["--neurons", "-1"], "outside"), (["--l1", "-1"], "outside"), (["--group-in", "nan"], "outside"),
         (["--group-out", "11"], "outside"), (["--tsrelu", "0.1"], "add --architecture"),

@@ -333,6 +333,8 @@ def test_compress_learns_gates_on_a_trained_run(tmp_path, digits):
     arch = rec["architecture"]
     assert arch["merged"] == ["fc1+fc2", "fc2+fc3"] and arch["layers"] == ["fc 10"]  # both nonlinearities off
     assert [la["layer"] for la in rec["layers"]] == ["fc1", "fc2", "fc3 (now fc1)"]
+    merged = rec["layers"][2]  # 10x64 weights stand for fc1, fc2 and fc3 together
+    assert merged["kept_percent"] == pytest.approx(100 * 640 / (24 * 64 + 16 * 24 + 10 * 16))
     plain = load_checkpoint(tmp_path / "c" / "checkpoint.pt")
     assert fxpm.Model(*export_fixed(plain, "m")).arrays["fc1.weight"].shape == (10, 64)
     with pytest.raises(FxpError, match="fixed mode does not train"):
@@ -381,6 +383,7 @@ def test_compress_shares_and_huffman_codes(trained, tmp_path):
     fc1, fc2 = rec["layers"]
     assert fc1["share_bits"] == 4 and fc1["centroids"] == 15 and fc2["share_bits"] is None
     assert fc2["shared_bytes"] == fc2["huffman_bytes"] == fc2["sparse_bytes"]  # not shared: as pruned
+    assert fc2["kept"] == 128  # and its zeros held while fc1's centroids trained (80 % of 640 pruned)
     # the model holds at most 15 distinct nonzero values in fc1, and the bytes are those of its codes
     model = load_checkpoint(tmp_path / "c" / "checkpoint.pt")
     w = model.fc1.weight.detach()
@@ -441,3 +444,19 @@ def test_binary_regularizer_trains_latent_weights_and_rounds_them(digits):
     assert torch.equal(trained.bfc1(trained.binarize(x).flatten(1)), ref)
     with pytest.raises(FxpError, match="binary regularizer acts on a binarized model"):
         train_model("digits_mlp", digits, FxConfig(mode="qat"), Recipe(epochs=1, binary=1e-3), progress=False)
+
+
+def test_compress_refuses_what_would_go_wrong(trained, tmp_path):
+    cases = [(PruneOptions(quality={"fc2": 60}, retrain_epochs=0), "every weight of fc2 would be pruned"),
+             (PruneOptions(quality=1.0, dynamic=True), "give --prune with --dynamic"),
+             (PruneOptions(sparsity={}), "--prune names no layer"),
+             (PruneOptions(architecture=True, tsrelu=0.1, sparsity={"fc1": 0.5}), "may merge and renumber")]
+    for opts, message in cases:
+        with pytest.raises(FxpError, match=message):
+            compress(trained, tmp_path / "x", opts, progress=False)
+        assert not (tmp_path / "x").exists()
+    fixed = tmp_path / "fixed"
+    run_train("digits_mlp", load("digits"), FxConfig(mode="fixed"), Recipe(epochs=1, limit_train=64), fixed,
+              progress=False)
+    with pytest.raises(FxpError, match="off a fixed-mode run's weight grid"):
+        compress(fixed, tmp_path / "y", PruneOptions(share_bits=3), progress=False)

@@ -135,7 +135,7 @@ def remove_dead(model: nn.Module) -> tuple[nn.Module, dict[str, dict]]:
         if name in live:
             if not live[name].any():
                 raise FxpError(f"every neuron of {name} is dead, so the network's output no longer depends on its "
-                               "input; prune less (a lower threshold or regularizer strength)")
+                               "input; prune less (a lower threshold or regularizer strength, or a lower --gate-l1)")
             spec["layers"][i]["out"] = int(live[name].sum())
     state = model.state_dict()
     for ln in links(model):

@@ -13,7 +13,11 @@ The steps, each optional:
 
 The output is a run like ``fxp train``'s (``checkpoint.pt``, ``metrics.json``: ``fxp export`` and the
 rest take it), plus ``report.md``/``report.json`` (per layer: weights, % kept, neurons kept, the sparse
-storage's index bits and bytes; the summary against the reference run) and three PNGs.
+storage's index bits and bytes; the summary against the reference run) and PNGs: remaining weights per
+layer, weight histograms, accuracy against sparsity, bytes per stage, and with sharing the codebooks
+over the weights (``weights.fxpz`` holds the shared weights themselves). Before the weight rounds, it can
+also learn and read tsReLU gates (``architecture``) and remove dead neurons; after them, share the
+weights (``share_bits``) and Huffman-code them (``huffman``).
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from fxp.compress import neurons as neuron_ops
 from fxp.compress.architecture import learned_architecture
 from fxp.compress.packed import save_packed
 from fxp.compress.prune import (
+    QUALITY,
     SCOPES,
+    SPARSITY,
     Pruner,
     gradual,
     kept,
@@ -120,7 +126,17 @@ class PruneOptions:
         if self.scope not in SCOPES:
             raise FxpError(f"scope {self.scope!r} is not known; use {' or '.join(SCOPES)}")
         if self.scope == "global" and not isinstance(self.sparsity, float | int):
-            raise FxpError("a global scope ranks all layers' weights against one sparsity; give one number")
+            raise FxpError("a global scope ranks all layers' weights against one sparsity; give --prune with one "
+                           "number")
+        for what, value in (("--prune", self.sparsity), ("--quality", self.quality), ("--share-bits", self.share_bits)):
+            if isinstance(value, dict) and not value:
+                raise FxpError(f"{what} names no layer; give one number or layer=value pairs")
+            if isinstance(value, dict) and self.architecture:
+                raise FxpError(f"{what} per layer names layers that --architecture may merge and renumber; give one "
+                               "number, or read the architecture first and compress that run")
+        if self.dynamic and self.quality is not None:
+            raise FxpError("dynamic pruning ramps the sparsity towards a target; give --prune with --dynamic (the "
+                           "threshold rule, re-applied each epoch, would prune on and on)")
         STAGES.check("stages", self.stages)
         RETRAIN_EPOCHS.check("retrain_epochs", self.retrain_epochs)
         if self.dynamic and self.retrain_epochs == 0:
@@ -140,7 +156,7 @@ class PruneOptions:
 
 def _stage_targets(model, opts: PruneOptions, stage: int) -> dict[str, float]:
     """Per layer, the sparsity round ``stage`` (0-based) of ``opts.stages`` reaches: a geometric share kept."""
-    final = per_layer(model, opts.sparsity, Bounds(0, 1, lo_open=True, hi_open=True), "sparsity")
+    final = per_layer(model, opts.sparsity, SPARSITY, "sparsity")
     return {n: 1 - (1 - s) ** ((stage + 1) / opts.stages) for n, s in final.items()}
 
 
@@ -156,8 +172,6 @@ def _schedule(model, opts: PruneOptions, targets: dict[str, float] | None):
     """Dynamic pruning: the masks for each retraining epoch, rising towards this round's targets."""
     if not opts.dynamic:
         return None
-    if opts.quality is not None:
-        return lambda epoch: threshold_masks(model, opts.quality)
     start = {r["layer"]: 1 - r["nonzero"] / r["weights"] for r in layer_stats(model)}
     ramps = {n: gradual(t, opts.retrain_epochs, min(start[n], t)) for n, t in targets.items()}
 
@@ -176,8 +190,9 @@ def storage(model, value_bits: int, shared: dict | None = None, share_bits: dict
             for name, m in prunable(model).items()]
 
 
-def _value_bits(cfg) -> int:
-    return {"float": 32, "qat": cfg.weight_bits, "fixed": cfg.update_bits}[cfg.mode]
+def _value_bits(model) -> int:
+    """The width the run stores a weight at: its weight tracker's word (32 in float mode)."""
+    return next(iter(prunable(model).values())).ptrack["weight"].word_bits
 
 
 def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: bool = True,
@@ -196,9 +211,9 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     if getattr(model, "binary", False):
         prunable(model)  # refuses in one line
     if opts.sparsity is not None:
-        per_layer(model, opts.sparsity, Bounds(0, 1, lo_open=True, hi_open=True), "sparsity")
+        per_layer(model, opts.sparsity, SPARSITY, "sparsity")
     if opts.quality is not None:
-        per_layer(model, opts.quality, Bounds(0, 100, lo_open=True), "quality")
+        per_layer(model, opts.quality, QUALITY, "quality")
     if opts.neuron_threshold is not None:
         neuron_ops.links(model)  # refuses a model whose neurons cannot be removed, before any training
     if opts.share_bits is not None:
@@ -217,14 +232,23 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         if cfg.mode == "fixed":
             raise FxpError("tsReLU gates are float parameters, which fixed mode does not train; learn them on a "
                            "float or qat run")
+    if opts.share_bits is not None and cfg.mode == "fixed":
+        raise FxpError("shared centroids are means, off a fixed-mode run's weight grid; share the weights of a float "
+                       "or qat run")
     data = load(run_dataset(metrics))
-    base = Recipe(**metrics["recipe"])
+    try:
+        base = Recipe(**metrics["recipe"])
+    except (KeyError, TypeError) as e:
+        raise FxpError(f"{run / 'metrics.json'} holds no recipe fxp train wrote ({type(e).__name__}: {e}); rerun "
+                       "fxp train") from None
+    if opts.architecture:  # the gates are read: the plain model retrains without their penalties
+        base = replace(base, tsrelu=0.0, gate_l1=0.0, depth_l1=0.0)
     recipe = replace(base, epochs=max(opts.retrain_epochs, 1), lr=opts.lr or base.lr / 10, l1=opts.l1,
                      group_in=opts.group_in, group_out=opts.group_out,
                      weight_decay=base.weight_decay if opts.weight_decay is None else opts.weight_decay)
     t0 = time.perf_counter()
     reference = evaluate(model, data.x_test, data.y_test)
-    before = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg)), "shapes": _shapes(model),
+    before = {"stats": layer_stats(model), "storage": storage(model, _value_bits(model)), "shapes": _shapes(model),
               "weights": {n: m.weight.detach().flatten().clone() for n, m in prunable(model).items()}}
     steps, history = [{"step": "reference", "sparsity": model_sparsity(model), "test_accuracy": reference}], []
     neurons, learned = None, None
@@ -248,7 +272,7 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
                       "test_accuracy": evaluate(model, data.x_test, data.y_test)})
     rounds = opts.stages if (opts.sparsity is not None or opts.quality is not None) else 0
     if rounds == 0 and opts.retrain_epochs:
-        rounds = 1  # neurons only: retrain once with the zeros held
+        rounds = 1  # no weight pruning (neurons, architecture or sharing alone): retrain once, zeros held
     for stage in range(rounds):
         targets = _stage_targets(model, opts, stage) if opts.sparsity is not None else None
         pruning = opts.sparsity is not None or opts.quality is not None
@@ -269,9 +293,10 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         shared, share_bits, unshared = _share(model, data, cfg, recipe, opts, steps, history, progress)
     model.eval()
     accuracy = evaluate(model, data.x_test, data.y_test)
-    after = {"stats": layer_stats(model), "storage": storage(model, _value_bits(cfg), shared, share_bits)}
+    after = {"stats": layer_stats(model), "storage": storage(model, _value_bits(model), shared, share_bits)}
     renamed = learned["renamed"] if learned else None
-    record = _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed)
+    merged = learned["merged"] if learned else []
+    record = _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed, merged)
     if learned is not None:
         record["architecture"] = {**learned, "before": before["shapes"]}
     new_metrics = {**{k: metrics[k] for k in ("model", "dataset", "dataset_source", "mode", "config")
@@ -346,7 +371,13 @@ def _shapes(model) -> list[str]:
     return [f"{'conv' if m.weight.dim() == 4 else 'fc'} {m.weight.shape[0]}" for m in prunable(model).values()]
 
 
-def _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed=None) -> dict:
+def _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed=None,
+            merged=()) -> dict:
+    absorbed: dict[str, list[str]] = {}  # a layer that took others in by merging: their names
+    for pair in merged:
+        a, b = pair.split("+")
+        absorbed[b] = absorbed.pop(a, []) + [a] + absorbed.get(b, [])
+    weights_of = {b["layer"]: b["weights"] for b in before["stats"]}
     layers = []
     by_name = {s["layer"]: s for s in after["stats"]}
     store = {s["layer"]: s for s in after["storage"]}
@@ -356,9 +387,11 @@ def _record(metrics, run, opts, reference, accuracy, before, after, neurons, ste
         name = b["layer"]
         now = name if renamed is None else renamed[name]
         a, st = (by_name[now], store[now]) if now is not None else gone
-        layers.append({"layer": name if now in (name, None) else f"{name} (now {now})", "kind": b["kind"],
-                       "shape_before": b["shape"], "shape_after": a["shape"],
-                       "weights": b["weights"], "kept": a["nonzero"], "kept_percent": 100 * a["nonzero"] / b["weights"],
+        # a merged layer's kept weights stand for the layers merged into it as well
+        counted = b["weights"] + sum(weights_of[x] for x in absorbed.get(name, []))
+        layers.append({"layer": name if now in (name, None) else f"{name} (now {now})", "now": now,
+                       "kind": b["kind"], "shape_before": b["shape"], "shape_after": a["shape"],
+                       "weights": b["weights"], "kept": a["nonzero"], "kept_percent": 100 * a["nonzero"] / counted,
                        "neurons_before": b["neurons"], "neurons_after": a["neurons"],
                        "index_bits": st["index_bits"], "value_bits": st["value_bits"], "fillers": st["fillers"],
                        "dense_bytes": bs["dense_bytes"], "sparse_bytes": st["sparse_bytes"]})
@@ -391,7 +424,7 @@ def _record(metrics, run, opts, reference, accuracy, before, after, neurons, ste
                # Deep Compression's rate: the float32 network against what the last stage stores
                "size_rate_float32": stages["float32_bytes"] / max(list(stages.values())[-1], 1),
                "size_rate_dense": dense / max(list(stages.values())[-1], 1), **memory}
-    hidden = [r for r in layers if r["layer"] in (neurons or {})]
+    hidden = [r for r in layers if r["now"] in (neurons or {})]
     if hidden:
         summary["hidden_neurons_before"] = sum(r["neurons_before"] for r in hidden)
         summary["hidden_neurons_after"] = sum(r["neurons_after"] for r in hidden)

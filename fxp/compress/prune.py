@@ -154,6 +154,10 @@ class Pruner:
         return hook
 
     def set(self, masks: dict[str, torch.Tensor]) -> None:
+        empty = [n for n, m in masks.items() if not m.any()]
+        if empty:
+            raise FxpError(f"every weight of {empty[0]} would be pruned, leaving its outputs constant; prune it less "
+                           "(a lower sparsity or quality)")
         self.masks = {n: m.clone() for n, m in masks.items()}
         apply_masks(self.model, self.masks)
 

@@ -490,10 +490,11 @@ class Sharer:
     """
 
     def __init__(self, model: nn.Module, shared: dict[str, SharedWeights]) -> None:
-        from fxp.compress.prune import Pruner
+        from fxp.compress.prune import Pruner, kept
 
         self.shared = {n: SharedWeights(s.codebook.detach().clone(), s.index, s.mask) for n, s in shared.items()}
-        self.pruner = Pruner(model, {n: s.mask for n, s in self.shared.items()})
+        # the layers not shared keep their zeros too
+        self.pruner = Pruner(model, {**kept(model), **{n: s.mask for n, s in self.shared.items()}})
         self.layers = self.pruner.layers
         self.history = self.pruner.history
         self._tie()
