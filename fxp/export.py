@@ -150,6 +150,20 @@ def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor,
     return export_with(PerChannelExport(calib, weights), model, name)
 
 
+def _check_packed(path: Path, model: nn.Module) -> None:
+    """A run of ``fxp compress --share-bits`` keeps its weights in ``weights.fxpz`` too: they must be the
+    checkpoint's, bit for bit, or the run was damaged or mixed up."""
+    if not path.exists():
+        return
+    from fxp.compress.packed import load_packed
+    from fxp.compress.prune import prunable
+
+    packed = load_packed(path)
+    layers = prunable(model)
+    if set(packed) != set(layers) or any(not torch.equal(packed[n], m.weight.detach()) for n, m in layers.items()):
+        raise FxpError(f"{path} does not hold this checkpoint's weights; compress the run again")
+
+
 SCALES = ("pow2", "per-channel")
 WEIGHTS = ("symmetric", "affine")
 
@@ -182,6 +196,7 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
         raise FxpError(f"weights {weights!r} is not known; use {' or '.join(WEIGHTS)}")
     check_out_folder(out, force, "model.json", "an integer model description")
     model = load_checkpoint(ck)
+    _check_packed(ck.parent / "weights.fxpz", model)
     name = model.spec.get("name", src.stem)
     if getattr(model, "binary", False):
         spec, arrays = export_binary(model, name)

@@ -460,3 +460,23 @@ def test_compress_refuses_what_would_go_wrong(trained, tmp_path):
               progress=False)
     with pytest.raises(FxpError, match="off a fixed-mode run's weight grid"):
         compress(fixed, tmp_path / "y", PruneOptions(share_bits=3), progress=False)
+
+
+def test_export_checks_the_compressed_weights_file(trained, tmp_path, capsys):
+    from fxp.cli import main
+
+    run = tmp_path / "c"
+    compress(trained, run, PruneOptions(sparsity=0.7, retrain_epochs=0, share_bits=3, share_epochs=0), progress=False)
+    assert main(["export", str(run), "--out", str(tmp_path / "ok.fxpm")]) == 0
+    raw = (run / "weights.fxpz").read_bytes()
+    (run / "weights.fxpz").write_bytes(raw[: len(raw) - 40])
+    assert main(["export", str(run), "--out", str(tmp_path / "bad.fxpm")]) == 2
+    err = capsys.readouterr().err
+    assert "not a weights file written by fxp compress" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.fxpm").exists()
+    other = tmp_path / "d"  # a whole file, of another run
+    compress(trained, other, PruneOptions(sparsity=0.7, retrain_epochs=0, share_bits=2, share_epochs=0),
+             progress=False)
+    (run / "weights.fxpz").write_bytes((other / "weights.fxpz").read_bytes())
+    assert main(["export", str(run), "--out", str(tmp_path / "bad.fxpm")]) == 2
+    assert "does not hold this checkpoint's weights" in capsys.readouterr().err
