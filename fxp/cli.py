@@ -240,7 +240,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
           f"{100 * s['reference_accuracy']:.2f} %), weights {s['final_bytes']:,} B against {s['dense_bytes']:,} B "
           f"dense ({s['size_rate_float32']:.1f}x below the float32 network)")
     print(f"wrote {args.out}/checkpoint.pt, metrics.json, report.md, report.json, params.png, weights.png, "
-          "accuracy_vs_sparsity.png, bytes.png" + (", codebooks.png, weights.fxpz" if args.share_bits else ""))
+          "accuracy_vs_sparsity.png, bytes.png" + (", codebooks.png, accuracy_vs_bits.png, weights.fxpz" if args.share_bits else ""))
     return 0
 
 

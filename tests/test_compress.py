@@ -396,7 +396,7 @@ def test_compress_shares_and_huffman_codes(trained, tmp_path):
                + -(-m.pointer_storage_bits // 8) for m in (SparseMatrix.encode(codes, b) for b in range(1, 9)))
     assert fc1["huffman_bytes"] == min(huff + 15, fc1["shared_bytes"])
     assert "Huffman-coded" in (tmp_path / "c" / "report.md").read_text()
-    for plot in ("bytes.png", "codebooks.png"):
+    for plot in ("bytes.png", "codebooks.png", "accuracy_vs_bits.png"):
         assert (tmp_path / "c" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", plot
     with pytest.raises(FxpError, match="give --share-bits too"):
         compress(trained, tmp_path / "d", PruneOptions(sparsity=0.5, huffman=True), progress=False)

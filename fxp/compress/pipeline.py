@@ -306,7 +306,14 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
                    "compressed_from": str(run), "compression": record["summary"]}
     if "float_baseline" in metrics:
         new_metrics["float_baseline"] = metrics["float_baseline"]
-    from fxp.plots import accuracy_vs_sparsity, bytes_per_stage, codebooks, layer_bars, weight_histograms_before_after
+    from fxp.plots import (
+        accuracy_vs_bits,
+        accuracy_vs_sparsity,
+        bytes_per_stage,
+        codebooks,
+        layer_bars,
+        weight_histograms_before_after,
+    )
 
     save_checkpoint(out / "checkpoint.pt", model, cfg, recipe)
     if shared:
@@ -322,6 +329,9 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
                                                       if k in record["summary"]}))
     if shared:
         write_atomic(out / "codebooks.png", codebooks(unshared, {n: s.codebook for n, s in shared.items()}))
+        write_atomic(out / "accuracy_vs_bits.png", accuracy_vs_bits(
+            {"this compression": _bits_and_accuracy(record["summary"], steps)},
+            (metrics.get("float_baseline") or {}).get("test_accuracy"), "stored bits per weight"))
     write_atomic(out / "report.json", json.dumps(record, indent=2) + "\n")
     write_atomic(out / "report.md", render("compress_report.md.j2", **record))
     write_atomic(out / "metrics.json", json.dumps(new_metrics, indent=2) + "\n")  # last: marks the run complete
@@ -352,6 +362,19 @@ def _share(model, data, cfg, recipe, opts, steps, history, progress) -> tuple[di
                       "test_accuracy": hist[-1]["test_accuracy"]})
     sharer.remove()
     return sharer.shared, bits, unshared
+
+
+def _bits_and_accuracy(summary: dict, steps: list[dict]) -> list[tuple[float, float]]:
+    """(stored bits per weight, test accuracy) after each stage: the reference dense, the pruned model as
+    sparse rows, shared, and (the same weights) Huffman-coded."""
+    per_weight = 8 / summary["weights"]
+    shared_at = next(i for i, s in enumerate(steps) if s["step"].startswith("weights shared"))
+    points = [(summary["dense_bytes"] * per_weight, steps[0]["test_accuracy"]),
+              (summary["sparse_bytes"] * per_weight, steps[shared_at - 1]["test_accuracy"]),
+              (summary["shared_bytes"] * per_weight, steps[-1]["test_accuracy"])]
+    if "huffman_bytes" in summary:
+        points.append((summary["huffman_bytes"] * per_weight, steps[-1]["test_accuracy"]))
+    return points
 
 
 def _add_gates(model):
