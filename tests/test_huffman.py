@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 import zipfile
@@ -10,6 +9,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from npz_files import assert_each_refused, npy, npz
 
 from fxp.compress.huffman import MAX_CODE_LENGTH, HuffmanCode, HuffmanStream
 from fxp.errors import FxpError
@@ -205,18 +205,6 @@ def test_stream_save_load_round_trip(tmp_path):
         assert again.read_bytes() == path.read_bytes()
 
 
-def _npz(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def _npy(array) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
 def test_load_refuses_corrupt_truncated_and_foreign_files(tmp_path):
     symbols = np.array([0, 1, 0, 2, 0, 3, 1, 0, 0] * 5)
     stream = HuffmanStream.encode(symbols)
@@ -232,24 +220,18 @@ def test_load_refuses_corrupt_truncated_and_foreign_files(tmp_path):
         "truncated file": raw[:-40],
         "flipped byte": bytes(flipped),
         "text": b"not an archive\n",
-        "foreign": _npz(weights=np.ones(3)),
-        "single array": _npy(np.ones(3)),
-        "not a code": _npz(**{**members, "lengths": np.array([1, 1, 3, 3], np.uint8)}),
-        "too few bits": _npz(**{**members, "n_bits": np.array(stream.n_bits - 8)}),
-        "bits not used": _npz(**{**members, "n_bits": np.array(stream.n_bits + 1)}),
-        "stream cut": _npz(**{**members, "data": members["data"][:3], "n_bits": np.array(24)}),
-        "more symbols": _npz(**{**members, "n_symbols": np.array(stream.n_symbols + 3)}),
-        "falling symbols": _npz(**{**members, "symbols": np.array([0, 2, 1, 3])}),
-        "float lengths": _npz(**{**members, "lengths": np.array([1.0, 2, 3, 3])}),
-        "object data": _npz(**{**members, "data": np.array([1, "a", None], object)}),
+        "foreign": npz(weights=np.ones(3)),
+        "single array": npy(np.ones(3)),
+        "not a code": npz(**{**members, "lengths": np.array([1, 1, 3, 3], np.uint8)}),
+        "too few bits": npz(**{**members, "n_bits": np.array(stream.n_bits - 8)}),
+        "bits not used": npz(**{**members, "n_bits": np.array(stream.n_bits + 1)}),
+        "stream cut": npz(**{**members, "data": members["data"][:3], "n_bits": np.array(24)}),
+        "more symbols": npz(**{**members, "n_symbols": np.array(stream.n_symbols + 3)}),
+        "falling symbols": npz(**{**members, "symbols": np.array([0, 2, 1, 3])}),
+        "float lengths": npz(**{**members, "lengths": np.array([1.0, 2, 3, 3])}),
+        "object data": npz(**{**members, "data": np.array([1, "a", None], object)}),
     }
-    for name, data in cases.items():
-        path = tmp_path / f"{name.replace(' ', '_')}.npz"
-        path.write_bytes(data)
-        with pytest.raises(FxpError) as e:
-            HuffmanStream.load(path)
-        msg = str(e.value)
-        assert str(path) in msg and "\n" not in msg and "is not a Huffman stream written by fxp" in msg, (name, msg)
+    assert_each_refused(HuffmanStream.load, cases, tmp_path, "is not a Huffman stream written by fxp")
     with pytest.raises(FxpError, match="cannot be opened"):
         HuffmanStream.load(tmp_path / "missing.npz")
     assert zipfile.is_zipfile(good) and np.array_equal(HuffmanStream.load(good).decode(), symbols)

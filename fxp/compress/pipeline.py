@@ -44,6 +44,7 @@ from fxp.compress.prune import (
     threshold_masks,
 )
 from fxp.compress.prune import sparsity as model_sparsity
+from fxp.compress.sharing import INITS_1D as SHARE_INITS
 from fxp.compress.sharing import MAX_SHARE_BITS, Sharer, share_weights
 from fxp.compress.storage import layer_storage
 from fxp.compress.tsrelu import gated, with_tsrelu
@@ -70,7 +71,6 @@ RETRAIN_EPOCHS = Bounds(0, 100_000, whole=True)
 NEURON_THRESHOLD = Bounds(0, 1e3)
 GATE_EPOCHS = Bounds(1, 100_000, whole=True)
 SHARE_BITS = Bounds(1, MAX_SHARE_BITS, whole=True)
-SHARE_INITS = ("linear", "density", "random")
 
 
 @dataclass

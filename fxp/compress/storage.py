@@ -50,12 +50,13 @@ def _huffman_bytes(symbols: np.ndarray) -> int:
     return HuffmanCode.fit(symbols).nbytes(symbols) if symbols.size else 0
 
 
-def huffman_rows(coded: np.ndarray) -> tuple[SparseMatrix, int]:
-    """The sparse rows of ``coded`` whose Huffman-coded codes and gaps (with the row pointers) take the
-    fewest bytes over the gap-code widths, and those bytes."""
+def huffman_rows(coded: np.ndarray, encodings: list[SparseMatrix] | None = None) -> tuple[SparseMatrix, int]:
+    """The sparse rows of ``coded`` (of ``encodings``, its encodings at each gap-code width, where given)
+    whose Huffman-coded codes and gaps (with the row pointers) take the fewest bytes, and those bytes."""
     def size(m: SparseMatrix) -> int:
         return _huffman_bytes(m.values) + _huffman_bytes(m.gaps) + math.ceil(m.pointer_storage_bits / 8)
-    return min(((m, size(m)) for m in (SparseMatrix.encode(coded, b) for b in INDEX_BITS)), key=lambda x: x[1])
+    encodings = encodings or [SparseMatrix.encode(coded, b) for b in INDEX_BITS]
+    return min(((m, size(m)) for m in encodings), key=lambda x: x[1])
 
 
 def layer_storage(weight: torch.Tensor, value_bits: int, shared=None, share_bits: int | None = None) -> dict:
@@ -73,9 +74,9 @@ def layer_storage(weight: torch.Tensor, value_bits: int, shared=None, share_bits
     book = math.ceil(shared.k * value_bits / 8)
     coded, sparse = codes(weight, shared)
     if sparse:
-        by_codes = _best_csr(coded, share_bits)
-        huffman = huffman_rows(coded)[1]
-        shared_bytes = by_codes.nbytes(share_bits) + book
+        encodings = [SparseMatrix.encode(coded, b) for b in INDEX_BITS]  # once, for both stages
+        shared_bytes = min(m.nbytes(share_bits) for m in encodings) + book
+        huffman = huffman_rows(coded, encodings)[1]
     else:
         shared_bytes = math.ceil(coded.size * share_bits / 8) + book
         huffman = _huffman_bytes(coded.ravel())
