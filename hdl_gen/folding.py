@@ -30,6 +30,7 @@ class Layer:
     mh: int
     weight_bits: int  # bits of one weight as the unit stores it
     windows: int = 1  # input vectors per frame: 1, or a convolution's output positions
+    table_entries: int = 0  # the weights' codebook, where the unit stores indices into one
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class LayerFold:
         from hdl_gen.engines import engine
 
         layer = self.layer
-        return engine(layer.kind).estimate(layer.mw, layer.mh, self.pe, self.simd, layer.weight_bits)
+        table = {"table_entries": layer.table_entries} if layer.table_entries else {}
+        return engine(layer.kind).estimate(layer.mw, layer.mh, self.pe, self.simd, layer.weight_bits, **table)
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ oscillator or, with ``clock_hz``, a PLL's (:mod:`hdl_gen.pll`). Everything is ch
     from hdl_gen.verilog import emit
 
     model = fxpm.load(model_path)
-    stages, layers, fixed = plan(model)
+    stages, layers, fixed = plan(model, options)
     # a first layer that reads windows takes whole pixels: one (C-channel) pixel a transfer
     per_word = stages[0].channels if stages[0].op.window is not None else None
     pixels = int(np.prod(model.spec["input"]["shape"]))

@@ -10,12 +10,17 @@ format's width (lane ``k`` at bits ``k·IW ..``, read as signed or unsigned as t
 carries ``PE`` lanes of the output format's width, signed or unsigned likewise. The products and the
 requantization multiply are plain ``*``: Yosys maps them onto DSPs. A layer with thresholds instead of
 requantization (BatchNorm and sign folded) outputs the bits ``acc + bias >= threshold``, one-bit lanes.
+
+With ``codebook`` the weight memory holds, for each weight, its index into the layer's table of distinct
+weights, and each product looks its weight up in a copy of that table (constant logic beside the
+multiplier): a layer of k-means shared weights (``fxp compress --share-bits B``) has at most ``2**B``
+distinct values, so ``B`` bits a weight are stored instead of the format's width.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Const, Module, Mux, Shape, Signal, Value, signed
+from amaranth import Array, Const, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,7 +28,7 @@ from fxp.errors import FxpError
 from fxp.format import Format
 from hdl_gen.adders import accumulate, adder_trees, tree_cuts
 from hdl_gen.memories import READ_LATENCY, align_to_read, check_capacity, pack, read_rom, rom
-from hdl_gen.options import PIPELINE, WEIGHTS_IN, refused_quietly
+from hdl_gen.options import CODEBOOK, PIPELINE, WEIGHTS_IN, refused_quietly
 from hdl_gen.pipeline import Slice, pipelined, register_slice
 from hdl_gen.schedule import check_folding, fold_unit
 
@@ -36,6 +41,29 @@ def _lane_format(text, what: str) -> Format:
         raise FxpError(f"the {what} format {fmt} is wider than the {MAX_BITS} bits the MAC unit takes "
                        "(and the integer model description allows)")
     return fmt
+
+
+def stored_weights(weights, weight_zero_point, fmt: Format, codebook: bool = False):
+    """What the weight memory of a unit holds for the weights ``weights`` (``MH x MW`` integers of the format
+    ``fmt``) less their per-output zero points (None: none): the words (the values ``w - wz``, or with
+    ``codebook`` their indices into the table of distinct values), the bits of one word, the bits of one
+    value, and the table (None where values are stored).
+
+    A value takes the format's width when the format is signed and there are no zero points, else one bit
+    more (the difference of two values of the format, signed: ``u8`` or ``s8`` less a zero point). An index
+    takes ``ceil(log2(table size))`` bits, at least 1; a codebook is used only where that is fewer bits
+    than the value's, since the table costs logic beside every product.
+    """
+    w = np.asarray(weights, dtype=np.int64)
+    wz = np.zeros(w.shape[0], np.int64) if weight_zero_point is None else np.asarray(weight_zero_point, np.int64)
+    values = w - wz[:, None]
+    value_bits = fmt.word_bits + (0 if fmt.signed and not wz.any() else 1)
+    if codebook:
+        table = np.unique(values)
+        index_bits = max(1, (len(table) - 1).bit_length())
+        if index_bits < value_bits:
+            return np.searchsorted(table, values), index_bits, value_bits, table
+    return values, value_bits, value_bits, None
 
 
 class MacUnit(wiring.Component):
@@ -56,6 +84,7 @@ class MacUnit(wiring.Component):
     pipeline: registers after the products (the DSPs' output registers), every ``tree_every``
         levels of the adder tree, and between the requantization steps (bias add, multiply,
         round-shift-clamp), for Fmax. Results are identical; only the latency grows.
+    codebook: store indices into the layer's table of distinct weights (see :func:`stored_weights`).
 
     Members
     -------
@@ -66,19 +95,21 @@ class MacUnit(wiring.Component):
     in_lane_width, in_lane_signed, out_lane_width, out_lane_signed: the lanes of ``i`` and ``o``
         (``IW``, ``OW``: the input and output formats' word widths).
     accumulator_bits: the width of each output's running sum (``acc_bits``).
+    stored_bits: the bits of one weight in the weight memory (an index with ``codebook``, else a value).
+    table: the distinct weights the indices select (None: the memory holds the values).
     latency: clock edges from the one that accepts an input to the one that raises its first output
         (no stalls): SF plus the pipeline stages.
     """
 
     kind = "mac"
-    OPTIONS = (PIPELINE, WEIGHTS_IN)
+    OPTIONS = (PIPELINE, WEIGHTS_IN, CODEBOOK)
     tree_every = 2
 
     @refused_quietly
     def __init__(self, weights, bias, multiplier, shift, *, in_format="s8.0", weight_format="s8.0",
                  input_zero_point=0, weight_zero_point=None, output_zero_point=0, relu=False, out_format="s8.0",
                  acc_bits=32, pe=1, simd=1, weights_in: str = "logic", pipeline: bool = False,
-                 threshold=None) -> None:
+                 codebook: bool = False, threshold=None) -> None:
         w = np.asarray(weights, dtype=np.int64)
         if w.ndim != 2:
             raise FxpError(f"weights must be a matrix (MH, MW), got shape {w.shape}")
@@ -99,8 +130,9 @@ class MacUnit(wiring.Component):
         for name, v, fmt in (("input zero point", self.xz, self.in_fmt), ("output zero point", self.oz, self.out_fmt)):
             if not fmt.raw_min <= v <= fmt.raw_max:
                 raise FxpError(f"the {name} {v} is outside the format {fmt}")
-        self.wadj = w - wz[:, None]  # (w - wz) of two values of the weight format: one bit wider, signed
-        self.w_bits = self.w_fmt.word_bits + 1
+        CODEBOOK.check(codebook)
+        self.codebook = codebook
+        self.words, self.stored_bits, self.w_bits, self.table = stored_weights(w, wz, self.w_fmt, codebook)
         self.bias = np.zeros(self.mh, np.int64) if bias is None else np.asarray(bias, np.int64)
         self.mult, self.shift = np.asarray(multiplier, np.int64), np.asarray(shift, np.int64)
         self.in_lane_width, self.in_lane_signed = self.in_fmt.word_bits, self.in_fmt.signed
@@ -127,13 +159,25 @@ class MacUnit(wiring.Component):
         super().__init__({"i": In(stream.Signature(in_lanes)), "o": Out(stream.Signature(out_lanes))})
 
     @staticmethod
-    def estimate(mw: int, mh: int, pe: int, simd: int, weight_bits: int = 9) -> dict:
+    def estimate(mw: int, mh: int, pe: int, simd: int, weight_bits: int = 8, table_entries: int = 0) -> dict:
         """Rough cost of a unit of this shape, for folding tables: one DSP per product, about 30 LUT4 per
         lane for the accumulator and requantization (bench/bench_hw.py, docs/benchmarks.md); the input
-        vector and each lane's accumulator in flip-flops; weights stored where folded."""
+        vector and each lane's accumulator in flip-flops; weights stored where folded. A codebook of
+        ``table_entries`` values adds a lookup per product: about 8 value bits, each a function of the
+        index, one LUT4 per 16 entries."""
         folded = (mh // pe) * (mw // simd) > 1
-        return {"lut4": 30 * pe, "ff": 8 * mw + 40 * pe, "dsp": pe * simd,
+        lookup = pe * simd * 8 * -(-table_entries // 16)
+        return {"lut4": 30 * pe + lookup, "ff": 8 * mw + 40 * pe, "dsp": pe * simd,
                 "weight_bits": mw * mh * weight_bits if folded else 0}
+
+    @staticmethod
+    def weight_storage(op, codebook: bool = False, **_) -> tuple[int, int]:
+        """The bits of one stored weight of ``op`` and the entries of its table (0: values stored), for
+        folding (see :func:`stored_weights`); the unit's other options do not change them."""
+        w = op.array("weights")
+        _, bits, _, table = stored_weights(w.reshape(w.shape[0], -1), op.array("weight_zero_point"),
+                                           op.weight_format, codebook)
+        return bits, 0 if table is None else len(table)
 
     @staticmethod
     def random_layer(mw: int, mh: int, seed: int):
@@ -180,19 +224,24 @@ class MacUnit(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         pe, simd, acc_w = self.pe, self.simd, self.acc_bits
-        iw, wb = self.in_lane_width, self.w_bits
+        iw, sb = self.in_lane_width, self.stored_bits
         issued, output = fold_unit(m, self)
         en = issued.en
-        words = [pack([self.wadj[n * pe + p, s * simd + j] for p in range(pe) for j in range(simd)], wb)
+        words = [pack([self.words[n * pe + p, s * simd + j] for p in range(pe) for j in range(simd)], sb)
                  for n in range(self.nf) for s in range(self.sf)]
-        w = read_rom(m, "wrom", wb * pe * simd, words, issued.addr, en, self.weights_in)
+        w = read_rom(m, "wrom", sb * pe * simd, words, issued.addr, en, self.weights_in)
+        table = None
+        if self.table is not None:  # padded to every index (the last value again): a full decode, no latch
+            padded = self.table.tolist() + [int(self.table[-1])] * ((1 << sb) - len(self.table))
+            table = Array(Const(v, signed(self.w_bits)) for v in padded)
         slice_, (x,) = align_to_read(m, en, issued.slice, [issued.x], self.weights_in)
         products = []
         for p in range(pe):
             for j in range(simd):
                 lane = x[iw * j : iw * (j + 1)]
                 xj = (lane.as_signed() if self.in_lane_signed else lane.as_unsigned()) - self.xz
-                wj = w[wb * (p * simd + j) : wb * (p * simd + j + 1)].as_signed()
+                stored = w[sb * (p * simd + j) : sb * (p * simd + j + 1)]
+                wj = stored.as_signed() if table is None else table[stored]
                 products.append(xj * wj)
         if self.pipeline:  # the DSPs' output registers
             slice_, products = register_slice(m, en, "product", slice_, products)

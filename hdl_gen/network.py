@@ -64,10 +64,11 @@ def _window_order(channels: int, kernel: int) -> np.ndarray:
     return (c * kernel * kernel + u * kernel + v).reshape(-1)
 
 
-def plan(model) -> tuple[list[Stage], list[Layer], list[tuple[str, int]]]:
-    """The stages of an accelerator of ``model``, its compute layers for folding, and the fixed-rate stages
-    (sliding windows: one padded pixel a cycle) with their cycles per frame; or an error naming the first
-    layer that cannot be built and what can."""
+def plan(model, options: dict | None = None) -> tuple[list[Stage], list[Layer], list[tuple[str, int]]]:
+    """The stages of an accelerator of ``model``, its compute layers for folding (their weights stored as
+    the engines store them with the unit ``options``), and the fixed-rate stages (sliding windows: one
+    padded pixel a cycle) with their cycles per frame; or an error naming the first layer that cannot be
+    built and what can."""
     shape = tuple(model.spec["input"]["shape"])
     stages, layers, fixed = [], [], []
     reorder = None  # pending: the (C, H, W) a flatten turned into the (H, W, C) stream
@@ -88,8 +89,7 @@ def plan(model) -> tuple[list[Stage], list[Layer], list[tuple[str, int]]]:
                                 _window_order(c, kernel) if op.engine is not None else None, h * w))
             fixed.append((f"{op.name} window", (h + 2 * pad) * (w + 2 * pad)))
             if op.engine is not None:
-                layers.append(Layer(op.name, op.engine, kernel * kernel * c, op.out_shape[0], _weight_bits(op),
-                                    op.out_shape[1] * op.out_shape[2]))
+                layers.append(_layer(op, kernel * kernel * c, options, op.out_shape[1] * op.out_shape[2]))
             shape = op.out_shape
             continue
         if op.engine not in ENGINES:
@@ -97,7 +97,7 @@ def plan(model) -> tuple[list[Stage], list[Layer], list[tuple[str, int]]]:
         if len(shape) != 1:
             raise FxpError(f"layer {op.name} takes {list(shape)} input; add a flatten layer before it")
         stages.append(Stage(op, columns=reorder))
-        layers.append(Layer(op.name, op.engine, shape[0], op.out_shape[0], _weight_bits(op), 1))
+        layers.append(_layer(op, shape[0], options))
         reorder, shape = None, op.out_shape
     if not layers:
         raise FxpError("the model has no compute layer for an engine to build")
@@ -106,13 +106,15 @@ def plan(model) -> tuple[list[Stage], list[Layer], list[tuple[str, int]]]:
     return stages, layers, fixed
 
 
-def compute_layers(model) -> list[Layer]:
+def compute_layers(model, options: dict | None = None) -> list[Layer]:
     """The compute layers of ``model`` as folding sees them (see :func:`plan`)."""
-    return plan(model)[1]
+    return plan(model, options)[1]
 
 
-def _weight_bits(op) -> int:
-    return op.weight_format.word_bits + 1 if "weight_format" in type(op).fields else 1  # as the unit stores it
+def _layer(op, fan_in: int, options: dict | None, windows: int = 1) -> Layer:
+    """``op`` as folding sees it, its weights stored as its engine stores them with ``options``."""
+    bits, table = engine(op.engine).weight_storage(op, **(options or {}))
+    return Layer(op.name, op.engine, fan_in, op.out_shape[0], bits, windows, table)
 
 
 def _what_builds() -> str:
@@ -155,7 +157,7 @@ class Network(wiring.Component):
     """
 
     def __init__(self, model, folding: Folding, levels: int, options: dict | None = None) -> None:
-        self.stages, layers, _ = plan(model)
+        self.stages, layers, _ = plan(model, options)
         if [f.name for f in folding.layers] != [layer.name for layer in layers]:
             raise FxpError("the folding does not match the model's compute layers; fold this model")
         if not isinstance(levels, int) or levels < 1:

@@ -366,6 +366,11 @@ class XnorPopcountUnit(wiring.Component):
                 "weight_bits": mw * mh * weight_bits if folded else 0}
 
     @staticmethod
+    def weight_storage(op, **_) -> tuple[int, int]:
+        """The bits of one stored weight of ``op`` (a bit) and the entries of its table (none), for folding."""
+        return 1, 0
+
+    @staticmethod
     def random_layer(mw: int, mh: int, seed: int):
         """A random one-layer description this unit builds: binary_dense with thresholds in 0..MW+1."""
         from fxp import fxpm

@@ -125,7 +125,7 @@ def _amaranth(folder: Path, sidecar: dict, model: Model, in_words: list[int], n:
     from hdl_gen.network import Network, plan
     from sim.amaranth_runner import run_stream
 
-    _, layers, fixed = plan(model)
+    _, layers, fixed = plan(model, sidecar.get("options"))
     folding = from_sidecar(sidecar, layers, fixed)
     net = Network(model, folding, sidecar["levels"], sidecar.get("options"))
     cycles = (len(in_words) + n * (sidecar["cycles_per_frame"] + 8)) * 4 + 500

@@ -74,17 +74,22 @@ def test_a_wrong_bias_is_caught():
 
 @pytest.mark.parametrize("simulator", ["icarus", "verilator"])
 def test_mac_unit_on_verilog_simulators_and_lint(tmp_path, simulator):
+    model = dense_model(9, 8, 4, True, False, True)
+    verilog_matches_golden(tmp_path, model, MacUnit.from_layer(model, "fc", pe=2, simd=4), simulator)
+
+
+def verilog_matches_golden(tmp_path, model, dut, simulator):
+    """``dut`` (PE = 2) emitted as Verilog: linted, and bit-exact against the golden model on ``simulator``."""
     from hdl_gen.verilog import emit
     from sim.cocotb_runner import run_stream_test
     from sim.tools import lint
 
-    model = dense_model(9, 8, 4, True, False, True)
-    dut = MacUnit.from_layer(model, "fc", pe=2, simd=4)
-    x = np.random.default_rng(3).integers(-128, 128, (16, 8))
+    x = np.random.default_rng(3).integers(-128, 128, (16, dut.mw))
     x[0], x[1] = -128, 127
     want = golden.run(model, x.astype(np.float64))[-1]
     words_in = [sum((int(v) & 0xFF) << (8 * k) for k, v in enumerate(row)) for row in x]
-    words_out = [sum((int(v) & 0xFF) << (8 * p) for p, v in enumerate(row[n * 2 : n * 2 + 2])) for row in want for n in range(2)]
+    words_out = [sum((int(v) & 0xFF) << (8 * p) for p, v in enumerate(row[n * 2 : n * 2 + 2]))
+                 for row in want for n in range(dut.mh // 2)]
     verilog = emit(dut, "mac_unit")
     (tmp_path / "mac_unit.v").write_text(verilog)
     rc, messages = lint(tmp_path / "mac_unit.v", "mac_unit")
@@ -108,3 +113,67 @@ def test_pipelined_and_bram_mac_matches_golden(mw, mh, pe, simd, pow2, options):
     got = simulate(dut, np.array([[(int(v) >> b) & 1 for v in row for b in range(8)] for row in x]), seed=pe)
     assert np.array_equal(np.where(got >= 128, got - 256, got), want)
     assert first_output_cycle(MacUnit.from_layer(model, "fc", pe=pe, simd=simd, **options), 7) == dut.latency
+
+
+def shared_model(seed, mw, mh, zero_points, pow2, values=(-128, -37, 0, 5, 90, 127)):
+    """A dense layer whose weights take only ``values`` (a k-means shared layer after export)."""
+    model = dense_model(seed, mw, mh, zero_points, pow2, True)
+    rng = np.random.default_rng(seed)
+    model.arrays["w"] = np.asarray(values, np.int8)[rng.integers(0, len(values), (mh, mw))]
+    return model
+
+
+def simulate_signed(dut, x, seed=0):
+    got = simulate(dut, np.array([[(int(v) >> b) & 1 for v in row for b in range(8)] for row in x]), seed=seed)
+    return np.where(got >= 128, got - 256, got)
+
+
+@pytest.mark.parametrize("options", [{}, dict(weights_in="bram", pipeline=True)],
+                         ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "logic")
+@pytest.mark.parametrize("mw,mh,pe,simd,zp", [(8, 4, 1, 1, False), (12, 6, 2, 3, True), (8, 4, 4, 8, False)])
+def test_codebook_mac_matches_golden(mw, mh, pe, simd, zp, options):
+    from test_hdl_xnor import first_output_cycle
+
+    model = shared_model(mw * 7 + mh, mw, mh, zp, pow2=not zp)
+    dut = MacUnit.from_layer(model, "fc", pe=pe, simd=simd, codebook=True, **options)
+    w = model.arrays["w"].astype(np.int64)
+    distinct = np.unique(w - (model.arrays["wz"][:, None] if zp else 0))
+    # six values: 3-bit indices; less per-output zero points, up to 6 x 6 differences
+    assert dut.table.tolist() == distinct.tolist() and dut.stored_bits == max(1, (len(distinct) - 1).bit_length())
+    assert dut.stored_bits < dut.w_bits
+    x = np.random.default_rng(4).integers(-128, 128, (10, mw))
+    x[0], x[1] = -128, 127
+    want = golden.run(model, x.astype(np.float64))[-1]
+    assert np.array_equal(simulate_signed(dut, x, seed=pe), want)
+    assert first_output_cycle(MacUnit.from_layer(model, "fc", pe=pe, simd=simd, codebook=True, **options), 7) == dut.latency
+
+
+def test_a_wrong_codebook_is_caught():
+    model = shared_model(11, 8, 4, False, True)
+    x = np.random.default_rng(5).integers(-128, 128, (6, 8))
+    want = golden.run(model, x.astype(np.float64))[-1]
+    dut = MacUnit.from_layer(model, "fc", pe=2, simd=4, codebook=True)
+    dut.table = dut.table.copy()
+    dut.table[[1, 2]] = dut.table[[2, 1]]  # two entries swapped: the indices now select the wrong weights
+    assert not np.array_equal(simulate_signed(dut, x), want)
+
+
+@pytest.mark.parametrize("zp,bits", [(False, 8), (True, 9)])
+def test_codebook_kept_only_where_it_saves_bits(zp, bits):
+    """Every int8 weight in each row: 8-bit indices (more than 256 differences with zero points, 9 bits), no
+    fewer than the values take: the layer keeps its values."""
+    model = dense_model(3, 256, 4, zp, True, True)
+    model.arrays["w"] = np.tile(np.arange(-128, 128, dtype=np.int8), (4, 1))
+    dut = MacUnit.from_layer(model, "fc", pe=1, simd=1, codebook=True)
+    assert dut.table is None and dut.stored_bits == dut.w_bits == bits
+    assert MacUnit.weight_storage(model.op("fc"), codebook=True) == (bits, 0)
+    shared = shared_model(3, 256, 4, zp, True)
+    assert MacUnit.weight_storage(shared.op("fc"), codebook=True)[0] < MacUnit.weight_storage(shared.op("fc"))[0]
+
+
+def test_codebook_mac_in_verilator(tmp_path):
+    """The table lookup as emitted Verilog: linted (a full case), and bit-exact on Verilator."""
+    model = shared_model(9, 8, 4, True, False)
+    dut = MacUnit.from_layer(model, "fc", pe=2, simd=4, codebook=True, weights_in="bram")
+    assert dut.table is not None
+    verilog_matches_golden(tmp_path, model, dut, "verilator")
