@@ -232,13 +232,19 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                         weight_decay=args.weight_decay, neuron_threshold=args.neurons, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
                         share_bits=args.share_bits, share_init=args.share_init, share_epochs=args.share_epochs,
                         huffman=args.huffman, architecture=args.architecture, tsrelu=args.tsrelu, gate_l1=args.gate_l1, depth_l1=args.depth_l1,
-                        gate_epochs=args.gate_epochs)
+                        gate_epochs=args.gate_epochs, uniform_bits=args.uniform, uniform_scheme=args.uniform_scheme,
+                        uniform_per_channel=not args.uniform_per_tensor, range_reg=args.range_reg)
     rec = compress(args.run, args.out, opts, progress=not args.quiet, force=args.force)
     s = rec["summary"]
     print(f"{rec['model']} on {rec['dataset']}: {s['weights_kept']:,} of {s['weights']:,} weights kept "
           f"({s['compression_rate']:.1f}x), accuracy {100 * s['accuracy']:.2f} % (reference "
           f"{100 * s['reference_accuracy']:.2f} %), weights {s['final_bytes']:,} B against {s['dense_bytes']:,} B "
           f"dense ({s['size_rate_float32']:.1f}x below the float32 network)")
+    if "uniform" in rec:
+        u = rec["uniform"]
+        print(f"uniform {u['bits']}-bit {u['scheme']}: accuracy {100 * u['accuracy_before']:.2f} % before, "
+              f"{100 * u['accuracy_quantized']:.2f} % on the grid without retraining, {100 * u['accuracy_after']:.2f} % "
+              "after")
     print(f"wrote {args.out}/checkpoint.pt, metrics.json, report.md, report.json, params.png, weights.png, "
           "accuracy_vs_sparsity.png, bytes.png" + (", codebooks.png, accuracy_vs_bits.png, weights.fxpz" if args.share_bits else ""))
     return 0
@@ -650,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c.add_argument("--lr", type=_within(LR), default=None,
                    help="retraining learning rate (default: a tenth of the run's)")
-    from fxp.train import WEIGHT_DECAY
+    from fxp.train import REGULARIZER, WEIGHT_DECAY
 
     c.add_argument("--weight-decay", type=_within(WEIGHT_DECAY), default=None,
                    help="L2 weight decay while retraining and learning gates (default: the run's)")
@@ -672,6 +678,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "off and merge the linear layers left adjacent")
     c.add_argument("--gate-epochs", type=_within(pipeline.GATE_EPOCHS), default=3,
                    help="with --tsrelu/--gate-l1/--depth-l1: epochs of learning the gates on the trained run before reading them")
+    c.add_argument("--uniform", type=_within(pipeline.UNIFORM_BITS), default=None, metavar="BITS",
+                   help="quantization-aware retraining (--retrain-epochs) with every weight on a BITS-bit uniform grid "
+                        "(fxp/compress/uniform.py; a float run): the checkpoint keeps the grid values, which fxp "
+                        "export --scales per-channel stores as BITS-bit codes")
+    c.add_argument("--uniform-scheme", default="affine", choices=pipeline.UNIFORM_SCHEMES,
+                   help="with --uniform: affine (the channel's [min, max] with a zero point) or symmetric "
+                        "(max|w| / (2**(BITS-1) - 1), no zero point)")
+    c.add_argument("--uniform-per-tensor", action="store_true",
+                   help="with --uniform: one scale and zero point per layer instead of per output channel")
+    c.add_argument("--range-reg", type=_within(REGULARIZER), default=0.0,
+                   help="range regularizer while retraining: strength times the sum over output channels of "
+                        "(max - min)**2 of the weights")
     _add_regularizer_args(c)
     _force(c, "a run")
     _quiet(c)
@@ -693,8 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scales", default=None, choices=("pow2", "per-channel"),
                    help="pow2: the run's own fixed-point formats; per-channel: post-training int8 with "
                         "per-channel weights and multiplier+shift (default: pow2 unless the run is float)")
-    e.add_argument("--weights", default="symmetric", choices=("symmetric", "affine"),
-                   help="per-channel weight quantizer: symmetric, or affine with a zero point per channel")
+    e.add_argument("--weights", default=None, choices=("symmetric", "affine"),
+                   help="per-channel weight quantizer: symmetric, or affine with a zero point per channel (default: "
+                        "the scheme of a run of fxp compress --uniform, else symmetric)")
     e.add_argument("--dataset", default=None,
                    help="calibration data for per-channel scales (default: the run's dataset; not loaded for pow2)")
     e.add_argument("--calibrate", type=_int_in(1, 1 << 24), default=2000, help="calibration images (per-channel)")

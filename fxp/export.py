@@ -63,13 +63,14 @@ class FixedExport(Export):
 
 class PerChannelExport(Export):
     """Post-training int8: the float calibration activations ``x`` flowing into the next layer, their
-    scale, zero point and format, and the weight quantizer (``weights``: symmetric or affine)."""
+    scale, zero point and format, and the weight quantizer: ``weights`` (symmetric or affine) at ``bits``
+    (8, or a run of ``fxp compress --uniform``'s), per output channel or (``per_channel`` False) per tensor."""
 
     method, style = "export_per_channel", "per-channel"
 
-    def __init__(self, calib: torch.Tensor, weights: str) -> None:
+    def __init__(self, calib: torch.Tensor, weights: str, bits: int = 8, per_channel: bool = True) -> None:
         super().__init__()
-        self.x, self.weights = calib.double(), weights
+        self.x, self.weights, self.bits, self.per_channel = calib.double(), weights, bits, per_channel
         self.scale, self.zero_point, self.fmt = 1.0, 0, None
 
 
@@ -135,19 +136,23 @@ def export_fixed(model: nn.Sequential, name: str) -> tuple[dict, dict[str, np.nd
     return export_with(FixedExport(cfg), model, name)
 
 
-def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor,
-                       weights: str = "symmetric") -> tuple[dict, dict[str, np.ndarray]]:
+def export_per_channel(model: nn.Sequential, name: str, calib: torch.Tensor, weights: str = "symmetric",
+                       bits: int = 8, per_channel: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
     """Post-training int8 with per-channel weight scales and calibrated affine activations.
 
-    Weights, per output channel: ``symmetric`` (``scale = max|w| / 127``, no zero point) or
-    ``affine`` (``[min, max]`` onto -128..127 with a per-channel zero point, which spends all 256
-    levels on a lopsided channel at the cost of a subtraction per product). Activations: calibrated on
+    Weights, per output channel, quantized by :mod:`fxp.compress.uniform` (torch's observers and
+    ``quantize_per_channel``, float32): ``symmetric`` (``scale = max|w| / 127``, codes -127..127, no zero
+    point: uniform's narrow form) or ``affine`` (``[min, max]`` onto 0..255 with a per-channel zero point,
+    stored shifted by 128 as -128..127, which spends all 256 levels on a lopsided channel at the cost of a
+    subtraction per product). ``bits`` below 8 (a run of ``fxp compress --uniform``) stores ``bits``-bit
+    codes (affine ones shifted by ``2**(bits-1)``) and records the weight format ``s<bits>.0``;
+    ``per_channel`` False takes one scale and zero point for the layer. Activations: calibrated on
     ``calib`` from the float computation; after a ReLU the range [0, max] maps onto -128..127 with
     zero point -128 (affine), otherwise symmetric. Biases: int32 at ``input scale x weight scale``.
     Requantization: a 31-bit multiplier and a shift per channel (gemmlowp). The input keeps a
     power-of-two format chosen from the calibration data.
     """
-    return export_with(PerChannelExport(calib, weights), model, name)
+    return export_with(PerChannelExport(calib, weights, bits, per_channel), model, name)
 
 
 def _check_packed(path: Path, model: nn.Module) -> None:
@@ -168,8 +173,25 @@ SCALES = ("pow2", "per-channel")
 WEIGHTS = ("symmetric", "affine")
 
 
+def _uniform(run: Path) -> dict | None:
+    """What ``fxp compress --uniform`` recorded in the run's metrics.json (bits, scheme, per_channel), or None."""
+    import json
+
+    try:
+        u = json.loads((run / "metrics.json").read_text()).get("uniform")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    if u is None:
+        return None
+    if (not isinstance(u, dict) or u.get("scheme") not in WEIGHTS or not isinstance(u.get("per_channel"), bool)
+            or isinstance(u.get("bits"), bool) or u.get("bits") not in range(1, 9)):
+        raise FxpError(f"{run / 'metrics.json'} records uniform weights {u!r} that fxp compress does not write; "
+                       "compress the run again")
+    return u
+
+
 def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = None,
-           calibration: torch.Tensor | Callable[[], torch.Tensor] | None = None, weights: str = "symmetric",
+           calibration: torch.Tensor | Callable[[], torch.Tensor] | None = None, weights: str | None = None,
            force: bool = False) -> fxpm.Model:
     """``fxp export runs/NAME --out model.fxpm``: load the run's checkpoint, write the description.
 
@@ -177,9 +199,11 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
     ``per-channel`` quantizes post-training (any mode, float too) with per-channel weight scales and
     calibrated affine activations, which needs ``calibration`` inputs (a tensor, or a function that
     loads them: called only when the export needs them); ``weights`` (``symmetric`` or ``affine``)
-    picks its weight quantizer. Default: ``pow2`` for fixed-point runs, ``per-channel`` for float
-    runs. Binarized models export their thresholds. An existing description in ``out`` is replaced
-    only with ``force``.
+    picks its weight quantizer (default: symmetric). A run of ``fxp compress --uniform`` (its
+    metrics.json says so) exports per channel at its own bits and scheme: the codes are those of its
+    grid, and another ``weights`` is refused. Default: ``pow2`` for fixed-point runs, ``per-channel``
+    for float runs. Binarized models export their thresholds. An existing description in ``out`` is
+    replaced only with ``force``.
     """
     from fxp.resources import check_out_folder
     from fxp.train import load_checkpoint
@@ -192,8 +216,15 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
         raise FxpError(f"{src} holds no checkpoint.pt; give a run folder written by fxp train (or its checkpoint.pt)")
     if scales is not None and scales not in SCALES:
         raise FxpError(f"scales {scales!r} is not known; use {' or '.join(SCALES)}")
-    if weights not in WEIGHTS:
+    if weights is not None and weights not in WEIGHTS:
         raise FxpError(f"weights {weights!r} is not known; use {' or '.join(WEIGHTS)}")
+    uniform = _uniform(ck.parent)
+    if uniform is not None and weights not in (None, uniform["scheme"]):
+        raise FxpError(f"run {src} holds {uniform['bits']}-bit {uniform['scheme']} uniform weights (fxp compress "
+                       f"--uniform); export them with --weights {uniform['scheme']}, as {weights} codes would put "
+                       "them on another grid")
+    weights = weights or (uniform["scheme"] if uniform else "symmetric")
+    uniform = uniform or {"bits": 8, "per_channel": True}
     check_out_folder(out, force, "model.json", "an integer model description")
     model = load_checkpoint(ck)
     _check_packed(ck.parent / "weights.fxpz", model)
@@ -210,6 +241,6 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
             if calibration is None:
                 raise FxpError("per-channel export needs calibration data; give the dataset to calibrate on")
             calib = calibration() if callable(calibration) else calibration
-            spec, arrays = export_per_channel(model, name, calib, weights)
+            spec, arrays = export_per_channel(model, name, calib, weights, uniform["bits"], uniform["per_channel"])
     fxpm.save(out, spec, arrays)
     return fxpm.Model(spec, arrays)

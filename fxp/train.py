@@ -39,7 +39,7 @@ MAX_SEED = (1 << 32) - 1  # numpy and torch take any seed in 0..2**32-1
 SEED = Bounds(0, MAX_SEED, whole=True)
 OPTIMIZERS = ("sgd", "adam")
 REGULARIZER = Bounds(0, 10)  # a strength beyond 10 would drown the cross-entropy loss (about 2.3 at the start)
-REGULARIZERS = ("l1", "group_in", "group_out", "tsrelu", "gate_l1", "depth_l1", "binary")  # Recipe's fields, fxp.compress.regularizers' terms
+REGULARIZERS = ("l1", "group_in", "group_out", "tsrelu", "gate_l1", "depth_l1", "binary", "weight_range")  # Recipe's fields, fxp.compress.regularizers' terms
 
 
 @dataclass
@@ -69,6 +69,8 @@ class Recipe:
     # binarized models: W^2 (1 - W^2) on the latent weights, which then train as they are (no
     # straight-through estimator) and are rounded to ±1 at the end
     binary: float = 0.0
+    # uniform quantization (fxp compress --range-reg): each output channel's weight range (max - min)**2
+    weight_range: float = 0.0
 
     def __post_init__(self) -> None:
         EPOCHS.check("epochs", self.epochs)

@@ -15,7 +15,8 @@ from fxp.cli import build_parser, main
 HUGE = str(10**12)
 # Placeholders, replaced by paths in the scratch folder: FILE (a text file), EMPTY (an empty folder),
 # OTHER (a folder holding an unrelated file), NEW (a path that does not exist), RUN and RUN2 (runs of
-# fxp train of two different models), MODEL (an export of RUN), UNIT (a unit folder), REPORTED (a
+# fxp train of two different models), FLOAT (a float run), URUN (FLOAT compressed with --uniform 4), MODEL (an
+# export of RUN), UNIT (a unit folder), REPORTED (a
 # folder holding a report), SWEPT (a folder holding a sweep), MLP (a model TOML file).
 TRAINING = [  # options shared by train and sweep
     (["--model", "nosuch"], "neither a built-in"), (["--model", "FILE"], "not valid TOML"),
@@ -139,7 +140,20 @@ CASES = {
         (["--share-bits", "fc9=5"], "layer 'fc9' does not exist"), (["--huffman"], "give --share-bits too"),
         (["--share-init", "kmeans"], "invalid choice"), (["--share-epochs", "-1"], "outside"), (["--weight-decay", "-1"], "outside"),
         (["--out", "FILE"], "is a file"), (["--out", "RUN"], "is the run being compressed"),
-        (["--out", "RUN2"], "already holds a run"),
+        (["--out", "RUN2"], "already holds a run"), (["--uniform", "0"], "outside 1..8"), (["--uniform", "9"], "outside 1..8"),
+        (["--uniform", "x"], "not a whole number"), (["--uniform", "4.5"], "not a whole number"),
+        (["--uniform", "4", "--uniform-scheme", "narrow"], "invalid choice"), (["--range-reg", "-1"], "outside"),
+        (["--range-reg", "nan"], "outside"), (["--range-reg", "11"], "outside"),
+        (["--uniform", "4"], "fine-tunes a float run"), (["--uniform", "4", "--share-bits", "3"], "not both"),
+        (["--uniform", "1", "--uniform-scheme", "symmetric"], "a symmetric 1-bit grid holds only 0"),
+    ]),
+    "compress-float": (["compress", "FLOAT", "--retrain-epochs", "0", "--quiet"], "--out", "NEW", [
+        (["--uniform-scheme", "symmetric"], "nothing to do"), (["--uniform", "0"], "outside 1..8"),
+        (["--uniform", "2", "--uniform-scheme", "symmetric", "--out", "URUN"], "already holds a run"),
+    ]),
+    "export-uniform": (["export", "URUN"], "--out", "NEW", [
+        (["--weights", "symmetric"], "holds 4-bit affine uniform weights"),
+        (["--scales", "pow2"], "affine weights need per-channel scales"),
     ]),
     "compress-run": (["compress"], "--out", "NEW", [
         (["NEW", "--prune", "0.5"], "does not exist"), (["FILE", "--prune", "0.5"], "is a file, not a run folder"),
@@ -161,6 +175,9 @@ def scratch(tmp_path_factory):
     quick = ["--epochs", "1", "--limit-train", "100", "--quiet"]
     assert main(["train", *quick, "--out", str(root / "RUN")]) == 0
     assert main(["train", *quick, "--model", str(root / "MLP.toml"), "--out", str(root / "RUN2")]) == 0
+    assert main(["train", *quick, "--mode", "float", "--out", str(root / "FLOAT")]) == 0
+    assert main(["compress", str(root / "FLOAT"), "--uniform", "4", "--retrain-epochs", "0", "--quiet",
+                 "--out", str(root / "URUN")]) == 0
     assert main(["export", str(root / "RUN"), "--out", str(root / "MODEL")]) == 0
     assert main(["gen", "unit", "xnor", "--mw", "8", "--mh", "4", "--out", str(root / "UNIT")]) == 0
     for name, marker in (("REPORTED", "report.json"), ("SWEPT", "sweep.json")):
@@ -204,7 +221,7 @@ def test_bad_value_exits_2_with_one_line_and_writes_nothing(scratch, monkeypatch
     assert _snapshot(scratch) == before, "something was written"
 
 
-PLACEHOLDERS = {"FILE", "EMPTY", "OTHER", "NEW", "RUN", "RUN2", "MODEL", "UNIT", "REPORTED", "SWEPT"}
+PLACEHOLDERS = {"FILE", "EMPTY", "OTHER", "NEW", "RUN", "RUN2", "FLOAT", "URUN", "MODEL", "UNIT", "REPORTED", "SWEPT"}
 
 
 @pytest.mark.parametrize("argv", [["gen", "unit", "xnor", "--mw", "-64", "--mh", "4", "--out", "u"],

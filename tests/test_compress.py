@@ -480,3 +480,138 @@ def test_export_checks_the_compressed_weights_file(trained, tmp_path, capsys):
     (run / "weights.fxpz").write_bytes((other / "weights.fxpz").read_bytes())
     assert main(["export", str(run), "--out", str(tmp_path / "bad.fxpm")]) == 2
     assert "does not hold this checkpoint's weights" in capsys.readouterr().err
+
+
+# --- uniform quantization-aware training and the range regularizer --------------------------------------
+
+def test_weight_range_gradient_matches_its_formula():
+    """d/dw of sum_c (max(w_c, 0) - min(w_c, 0))**2: +2 R_c at the channel's largest weight, -2 R_c at its
+    smallest, 0 elsewhere; a channel with no negative weight has min 0 (the grid always holds 0)."""
+    model = build(SMALL_CNN, FxConfig(mode="float"), seed=0)
+    layers = prunable(model)
+    with torch.no_grad():
+        model.fc1.weight[3] = model.fc1.weight[3].abs() + 0.01  # all positive: its range is [0, max]
+    grads = torch.autograd.grad(regularizers.weight_range(model), [m.weight for m in layers.values()])
+    total = 0.0
+    for (n, m), g in zip(layers.items(), grads, strict=True):
+        rows = m.weight.detach().flatten(1)
+        hi, lo = rows.max(1), rows.min(1)
+        r = hi.values.clamp(min=0) - lo.values.clamp(max=0)
+        want = torch.zeros_like(rows)
+        idx = torch.arange(len(rows))
+        want[idx, hi.indices] += 2 * r * (hi.values > 0)
+        want[idx, lo.indices] -= 2 * r * (lo.values < 0)
+        torch.testing.assert_close(g.flatten(1), want, msg=n)
+        total += float((r**2).sum())
+    assert float(regularizers.weight_range(model).detach()) == pytest.approx(total, rel=1e-6)
+    assert not grads[2][3].lt(0).any() and grads[2][3].gt(0).sum() == 1
+
+
+@pytest.fixture(scope="module")
+def float_run(tmp_path_factory, digits):
+    run = tmp_path_factory.mktemp("uniform") / "float"
+    run_train("digits_mlp", digits, FxConfig(mode="float"), Recipe(epochs=3, batch_size=32), run, progress=False)
+    return run
+
+
+def test_uniform_qat_steps_the_master_weights_by_the_gradient_at_the_grid(digits):
+    """Straight-through: the gradient is taken at the weights on the grid, the step lands on the float master
+    weights, and the layers hold the master weights snapped again."""
+    from fxp.compress.uniform import UniformQAT, snap
+
+    model = build("digits_mlp", FxConfig(mode="float"), seed=0)
+    qat = UniformQAT(model, Pruner(model, kept(model)), 3, "affine")
+    master = {n: w.clone() for n, w in qat.master.items()}
+    for n, m in prunable(model).items():  # the forward pass sees the grid
+        assert torch.equal(m.weight.detach(), torch.from_numpy(snap(master[n], 3, symmetric=False, per_channel=True)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(digits.x_train[:64]), digits.y_train[:64])
+    loss.backward()
+    grads = {n: m.weight.grad.clone() for n, m in prunable(model).items()}
+    opt.step()
+    qat.after_step()
+    for n, m in prunable(model).items():
+        torch.testing.assert_close(qat.master[n], master[n] - 0.1 * grads[n], rtol=0, atol=1e-6)
+        assert torch.equal(m.weight.detach(), torch.from_numpy(snap(qat.master[n], 3, symmetric=False,
+                                                                    per_channel=True)))
+    qat.remove()
+
+
+@pytest.mark.parametrize("bits,scheme,per_channel", [(4, "affine", True), (3, "symmetric", False)])
+def test_uniform_qat_exports_the_codes_of_its_grid(float_run, digits, tmp_path, bits, scheme, per_channel):
+    """fxp compress --uniform: the checkpoint's weights sit on the grid (a fixed point of uniform's quantizer),
+    fxp export stores exactly uniform.quantize's codes of them (==), and the golden model classifies the test set."""
+    from fxp.cli import main
+    from fxp.compress import uniform
+
+    out = tmp_path / "u"
+    rec = compress(float_run, out, PruneOptions(uniform_bits=bits, uniform_scheme=scheme,
+                                                uniform_per_channel=per_channel, retrain_epochs=1, range_reg=0.1),
+                   progress=False)
+    u = rec["uniform"]
+    assert (u["bits"], u["scheme"], u["per_channel"], u["range_reg"]) == (bits, scheme, per_channel, 0.1)
+    assert u["accuracy_before"] == rec["steps"][0]["test_accuracy"] and u["accuracy_after"] == rec["summary"]["accuracy"]
+    assert rec["steps"][-1]["test_accuracy"] == u["accuracy_after"]  # the last epoch computed with the saved weights
+    assert [r["layer"] for r in u["layers"]] == ["fc1", "fc2"] and all(
+        {"min", "max", "channel_range_mean"} <= set(r["before"]) for r in u["layers"])
+    assert f"## Uniform quantization ({bits}-bit {scheme}" in (out / "report.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["uniform"] == {"bits": bits, "scheme": scheme, "per_channel": per_channel}
+    model = load_checkpoint(out / "checkpoint.pt")
+    kw = uniform.scheme_args(scheme)
+    desc = tmp_path / "u.fxpm"
+    assert main(["export", str(out), "--out", str(desc), "--scales", "per-channel", "--weights", scheme,
+                 "--calibrate", "300"]) == 0
+    m = fxpm.load(desc)
+    offset = 0 if scheme == "symmetric" else 2 ** (bits - 1)
+    for name, layer in prunable(model).items():
+        w = layer.weight.detach()
+        assert np.array_equal(uniform.snap(w, bits, per_channel=per_channel, **kw), w.numpy())  # on the grid
+        assert len(torch.unique(w[0])) <= 2**bits
+        q, scale, zp = uniform.codes(w, bits, per_channel=per_channel, **kw)
+        entry = next(x for x in m.layers if x["name"] == name)
+        assert entry["weight_format"] == f"s{bits}.0"
+        stored = m.arrays[f"{name}.weight"].astype(np.int64)
+        assert np.array_equal(stored, q.astype(np.int64) - offset)
+        if scheme == "affine":
+            zps = np.broadcast_to(zp.astype(np.int64), (w.shape[0],))
+            assert np.array_equal(m.arrays[f"{name}.weight_zero_point"].astype(np.int64), zps - offset)
+        else:
+            assert "weight_zero_point" not in entry
+        # the codes and the scales give back the checkpoint's weights, bit for bit
+        assert np.array_equal(uniform.dequantize(q, scale, zp, 0 if per_channel else None), w.numpy())
+    assert main(["predict", str(desc), "--run", str(out), "--json", str(tmp_path / "p.json")]) == 0
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert p["integer_mismatches"] == 0 and p["images"] == len(digits.y_test)
+    assert p["golden_accuracy"] > 0.8 and abs(p["golden_accuracy"] - u["accuracy_after"]) < 0.05
+
+
+def test_uniform_without_retraining_is_post_training_quantization(float_run, tmp_path):
+    rec = compress(float_run, tmp_path / "ptq", PruneOptions(uniform_bits=2, retrain_epochs=0), progress=False)
+    assert [s["step"] for s in rec["steps"]] == ["reference", "round 1/1: uniform 2-bit affine (no retraining)"]
+    u = rec["uniform"]
+    assert u["accuracy_quantized"] == u["accuracy_after"] == rec["summary"]["accuracy"] < u["accuracy_before"]
+    model = load_checkpoint(tmp_path / "ptq" / "checkpoint.pt")
+    assert all(len(torch.unique(row)) <= 4 for m in prunable(model).values() for row in m.weight.detach())
+
+
+def test_range_regularizer_narrows_the_channels(float_run, tmp_path):
+    ranges = {}
+    for lam in (0.0, 1.0):
+        rec = compress(float_run, tmp_path / f"r{lam}", PruneOptions(uniform_bits=4, retrain_epochs=1, range_reg=lam),
+                       progress=False)
+        ranges[lam] = [r["after"]["channel_range_mean"] for r in rec["uniform"]["layers"]]
+    assert all(b < 0.8 * a for a, b in zip(ranges[0.0], ranges[1.0], strict=True))
+
+
+def test_uniform_refuses_what_it_cannot_do(trained, float_run, tmp_path):
+    cases = [(trained, PruneOptions(uniform_bits=4), "fine-tunes a float run; run .* is qat mode"),
+             (float_run, PruneOptions(uniform_bits=4, share_bits=3), "give --share-bits or --uniform, not both"),
+             (float_run, PruneOptions(uniform_bits=1, uniform_scheme="symmetric"), "a symmetric 1-bit grid"),
+             (float_run, PruneOptions(uniform_bits=9), "uniform bits"),
+             (float_run, PruneOptions(uniform_bits=4, uniform_scheme="narrow"), "uniform scheme 'narrow'"),
+             (float_run, PruneOptions(uniform_bits=4, range_reg=-1.0), "range_reg")]
+    for run, opts, message in cases:
+        with pytest.raises(FxpError, match=message):
+            compress(run, tmp_path / "x", opts, progress=False)
+        assert not (tmp_path / "x").exists()

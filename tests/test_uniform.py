@@ -9,10 +9,14 @@ from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObser
 
 from fxp.compress.uniform import (
     EPS,
+    codes,
     dequantize,
+    fake_quantize,
     quant_range,
     quantize,
     scale_zero_point,
+    scheme_args,
+    snap,
     uniform_bytes,
 )
 from fxp.errors import FxpError
@@ -254,3 +258,57 @@ def test_uniform_bytes_exact():
     assert uniform_bytes(10, 3, 2) == 4 + 16  # 30 bits -> 4 bytes, two channels
     assert uniform_bytes(8 * 3 * 5 * 5, 4, channels=8) == 300 + 64
     assert uniform_bytes(0, 1) == 8
+
+
+@pytest.mark.parametrize("scheme", ["affine", "symmetric"])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_fake_quantize_equals_torch_fake_quantize(bits, scheme):
+    """The QAT forward's weights (fake_quantize: uniform's own scale_zero_point, quantize, dequantize) are
+    torch.fake_quantize_per_channel_affine's / per_tensor_affine's on the same parameters, element for element."""
+    kw = scheme_args(scheme)
+    qmin, qmax = quant_range(bits, **kw)
+    for seed in range(4):
+        w = _weights(seed, (12, 40))
+        scales, zps = scale_zero_point(w, bits, per_channel=True, **kw)
+        torch_fq = torch.fake_quantize_per_channel_affine(w, torch.from_numpy(scales), torch.from_numpy(zps), 0,
+                                                          qmin, qmax)
+        assert torch.equal(torch.from_numpy(fake_quantize(w, bits, per_channel=True, **kw)), torch_fq)
+        scale, zp = scale_zero_point(w, bits, per_channel=False, **kw)
+        torch_fq = torch.fake_quantize_per_tensor_affine(w, scale.item(), int(zp), qmin, qmax)
+        assert torch.equal(torch.from_numpy(fake_quantize(w, bits, per_channel=False, **kw)), torch_fq)
+
+
+def test_torch_fake_quantize_adds_the_zero_point_after_rounding():
+    # the tie of test_zero_point_added_before_rounding...: quantize_per_tensor (and uniform) give 224,
+    # torch's fake_quantize rounds 100.49999 first, then adds 123: 223. uniform follows quantize_per_channel.
+    w, scale, zp = np.float32(2.0247233), np.float32(0.020146502), 123
+    x = torch.tensor([[w.item()]])
+    fq = torch.fake_quantize_per_tensor_affine(x, float(scale), zp, 0, 255)
+    assert fq.item() == np.float32(100) * scale
+    assert quantize(x.numpy(), scale, zp, symmetric=False).item() == 224
+
+
+@pytest.mark.parametrize("scheme", ["affine", "symmetric"])
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per-channel", "per-tensor"])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_snapped_weights_are_a_fixed_point_with_the_same_codes(bits, per_channel, scheme):
+    """snap(w) quantizes to itself (same codes, and dequantized back to the same floats, ==), and its codes are
+    those of w's first fake quantization: only the scale's last bits settle."""
+    if bits == 1 and scheme == "symmetric":
+        return
+    kw = scheme_args(scheme)
+    for seed in range(6):
+        w = _weights(seed, (16, 30)).numpy()
+        keep = w.copy()
+        s = snap(w, bits, per_channel=per_channel, **kw)
+        assert np.array_equal(w, keep)  # the input is left alone
+        assert np.array_equal(fake_quantize(s, bits, per_channel=per_channel, **kw), s)
+        q, scale, zp = codes(s, bits, per_channel=per_channel, **kw)
+        assert np.array_equal(dequantize(q, scale, zp, 0 if per_channel else None), s)
+        assert np.array_equal(q, codes(w, bits, per_channel=per_channel, **kw)[0])
+        assert len(np.unique(s[0])) <= 2**bits
+
+
+def test_unknown_scheme_refused():
+    with pytest.raises(FxpError, match="uniform scheme 'narrow' is not known"):
+        scheme_args("narrow")

@@ -17,7 +17,10 @@ storage's index bits and bytes; the summary against the reference run) and PNGs:
 layer, weight histograms, accuracy against sparsity, bytes per stage, and with sharing the codebooks
 over the weights (``weights.fxpz`` holds the shared weights themselves). Before the weight rounds, it can
 also learn and read tsReLU gates (``architecture``) and remove dead neurons; after them, share the
-weights (``share_bits``) and Huffman-code them (``huffman``).
+weights (``share_bits``) and Huffman-code them (``huffman``), or put them on a ``uniform_bits``-bit uniform grid
+(:mod:`fxp.compress.uniform`) and retrain with the grid in the forward pass (quantization-aware training,
+straight-through), optionally with the range regularizer (``range_reg``) pulling each channel's max and min
+together.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from fxp.compress.sharing import INITS_1D as SHARE_INITS
 from fxp.compress.sharing import MAX_SHARE_BITS, Sharer, share_weights
 from fxp.compress.storage import layer_storage
 from fxp.compress.tsrelu import gated, with_tsrelu
+from fxp.compress.uniform import SCHEMES as UNIFORM_SCHEMES
+from fxp.compress.uniform import UniformQAT, uniform_bytes
 from fxp.errors import FxpError
 from fxp.layers import Bounds
 from fxp.resources import check_out_folder, render, write_atomic
@@ -71,6 +76,7 @@ RETRAIN_EPOCHS = Bounds(0, 100_000, whole=True)
 NEURON_THRESHOLD = Bounds(0, 1e3)
 GATE_EPOCHS = Bounds(1, 100_000, whole=True)
 SHARE_BITS = Bounds(1, MAX_SHARE_BITS, whole=True)
+UNIFORM_BITS = Bounds(1, 8, whole=True)
 
 
 @dataclass
@@ -84,6 +90,9 @@ class PruneOptions:
     ``share_bits``: k-means weight sharing with ``2**bits`` codes a layer (a number, or per layer), its
     centroids then trained ``share_epochs``; ``huffman``: report the Huffman-coded storage too.
     ``l1``, ``group_in``, ``group_out``: regularizers during retraining.
+    ``uniform_bits``: quantization-aware retraining on a uniform grid of that many bits (1..8; symmetric 2..8),
+    ``uniform_scheme`` ``affine`` or ``symmetric``, per output channel or (``uniform_per_channel`` False) per
+    tensor; ``range_reg``: the strength of the range regularizer (:func:`fxp.compress.regularizers.weight_range`).
     """
 
     sparsity: float | dict[str, float] | None = None
@@ -107,15 +116,29 @@ class PruneOptions:
     gate_l1: float = 0.0
     depth_l1: float = 0.0
     gate_epochs: int = 3
+    uniform_bits: int | None = None
+    uniform_scheme: str = "affine"
+    uniform_per_channel: bool = True
+    range_reg: float = 0.0
 
     def check(self) -> None:
         """Refuse what cannot be done before a model is loaded (layer names are checked against the model)."""
         if self.sparsity is not None and self.quality is not None:
             raise FxpError("give a sparsity target or a threshold quality, not both")
         if (self.sparsity is None and self.quality is None and self.neuron_threshold is None and not self.architecture
-                and self.share_bits is None):
+                and self.share_bits is None and self.uniform_bits is None):
             raise FxpError("nothing to do: give a sparsity (--prune), a threshold quality (--quality), a neuron "
-                           "threshold (--neurons), --architecture or --share-bits")
+                           "threshold (--neurons), --architecture, --share-bits or --uniform")
+        if self.uniform_bits is not None:
+            UNIFORM_BITS.check("uniform bits", self.uniform_bits)
+            if self.share_bits is not None:
+                raise FxpError("k-means sharing and uniform quantization each put the weights on their own grid; "
+                               "give --share-bits or --uniform, not both")
+        if self.uniform_scheme not in UNIFORM_SCHEMES:
+            raise FxpError(f"uniform scheme {self.uniform_scheme!r} is not known; use {' or '.join(UNIFORM_SCHEMES)}")
+        if self.uniform_bits == 1 and self.uniform_scheme == "symmetric":
+            raise FxpError("a symmetric 1-bit grid holds only 0 (codes -(2**(b-1) - 1)..2**(b-1) - 1); give 2 or "
+                           "more bits, or the affine scheme")
         if self.share_init not in SHARE_INITS:
             raise FxpError(f"share_init {self.share_init!r} is not known; use {', '.join(SHARE_INITS)}")
         RETRAIN_EPOCHS.check("share_epochs", self.share_epochs)
@@ -147,7 +170,7 @@ class PruneOptions:
             WEIGHT_DECAY.check("weight_decay", self.weight_decay)
         if self.neuron_threshold is not None:
             NEURON_THRESHOLD.check("neuron threshold", self.neuron_threshold)
-        for name in ("l1", "group_in", "group_out", "tsrelu", "gate_l1", "depth_l1"):
+        for name in ("l1", "group_in", "group_out", "tsrelu", "gate_l1", "depth_l1", "range_reg"):
             REGULARIZER.check(name, getattr(self, name))
         GATE_EPOCHS.check("gate_epochs", self.gate_epochs)
         if (self.tsrelu or self.gate_l1 or self.depth_l1) and not self.architecture:
@@ -232,6 +255,9 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         if cfg.mode == "fixed":
             raise FxpError("tsReLU gates are float parameters, which fixed mode does not train; learn them on a "
                            "float or qat run")
+    if opts.uniform_bits is not None and cfg.mode != "float":
+        raise FxpError(f"uniform quantization-aware training fine-tunes a float run; run {run} is {cfg.mode} mode, "
+                       "whose power-of-two weight formats would round the uniform grid again: train with --mode float")
     if opts.share_bits is not None and cfg.mode == "fixed":
         raise FxpError("shared centroids are means, off a fixed-mode run's weight grid; share the weights of a float "
                        "or qat run")
@@ -244,12 +270,13 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     if opts.architecture:  # the gates are read: the plain model retrains without their penalties
         base = replace(base, tsrelu=0.0, gate_l1=0.0, depth_l1=0.0)
     recipe = replace(base, epochs=max(opts.retrain_epochs, 1), lr=opts.lr or base.lr / 10, l1=opts.l1,
-                     group_in=opts.group_in, group_out=opts.group_out,
+                     group_in=opts.group_in, group_out=opts.group_out, weight_range=opts.range_reg,
                      weight_decay=base.weight_decay if opts.weight_decay is None else opts.weight_decay)
     t0 = time.perf_counter()
     reference = evaluate(model, data.x_test, data.y_test)
     before = {"stats": layer_stats(model), "storage": storage(model, _value_bits(model)), "shapes": _shapes(model),
-              "weights": {n: m.weight.detach().flatten().clone() for n, m in prunable(model).items()}}
+              "weights": {n: m.weight.detach().flatten().clone() for n, m in prunable(model).items()},
+              "ranges": weight_ranges(model)}
     steps, history = [{"step": "reference", "sparsity": model_sparsity(model), "test_accuracy": reference}], []
     neurons, learned = None, None
     if learn_gates:
@@ -271,8 +298,8 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         steps.append({"step": "neurons removed", "sparsity": model_sparsity(model),
                       "test_accuracy": evaluate(model, data.x_test, data.y_test)})
     rounds = opts.stages if (opts.sparsity is not None or opts.quality is not None) else 0
-    if rounds == 0 and opts.retrain_epochs:
-        rounds = 1  # no weight pruning (neurons, architecture or sharing alone): retrain once, zeros held
+    if rounds == 0 and (opts.retrain_epochs or opts.uniform_bits is not None):
+        rounds = 1  # no weight pruning (neurons, architecture, sharing or uniform alone): once, zeros held
     for stage in range(rounds):
         targets = _stage_targets(model, opts, stage) if opts.sparsity is not None else None
         pruning = opts.sparsity is not None or opts.quality is not None
@@ -282,6 +309,10 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         if pruning and not opts.dynamic:
             steps.append({"step": f"{label}: pruned", "sparsity": model_sparsity(model),
                           "test_accuracy": evaluate(model, data.x_test, data.y_test)})
+        if opts.uniform_bits is not None:  # the weights on their grid from here on, in every forward pass
+            pruner = UniformQAT(model, pruner, opts.uniform_bits, opts.uniform_scheme, opts.uniform_per_channel)
+            steps.append({"step": f"{label}: uniform {opts.uniform_bits}-bit {opts.uniform_scheme} (no retraining)",
+                          "sparsity": model_sparsity(model), "test_accuracy": evaluate(model, data.x_test, data.y_test)})
         if opts.retrain_epochs:
             hist = fit(model, data, cfg, recipe, progress, label=f"retrain {label}", pruner=pruner)
             history += [{**h, "round": stage + 1} for h in hist]
@@ -297,6 +328,12 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     renamed = learned["renamed"] if learned else None
     merged = learned["merged"] if learned else []
     record = _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed, merged)
+    if opts.uniform_bits is not None:
+        record["uniform"] = _uniform_record(model, opts, before, steps, renamed, accuracy)
+        record["summary"]["uniform_bytes"] = record["uniform"]["bytes"]
+        record["summary"]["final_bytes"] = record["uniform"]["bytes"]
+        record["summary"]["size_rate_float32"] = record["summary"]["float32_bytes"] / record["uniform"]["bytes"]
+        record["summary"]["size_rate_dense"] = record["summary"]["dense_bytes"] / record["uniform"]["bytes"]
     if learned is not None:
         record["architecture"] = {**learned, "before": before["shapes"]}
     new_metrics = {**{k: metrics[k] for k in ("model", "dataset", "dataset_source", "mode", "config")
@@ -306,6 +343,8 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
                    "compressed_from": str(run), "compression": record["summary"]}
     if "float_baseline" in metrics:
         new_metrics["float_baseline"] = metrics["float_baseline"]
+    if opts.uniform_bits is not None:  # fxp export reads it: the weights' codes at these bits and scheme
+        new_metrics["uniform"] = {k: record["uniform"][k] for k in ("bits", "scheme", "per_channel")}
     from fxp.plots import (
         accuracy_vs_bits,
         accuracy_vs_sparsity,
@@ -323,8 +362,8 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     now = {old: now[renamed[old]] for old in before["weights"] if renamed[old]} if renamed else now
     write_atomic(out / "weights.png", weight_histograms_before_after(before["weights"], now))
     write_atomic(out / "accuracy_vs_sparsity.png", accuracy_vs_sparsity(steps, metrics.get("float_baseline")))
-    labels = {"float32_bytes": "float32", "dense_bytes": "dense", "sparse_bytes": "pruned", "shared_bytes": "shared",
-              "huffman_bytes": "Huffman"}
+    labels = {"float32_bytes": "float32", "dense_bytes": "dense", "sparse_bytes": "pruned",
+              "uniform_bytes": "uniform", "shared_bytes": "shared", "huffman_bytes": "Huffman"}
     write_atomic(out / "bytes.png", bytes_per_stage({labels[k]: record["summary"][k] for k in labels
                                                       if k in record["summary"]}))
     if shared:
@@ -375,6 +414,42 @@ def _bits_and_accuracy(summary: dict, steps: list[dict]) -> list[tuple[float, fl
     if "huffman_bytes" in summary:
         points.append((summary["huffman_bytes"] * per_weight, steps[-1]["test_accuracy"]))
     return points
+
+
+def weight_ranges(model) -> dict[str, dict]:
+    """Per prunable layer: its weights' min and max, and the mean and largest of its output channels' ranges
+    (``max(w, 0) - min(w, 0)``: what the range regularizer pulls together and a uniform grid divides)."""
+    from fxp.compress.regularizers import channel_ranges
+
+    out = {}
+    for n, m in prunable(model).items():
+        w = m.weight.detach()
+        r = channel_ranges(w)
+        out[n] = {"min": float(w.min()), "max": float(w.max()), "channel_range_mean": float(r.mean()),
+                  "channel_range_max": float(r.max())}
+    return out
+
+
+def _uniform_record(model, opts: PruneOptions, before: dict, steps: list[dict], renamed, accuracy: float) -> dict:
+    """Bits, scheme, accuracy before / on the grid without retraining / after, and per layer the weight range
+    before and after and the exact bytes of its codes with their scales and zero points."""
+    after = weight_ranges(model)
+    layers = prunable(model)
+    quantized = [s for s in steps if "(no retraining)" in s["step"]]
+    rows, total = [], 0
+    for old, b in before["ranges"].items():
+        now = old if renamed is None else renamed[old]
+        if now is None:
+            continue
+        w = layers[now].weight
+        n_bytes = uniform_bytes(w.numel(), opts.uniform_bits, w.shape[0] if opts.uniform_per_channel else 1)
+        total += n_bytes
+        rows.append({"layer": now, "before": b, "after": after[now], "bytes": n_bytes})
+    return {"bits": opts.uniform_bits, "scheme": opts.uniform_scheme, "per_channel": opts.uniform_per_channel,
+            "range_reg": opts.range_reg, "retrain_epochs": opts.retrain_epochs,
+            "accuracy_before": steps[0]["test_accuracy"],
+            "accuracy_quantized": quantized[0]["test_accuracy"], "accuracy_after": accuracy, "bytes": total,
+            "layers": rows}
 
 
 def _add_gates(model):

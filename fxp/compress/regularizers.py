@@ -9,6 +9,13 @@
 - ``binary``: ``W²(1 - W²)`` on a binarized model's latent weights, which then compute as they are
   (``BinaryLinear.latent``) and are rounded to ±1 after training: binary weights by a regularizer
   instead of the straight-through estimator.
+- ``weight_range``: the sum over output channels of ``(max(w, 0) - min(w, 0))**2``, the range a uniform
+  quantizer divides into its levels (:mod:`fxp.compress.uniform`; it always holds 0). Pulling a channel's
+  max and min together shrinks its step, so its weights sit on a finer grid at the same bits. Per channel,
+  because the quantizer is per channel: each channel's step is its own range over ``2**b - 1``, and a
+  per-layer range would pull only the one channel holding the layer's extreme. Its gradient is
+  ``2 (max - min)`` on the channel's largest weight and ``-2 (max - min)`` on its smallest (shared
+  equally among ties, as ``amax``/``amin`` share it; on a uniform grid the weights at the top code tie).
 
 A group norm's gradient is ``w / ||w||``: the whole group shrinks together and a group can reach zero
 as one, which is what lets :func:`fxp.compress.neurons.zero_weak` remove a neuron. Groups are those of
@@ -45,9 +52,20 @@ def binary(model: nn.Module) -> torch.Tensor:
     return sum((m.weight**2 * (1 - m.weight**2)).sum() for m in model.modules() if hasattr(m, "latent"))
 
 
+def channel_ranges(w: torch.Tensor) -> torch.Tensor:
+    """Per output channel (dim 0) of ``w``: ``max(w, 0) - min(w, 0)``, the range its uniform grid spans."""
+    rows = w.flatten(1)
+    return rows.amax(1).clamp(min=0) - rows.amin(1).clamp(max=0)
+
+
+def weight_range(model: nn.Module) -> torch.Tensor:
+    """``sum (max - min)**2`` over every output channel of the linear and conv2d layers (module docstring)."""
+    return sum(channel_ranges(m.weight).pow(2).sum() for m in prunable(model).values())
+
+
 # by fxp.train.Recipe's field names
 REGULARIZERS = {"l1": l1, "group_in": group_in, "group_out": group_out, "tsrelu": binarizing, "gate_l1": gate_l1,
-                "depth_l1": depth_l1, "binary": binary}
+                "depth_l1": depth_l1, "binary": binary, "weight_range": weight_range}
 
 
 def penalty(model: nn.Module, strengths: dict[str, float]):

@@ -35,6 +35,11 @@ matched: per tensor fbgemm's AVX2 kernel computes ``w * inv + zero_point`` in on
 just below a half into an exact half (w * inv = 100.49999 with zero point 123 gives 223.5, then 224,
 where ``zero_point + round(w * inv)`` gives 223). Dequantizing is ``scale * (q - zero_point)`` in
 float32, as torch's ``dequantize``. Weights are read as float32 first, as the observers read them.
+
+Quantization-aware training (``fxp compress --uniform``) uses these same functions: :func:`fake_quantize`
+is ``dequantize(quantize(w))`` at ``scale_zero_point(w)``, :func:`snap` repeats it to a fixed point, and
+:class:`UniformQAT` keeps a model's layers on that grid while it trains (straight-through). Its symmetric
+grid is the narrow one (``scheme_args``), the affine one 0..2**b - 1 with a zero point.
 """
 
 from __future__ import annotations
@@ -224,3 +229,126 @@ def uniform_bytes(n_weights: int, bits: int, channels: int = 1) -> int:
             raise FxpError(f"uniform_bytes: {name} must be an integer of at least {low}, got {n!r}; "
                            "count the weights and the (scale, zero point) pairs")
     return -(-int(n_weights) * bits // 8) + int(channels) * (SCALE_BYTES + ZERO_POINT_BYTES)
+
+
+# --- uniform quantization-aware training ---------------------------------------------------------------
+
+SCHEMES = ("affine", "symmetric")
+MAX_SNAP_ROUNDS = 10_000  # fake_quantize rounds a channel may take to reach its fixed point (seen: under 60)
+
+
+def scheme_args(scheme: str) -> dict:
+    """``symmetric``/``narrow`` for a scheme name: ``affine``, or ``symmetric`` in its narrow form.
+
+    Symmetric weights here are the textbook form (max|w| / (2**(b-1) - 1), codes -(2**(b-1) - 1)..2**(b-1) - 1,
+    the per-channel export's from the start): torch's default (max|w| / 127.5) maps the largest weight to
+    127.5, clamped to 127, so quantizing its own dequantized weights gives another scale every time.
+    """
+    if scheme not in SCHEMES:
+        raise FxpError(f"uniform scheme {scheme!r} is not known; use {' or '.join(SCHEMES)}")
+    return {"symmetric": scheme == "symmetric", "narrow": scheme == "symmetric"}
+
+
+def fake_quantize(w, bits: int = 8, *, symmetric: bool, per_channel: bool, axis: int = 0,
+                  narrow: bool = False) -> np.ndarray:
+    """``dequantize(quantize(w))`` at ``scale_zero_point(w)``: the float32 values a uniform model computes with.
+
+    On the same scale and zero point, torch's ``fake_quantize_per_channel_affine`` (and per tensor) give the
+    same values except on ties that the zero point makes: torch rounds ``w / scale`` and then adds the zero
+    point, ``quantize_per_channel`` (which :func:`quantize` follows) adds it before rounding.
+    """
+    scale, zp = scale_zero_point(w, bits, symmetric=symmetric, per_channel=per_channel, axis=axis, narrow=narrow)
+    ax = axis if per_channel else None
+    return dequantize(quantize(w, scale, zp, bits, ax, symmetric=symmetric, narrow=narrow), scale, zp, ax)
+
+
+def snap(w, bits: int = 8, *, symmetric: bool, per_channel: bool, axis: int = 0, narrow: bool = False) -> np.ndarray:
+    """``w`` on its own uniform grid: :func:`fake_quantize` repeated until it returns its input.
+
+    One round puts the weights on the grid of their [min, max]; the grid of those values can differ in the
+    scale's last bit (affine: ``(max - min) / (2**b - 1)`` of the dequantized values, rounded in float32), so
+    one round is not always a fixed point. The codes do not move; the scale settles within a few rounds
+    (under 60 seen; symmetric takes one). At the fixed point quantizing the weights again gives the same
+    codes, scales and values: the model trained and saved is the integer model, bit for bit.
+    """
+    kw = {"symmetric": symmetric, "narrow": narrow}
+    a = _float32(w, "snap")
+    if not per_channel:
+        for _ in range(MAX_SNAP_ROUNDS):
+            b = fake_quantize(a, bits, per_channel=False, **kw)
+            if np.array_equal(b, a):
+                return b
+            a = b
+        raise FxpError("uniform weights found no fixed point of their quantizer; report this as a bug")
+    axis = _axis(axis, a.ndim, "snap")
+    rows = np.moveaxis(a, axis, 0).reshape(a.shape[axis], -1).copy()  # never the caller's array
+    todo = np.arange(len(rows))
+    for _ in range(MAX_SNAP_ROUNDS):
+        b = fake_quantize(rows[todo], bits, per_channel=True, **kw)
+        moved = ~np.all(b == rows[todo], axis=1)
+        rows[todo] = b
+        todo = todo[moved]
+        if not len(todo):
+            shape = list(np.moveaxis(a, axis, 0).shape)
+            return np.moveaxis(rows.reshape(shape), 0, axis)
+    raise FxpError("uniform weights found no fixed point of their quantizer; report this as a bug")
+
+
+def codes(w, bits: int = 8, *, symmetric: bool, per_channel: bool, axis: int = 0, narrow: bool = False):
+    """``(q, scale, zero_point)`` of ``w``: :func:`scale_zero_point` then :func:`quantize` (what the export stores)."""
+    scale, zp = scale_zero_point(w, bits, symmetric=symmetric, per_channel=per_channel, axis=axis, narrow=narrow)
+    q = quantize(w, scale, zp, bits, axis if per_channel else None, symmetric=symmetric, narrow=narrow)
+    return q, scale, zp
+
+
+class UniformQAT:
+    """Trains a model with its linear and conv2d weights on a ``bits``-bit uniform grid (straight-through).
+
+    The layers' ``weight`` parameters always hold :func:`snap` of float master weights kept here, so the
+    forward pass (training and evaluation alike) computes with exactly the weights the run saves and
+    ``fxp export`` quantizes. After every optimizer step the step taken on a weight is added to its master
+    and the weight is snapped again: the gradient at the quantized weights updates the float ones (the
+    straight-through estimator; the range covers every weight, so there is nothing to clip). Weight decay
+    and the regularizers see the quantized weights. ``pruner`` (:class:`fxp.compress.prune.Pruner`) keeps
+    its masks: a pruned weight's master stays 0, and 0 is on every grid (the range always holds 0).
+    Members: ``history`` (the pruner's), ``layers``.
+    """
+
+    def __init__(self, model, pruner, bits: int, scheme: str = "affine", per_channel: bool = True) -> None:
+        import torch
+
+        self.torch = torch
+        self.pruner, self.history, self.layers = pruner, pruner.history, pruner.layers
+        self.bits, self.per_channel, self.kw = _check_bits(bits), bool(per_channel), scheme_args(scheme)
+        quant_range(self.bits, **self.kw)  # refuses a symmetric 1-bit grid
+        with torch.no_grad():
+            self.master = {n: m.weight.detach().float().clone() for n, m in self.layers.items()}
+        self._snap()
+
+    def snapped(self, w):
+        """``w`` (a tensor) on its grid, as a float32 tensor on its device."""
+        t = self.torch.from_numpy(snap(w.detach().cpu(), self.bits, per_channel=self.per_channel, **self.kw))
+        return t.to(w.device)
+
+    def _snap(self) -> None:
+        with self.torch.no_grad():
+            self.seen = {}
+            for n, m in self.layers.items():
+                self.seen[n] = self.snapped(self.master[n])
+                m.weight.copy_(self.seen[n].to(m.weight.dtype))
+
+    def start_epoch(self, epoch: int) -> None:
+        self.pruner.start_epoch(epoch)
+
+    def after_step(self) -> None:
+        self.pruner.after_step()
+        with self.torch.no_grad():
+            for n, m in self.layers.items():
+                self.master[n] += m.weight.detach().float() - self.seen[n]
+                mask = self.pruner.masks.get(n)
+                if mask is not None:
+                    self.master[n] *= mask.to(self.master[n].dtype)
+        self._snap()
+
+    def remove(self) -> None:
+        self.pruner.remove()

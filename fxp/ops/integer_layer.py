@@ -267,8 +267,11 @@ class IntegerLayer(Op):
 
     @classmethod
     def export_per_channel(cls, ctx, name: str, m: nn.Module, following: list[nn.Module]) -> int:
-        """int8 with per-channel weight scales (``ctx.weights``: symmetric or affine), the output's affine
-        scale calibrated on ``ctx.x``, int32 bias, a 31-bit multiplier and shift per channel."""
+        """Weights quantized by :mod:`fxp.compress.uniform` (``ctx.weights``: symmetric or affine, at
+        ``ctx.bits``, per channel or per tensor), the output's affine scale calibrated on ``ctx.x``, int32
+        bias, a 31-bit multiplier and shift per channel."""
+        from fxp.compress import uniform
+
         relu = bool(following) and isinstance(following[0], FxReLU)
         w = m.weight.detach().double()
         b = None if m.bias is None else m.bias.detach().double()
@@ -278,22 +281,24 @@ class IntegerLayer(Op):
             s_y, zp_y = max(float(y.max()), 1e-12) / 255, -128
         else:
             s_y, zp_y = max(float(y.abs().max()), 1e-12) / 127, 0
-        view = (-1,) + (1,) * (w.dim() - 1)
-        layer = cls.entry(name, m, str(ctx.fmt), "s8.0", "s8.0", 32, relu, ctx.zero_point, zp_y)
-        arrays = {}
-        if ctx.weights == "affine":
-            # the range must hold 0 so that a zero weight stays exact (as zero points require)
-            lo, hi = w.flatten(1).amin(1).clamp(max=0), w.flatten(1).amax(1).clamp(min=0)
-            s_w = torch.where(hi > lo, (hi - lo) / 255, torch.ones_like(hi))
-            z_w = (-128 - lo / s_w).round().clamp(-128, 127)
-            wq = ((w / s_w.view(view)).round() + z_w.view(view)).clamp(-128, 127).to(torch.int8).numpy()
-            arrays[f"{name}.weight_zero_point"] = z_w.to(torch.int32).numpy()
+        bits, symmetric = ctx.bits, ctx.weights == "symmetric"
+        # symmetric is uniform's narrow form (max|w| / 127 at 8 bits, codes -127..127), affine its 0..255 codes
+        # with a zero point, stored shifted by 2**(bits-1) (-128..127 at 8 bits) so both fit s<bits>.0; the
+        # shift moves codes and zero points alike, so every w - wz is the same
+        q, scale, zp = uniform.codes(m.weight, bits, symmetric=symmetric, per_channel=ctx.per_channel,
+                                     narrow=symmetric)
+        channels = q.shape[0]
+        s_w = np.broadcast_to(scale.astype(np.float64), (channels,)).copy()
+        zp = np.broadcast_to(zp.astype(np.int64), (channels,))
+        # an all-zero channel (a dead neuron) holds its zero point at any scale: scale 1 keeps its bias in range
+        s_w[~m.weight.detach().flatten(1).ne(0).any(1).numpy()] = 1.0
+        offset = 0 if symmetric else 1 << (bits - 1)
+        layer = cls.entry(name, m, str(ctx.fmt), f"s{bits}.0", "s8.0", 32, relu, ctx.zero_point, zp_y)
+        arrays = {f"{name}.weight": (q.astype(np.int64) - offset).astype(np.int8)}
+        if not symmetric:
+            arrays[f"{name}.weight_zero_point"] = (zp - offset).astype(np.int32)
             layer["weight_zero_point"] = f"{name}.weight_zero_point"
-        else:
-            wmax = w.abs().flatten(1).amax(1)
-            s_w = torch.where(wmax > 0, wmax / 127, torch.ones_like(wmax))
-            wq = (w / s_w.view(view)).round().clamp(-127, 127).to(torch.int8).numpy()
-        arrays[f"{name}.weight"] = wq
+        s_w = torch.from_numpy(s_w)
         if b is not None:
             bias = (b / (ctx.scale * s_w)).round().clamp(-(2**31), 2**31 - 1).to(torch.int64).numpy()
             arrays[f"{name}.bias"] = bias.astype(np.int32)
