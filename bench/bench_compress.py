@@ -17,7 +17,11 @@ a regularized run with the reference's own config and recipe plus its regularize
   the unpruned one are generated at the same folding (``--cycles 1024``), verified on the whole test set
   (C++ harness), and synthesised for the ECP5-85F (Yosys: LUT4, FF, DSP, block RAM);
 - ``lenet5-tsrelu``: tsReLU gates learned on the trained reference, then the architecture they describe read
-  out and retrained.
+  out and retrained;
+- ``lenet300-dc``, ``lenet5-dc``: Deep Compression, the pruned runs' weights shared and Huffman-coded; the
+  LeNet-300-100 one is generated three ways at one folding (``--cycles 2048``, weights in block RAM): the
+  dense int8 reference, the shared model storing its values, and the shared model storing codebook indices
+  (``--codebook``), each verified on the whole test set and synthesised for the ECP5-85F.
 
 ``--only none`` trains nothing and tables the results already in ``runs/compress``.
 """
@@ -38,6 +42,16 @@ from fxp.cli import main as fxp  # noqa: E402
 ROOT = Path("runs/compress")
 MODELS = Path("runs/models")
 CYCLES = 1024  # the folding of both LeNet-5 accelerators (bench_network.py's for int8-lenet5)
+# accelerators generated for an experiment: cycles a frame, options for all, and (label, description, options)
+# per design. LeNet-300-100 at 2,048 cycles: 131 products a cycle, within the ECP5-85F's 156 multipliers
+HARDWARE = {
+    "lenet5-neurons": (CYCLES, ["--pipeline"], [("reference", MODELS / "int8-lenet5" / "model.fxpm", []),
+                                                ("compressed", ROOT / "lenet5-neurons" / "model.fxpm", [])]),
+    "lenet300-dc": (2048, ["--pipeline", "--weights-in", "bram"],
+                    [("int8 reference", MODELS / "int8-lenet300" / "model.fxpm", []),
+                     ("shared, values", ROOT / "lenet300-dc" / "model.fxpm", []),
+                     ("shared, codebook", ROOT / "lenet300-dc" / "model.fxpm", ["--codebook"])]),
+}
 
 EXPERIMENTS = {
     # name: (reference run, regularizers to train a run with first (None: compress the reference itself),
@@ -59,11 +73,12 @@ EXPERIMENTS = {
 }
 TRAINED = {"lenet5-neurons": "lenet5-grouplasso"}  # the regularized runs' folders under runs/compress
 # Deep Compression's pipeline: the pruned runs above, their weights then shared (8-bit codes gain nothing
-# on int8 layers, which then stay as pruned: fxp/compress/storage.py) and Huffman-coded
+# on int8 layers, which then stay as pruned: fxp/compress/storage.py) and Huffman-coded. LeNet-5's conv1
+# keeps 105 weights, fewer than 8-bit codes' 255 centroids (refused): it is left out
 EXPERIMENTS.update({
     "lenet300-dc": ("int8-lenet300", None, ["--share-bits", "5", "--huffman", "--share-epochs", "3",
                                             "--retrain-epochs", "0"]),
-    "lenet5-dc": ("int8-lenet5", None, ["--share-bits", "conv1=8,conv2=8,fc1=5,fc2=5,fc3=5", "--huffman",
+    "lenet5-dc": ("int8-lenet5", None, ["--share-bits", "conv2=8,fc1=5,fc2=5,fc3=5", "--huffman",
                                         "--share-epochs", "3", "--retrain-epochs", "0"]),
 })
 FROM = {"lenet300-dc": "lenet300-prune", "lenet5-dc": "lenet5-prune"}  # compressed further from these
@@ -83,13 +98,14 @@ def regularized_run(name: str, reference: str, strengths: dict) -> Path:
 
 
 def hardware(name: str) -> dict:
-    """The unpruned and the compressed LeNet-5 at the same folding: verified, synthesised for the ECP5-85F."""
+    """The designs of ``HARDWARE[name]`` at the same folding: verified, synthesised for the ECP5-85F."""
     from hdl_gen import synth
 
     out = {}
-    for label, desc in (("reference", MODELS / "int8-lenet5" / "model.fxpm"), ("compressed", ROOT / name / "model.fxpm")):
-        folder = ROOT / name / f"hw-{label}"
-        if fxp(["gen", "model", str(desc), "--dataset", "fashion-mnist", "--cycles", str(CYCLES), "--pipeline",
+    cycles, common, designs = HARDWARE[name]
+    for label, desc, options in designs:
+        folder = ROOT / name / f"hw-{label.replace(', ', '-').replace(' ', '-')}"
+        if fxp(["gen", "model", str(desc), "--dataset", "fashion-mnist", "--cycles", str(cycles), *common, *options,
                 "--out", str(folder), "--force"]) != 0:
             raise SystemExit(f"fxp gen model {desc} failed")
         if fxp(["sim", str(folder), "--simulator", "verilator", "--harness", "cpp", "--vectors", "10000"]) != 0:
@@ -99,9 +115,12 @@ def hardware(name: str) -> dict:
                                   workdir=folder / "synth")
         layers = json.loads((folder / "fxp_network.json").read_text())["layers"]
         out[label] = {"lut4": stats["lut4"], "ff": stats["ff"], "dsp": stats["dsp"], "bram": stats["bram"],
+                      "options": [*common, *options], "cycles": cycles,
+                      "weight_memory_bits": sum(la["weight_bits"] for la in layers),
                       "mismatches": sim["mismatches"], "images": sim["images"], "accuracy": sim["hardware_accuracy"],
                       "golden_accuracy": sim["golden_accuracy"], "cycles_per_frame": sim["cycles_per_frame_measured"],
-                      "layers": [{k: la[k] for k in ("layer", "mw", "mh", "pe", "simd", "dsp")} for la in layers]}
+                      "layers": [{k: la[k] for k in ("layer", "mw", "mh", "pe", "simd", "dsp", "weight_bits")}
+                                 for la in layers]}
         print(name, label, out[label], flush=True)
     return out
 
@@ -117,7 +136,7 @@ def run(name: str) -> dict:
               else regularized_run(name, reference, strengths))
     if fxp(["compress", str(source), "--out", str(ROOT / name), "--force", *options]) != 0:
         raise SystemExit(f"fxp compress {name} failed")
-    if name == "lenet5-neurons":
+    if name in HARDWARE:
         if fxp(["export", str(ROOT / name), "--out", str(ROOT / name / "model.fxpm"), "--force"]) != 0:
             raise SystemExit(f"fxp export {name} failed")
         save_json(ROOT / name / "hardware.json", hardware(name))
@@ -187,16 +206,19 @@ def markdown(rows: list[dict], mach: str) -> str:
                       + (f", merged {', '.join(a['merged'])}" if a["merged"] else "") + "."]
         hw = r.get("hardware")
         if hw:
-            lines += ["", f"Hardware at the same folding (`fxp gen model --cycles {CYCLES} --pipeline`), Yosys for the "
-                      "ECP5-85F, the whole test set through the C++ harness:", "",
-                      "| accelerator | layers (MH×MW) | LUT4 | FF | MULT18X18D | DP16KD | accuracy | mismatches | "
-                      "cycles/frame |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-            for label in ("reference", "compressed"):
+            cycles, common = HARDWARE[r["name"]][:2]
+            lines += ["", f"Hardware at the same folding (`fxp gen model --cycles {cycles} {' '.join(common)}`, the "
+                      "options below added), Yosys for the ECP5-85F, the whole test set through the C++ harness; "
+                      "weight memory: the bits the engines store, as the folding counts them:", "",
+                      "| accelerator | options | layers (MH×MW) | weight memory bits | LUT4 | FF | MULT18X18D | DP16KD "
+                      "| accuracy | mismatches | cycles/frame |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for label, _, options in HARDWARE[r["name"]][2]:
                 h = hw[label]
                 shapes = ", ".join(f"{la['mh']}×{la['mw']}" for la in h["layers"] if la["mw"] and la["layer"] != "input")
-                lines.append(f"| {label} | {shapes} | {h['lut4']:,} | {h['ff']:,} | {h['dsp']} | {h['bram']} | "
-                             f"{100 * h['accuracy']:.2f} % | {h['mismatches']} of {h['images']:,} | "
-                             f"{h['cycles_per_frame']:.1f} |")
+                memory = f"{h['weight_memory_bits']:,}" if "weight_memory_bits" in h else "–"
+                lines.append(f"| {label} | {' '.join(options) or '–'} | {shapes} | {memory} | {h['lut4']:,} | "
+                             f"{h['ff']:,} | {h['dsp']} | {h['bram']} | {100 * h['accuracy']:.2f} % | "
+                             f"{h['mismatches']} of {h['images']:,} | {h['cycles_per_frame']:.1f} |")
     return "\n".join(lines)
 
 

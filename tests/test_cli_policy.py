@@ -149,6 +149,8 @@ CASES = {
     ]),
     "compress-float": (["compress", "FLOAT", "--retrain-epochs", "0", "--quiet"], "--out", "NEW", [
         (["--uniform-scheme", "symmetric"], "nothing to do"), (["--uniform", "0"], "outside 1..8"),
+        (["--prune", "0.7", "--share-bits", "fc2=8"], "more clusters than weights: --share-bits 8 gives layer fc2 255 "
+         "centroids for its 192 kept weights; give fc2 at most 7 bits"),
         (["--uniform", "2", "--uniform-scheme", "symmetric", "--out", "URUN"], "already holds a run"),
     ]),
     "export-uniform": (["export", "URUN"], "--out", "NEW", [

@@ -240,7 +240,9 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     if opts.neuron_threshold is not None:
         neuron_ops.links(model)  # refuses a model whose neurons cannot be removed, before any training
     if opts.share_bits is not None:
-        per_layer(model, opts.share_bits, SHARE_BITS, "share bits")
+        bits = per_layer(model, opts.share_bits, SHARE_BITS, "share bits")
+        if opts.sparsity is None and opts.quality is None and opts.neuron_threshold is None and not opts.architecture:
+            _centroids(model, bits)  # the weights kept are the run's: refuse too many centroids before training
     learn_gates = bool(opts.tsrelu or opts.gate_l1 or opts.depth_l1)
     if gated(model) and not opts.architecture:
         raise FxpError(f"run {run} has tsReLU gates; give --architecture to read them")
@@ -382,14 +384,11 @@ def _share(model, data, cfg, recipe, opts, steps, history, progress) -> tuple[di
     shared layers, their bits, and their weights before sharing."""
     bits = per_layer(model, opts.share_bits, SHARE_BITS, "share bits")
     shared, unshared = {}, {}
-    for name, m in prunable(model).items():
-        if name not in bits:
-            continue
-        mask = m.weight.detach() != 0
-        unshared[name] = m.weight.detach().flatten().clone()
-        # in a sparse layer code 0 is zero (fxp.compress.storage); a layer keeps at most its weights' count
-        k = min((1 << bits[name]) - (0 if mask.all() else 1), int(mask.sum()))
-        shared[name] = share_weights(m.weight.detach(), k, mask=mask, init=opts.share_init, seed=recipe.seed)
+    layers = prunable(model)
+    for name, k in _centroids(model, bits).items():
+        w = layers[name].weight.detach()
+        unshared[name] = w.flatten().clone()
+        shared[name] = share_weights(w, k, mask=w != 0, init=opts.share_init, seed=recipe.seed)
     sharer = Sharer(model, shared)
     steps.append({"step": "weights shared (k-means)", "sparsity": model_sparsity(model),
                   "test_accuracy": evaluate(model, data.x_test, data.y_test)})
@@ -401,6 +400,25 @@ def _share(model, data, cfg, recipe, opts, steps, history, progress) -> tuple[di
                       "test_accuracy": hist[-1]["test_accuracy"]})
     sharer.remove()
     return sharer.shared, bits, unshared
+
+
+def _centroids(model, bits: dict[str, int]) -> dict[str, int]:
+    """The centroids of each layer shared with ``bits`` codes: ``2**bits``, one fewer in a sparse layer, where
+    code 0 is zero (fxp.compress.storage). A layer keeping fewer weights than that is refused: every weight
+    its own centroid shares nothing, and the codes would cost more than the values."""
+    out = {}
+    for name, m in prunable(model).items():
+        if name not in bits:
+            continue
+        kept, dense = int((m.weight.detach() != 0).sum()), bool((m.weight.detach() != 0).all())
+        k = (1 << bits[name]) - (0 if dense else 1)
+        if k > kept:
+            most = (kept + (0 if dense else 1)).bit_length() - 1
+            fix = f"give {name} at most {most} bits or leave it out" if most >= 1 else f"leave {name} out"
+            raise FxpError(f"more clusters than weights: --share-bits {bits[name]} gives layer {name} {k} centroids "
+                           f"for its {kept} kept weights; {fix} (--share-bits {name}=B,...)")
+        out[name] = k
+    return out
 
 
 def _bits_and_accuracy(summary: dict, steps: list[dict]) -> list[tuple[float, float]]:
