@@ -231,6 +231,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
                         dynamic=args.dynamic, retrain_epochs=args.retrain_epochs, lr=args.lr,
                         weight_decay=args.weight_decay, neuron_threshold=args.neurons, l1=args.l1, group_in=args.group_in, group_out=args.group_out,
                         share_bits=args.share_bits, share_init=args.share_init, share_epochs=args.share_epochs,
+                        share_rounds=args.share_rounds, share_free_epochs=args.share_free_epochs,
+                        share_restart=args.share_restart, seed=args.seed,
                         huffman=args.huffman, architecture=args.architecture, tsrelu=args.tsrelu, gate_l1=args.gate_l1, depth_l1=args.depth_l1,
                         gate_epochs=args.gate_epochs, uniform_bits=args.uniform, uniform_scheme=args.uniform_scheme,
                         uniform_per_channel=not args.uniform_per_tensor, range_reg=args.range_reg)
@@ -670,7 +672,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where k-means starts: linear (evenly over the weights' range), density (over their CDF), "
                         "random")
     c.add_argument("--share-epochs", type=_within(pipeline.RETRAIN_EPOCHS), default=2,
-                   help="epochs of training the shared centroids (0: none)")
+                   help="epochs of training the shared centroids (0: none), in every sharing round")
+    c.add_argument("--share-rounds", type=_within(pipeline.SHARE_ROUNDS), default=1,
+                   help="train -> cluster -> share this many times: each round after the first releases the ties, "
+                        "trains the weights freely --share-free-epochs (pruned ones stay 0), clusters and shares "
+                        "them again and trains the centroids --share-epochs")
+    c.add_argument("--share-free-epochs", type=_within(pipeline.SHARE_FREE_EPOCHS), default=None,
+                   help=f"with --share-rounds: epochs of free training before each later round's clustering "
+                        f"(default: {pipeline.SHARE_FREE_EPOCHS_DEFAULT})")
+    c.add_argument("--share-restart", default=None, choices=pipeline.SHARE_RESTARTS,
+                   help=f"with --share-rounds: where a later round's k-means starts: codebook (the last round's "
+                        f"centroids) or init (--share-init again) (default: {pipeline.SHARE_RESTARTS[0]})")
     c.add_argument("--huffman", action="store_true",
                    help="with --share-bits: Huffman-code the codes and the sparse gaps, and report those bytes")
     c.add_argument("--architecture", action="store_true",
@@ -691,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="range regularizer while retraining: strength times the sum over output channels of "
                         "(max - min)**2 of the weights")
     _add_regularizer_args(c)
+    _seed(c, "seed of the retraining's shuffling and of --share-init random (default: the run's)", default=None)
     _force(c, "a run")
     _quiet(c)
     c.set_defaults(func=_cmd_compress)

@@ -482,6 +482,65 @@ def test_export_checks_the_compressed_weights_file(trained, tmp_path, capsys):
     assert "does not hold this checkpoint's weights" in capsys.readouterr().err
 
 
+def test_one_sharing_round_is_the_single_clustering(trained, tmp_path):
+    """--share-rounds 1 is what fxp compress --share-bits did before rounds existed, bit for bit: k-means on
+    the kept weights, then the centroids trained with the Sharer (rebuilt here by hand)."""
+    from fxp.cli import main
+    from fxp.compress.sharing import Sharer, share_weights
+
+    base = ["compress", str(trained), "--prune", "0.6", "--retrain-epochs", "0", "--share-bits", "3",
+            "--share-epochs", "1", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--share-rounds", "1", "--out", str(tmp_path / "b")]) == 0
+    a, b = (load_checkpoint(tmp_path / x / "checkpoint.pt") for x in "ab")
+    model = load_checkpoint(trained / "checkpoint.pt")
+    Pruner(model, sparsity_masks(model, 0.6)).remove()
+    shared = {n: share_weights(m.weight.detach(), 7, mask=m.weight.detach() != 0) for n, m in prunable(model).items()}
+    sharer = Sharer(model, shared)
+    run = json.loads((trained / "metrics.json").read_text())["recipe"]
+    recipe = replace(Recipe(**run), epochs=1, lr=run["lr"] / 10, group_in=0.0, group_out=0.0)
+    fit(model, load("digits"), model.config, recipe, progress=False, pruner=sharer)
+    sharer.remove()
+    for name, m in prunable(model).items():
+        assert torch.equal(prunable(a)[name].weight, m.weight), name
+        assert torch.equal(prunable(b)[name].weight, m.weight), name
+    rec = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert [s["step"] for s in rec["steps"]][-2:] == ["weights shared (k-means)", "centroids trained"]
+    assert len(rec["share_rounds"]) == 1 and rec["share_rounds"][0]["free_epochs"] == 0
+
+
+@pytest.mark.parametrize("restart", ["codebook", "init"])
+def test_iterated_sharing_keeps_2_to_the_bits_values_and_exports(trained, tmp_path, restart):
+    from fxp.compress.packed import load_packed
+
+    bits, out = 2, tmp_path / "c"
+    pruned = tmp_path / "p"
+    compress(trained, pruned, PruneOptions(sparsity=0.6, retrain_epochs=0), progress=False)
+    rec = compress(pruned, out, PruneOptions(share_bits=bits, share_rounds=3, share_free_epochs=1, share_epochs=1,
+                                             share_restart=restart, retrain_epochs=0, huffman=True), progress=False)
+    names = [s["step"] for s in rec["steps"]]
+    assert names == ["reference"] + [f"sharing round {r}/3: {what}" for r in (1, 2, 3) for what in
+                                     (["weights trained freely"] if r > 1 else [])
+                                     + ["weights shared (k-means)", "centroids trained"]]
+    rounds = rec["share_rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3] and [r["free_epochs"] for r in rounds] == [0, 1, 1]
+    assert all({"shared_accuracy", "trained_accuracy"} <= set(r) for r in rounds) and "free_accuracy" in rounds[2]
+    assert rounds[-1]["trained_accuracy"] == rec["summary"]["accuracy"] == rec["steps"][-1]["test_accuracy"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [e["round"] for e in metrics["epochs"]] == ["share 1", "free 2", "share 2", "free 3", "share 3"]
+    assert "## Weight sharing in 3 rounds" in (out / "report.md").read_text()
+    before, after = load_checkpoint(pruned / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    packed = load_packed(out / "weights.fxpz")
+    for name, m in prunable(after).items():
+        w = m.weight.detach()
+        assert torch.equal(w == 0, prunable(before)[name].weight.detach() == 0), name  # the zeros held, no more
+        assert len(torch.unique(w)) <= 2 ** bits, name
+        assert torch.equal(packed[name], w), name  # weights.fxpz holds the last round's weights
+    model = export(out, tmp_path / "m.fxpm")
+    for name in prunable(after):
+        assert len(np.unique(model.arrays[f"{name}.weight"])) <= 2 ** bits, name
+
+
 # --- uniform quantization-aware training and the range regularizer --------------------------------------
 
 def test_weight_range_gradient_matches_its_formula():

@@ -97,6 +97,24 @@ def test_kmeans_1d_refuses_bad_k_init_and_iters():
         kmeans_1d(torch.tensor([1.0, 1.0, 2.0, 2.0]), 3, init="random")
 
 
+def test_kmeans_1d_from_given_centroids_is_lloyd_from_there():
+    """A later sharing round starts from the last codebook: given centroids are Lloyd's start, so the linear
+    init's points give the linear result, a codebook already at its clusters' means stays put, and the
+    start need not be sorted (the result is)."""
+    v = torch.randn(300, generator=torch.Generator().manual_seed(6)).double()
+    start = torch.linspace(float(v.min()), float(v.max()), 6, dtype=torch.float64)
+    c, a = kmeans_1d(v, 6)
+    c2, a2 = kmeans_1d(v, 6, init=start.flip(0))
+    assert torch.equal(c, c2) and torch.equal(a, a2)
+    again, a3 = kmeans_1d(v, 6, init=c)
+    assert torch.equal(again, c) and torch.equal(a3, a)
+    shared = share_weights(v.float().view(20, 15), 6, init=c.float())
+    assert shared.codebook.dtype == torch.float32 and shared.k == 6
+    for bad in (c[:5], c.view(2, 3), torch.tensor([0.0, float("inf"), 1, 2, 3, 4])):
+        with pytest.raises(FxpError, match="starting centroids|NaN or inf"):
+            kmeans_1d(v, 6, init=bad)
+
+
 def test_an_empty_cluster_keeps_its_centroid():
     # linear init puts centroids at 0, 5, 10; no value lies nearest 5, so its cluster is empty from the start
     v = torch.tensor([0.0, 0.0, 0.5, 9.5, 10.0, 10.0])

@@ -17,7 +17,7 @@ storage's index bits and bytes; the summary against the reference run) and PNGs:
 layer, weight histograms, accuracy against sparsity, bytes per stage, and with sharing the codebooks
 over the weights (``weights.fxpz`` holds the shared weights themselves). Before the weight rounds, it can
 also learn and read tsReLU gates (``architecture``) and remove dead neurons; after them, share the
-weights (``share_bits``) and Huffman-code them (``huffman``), or put them on a ``uniform_bits``-bit uniform grid
+weights (``share_bits``; ``share_rounds`` times train → cluster → share) and Huffman-code them (``huffman``), or put them on a ``uniform_bits``-bit uniform grid
 (:mod:`fxp.compress.uniform`) and retrain with the grid in the forward pass (quantization-aware training,
 straight-through), optionally with the range regularizer (``range_reg``) pulling each channel's max and min
 together.
@@ -59,6 +59,7 @@ from fxp.resources import check_out_folder, render, write_atomic
 from fxp.train import (
     LR,
     REGULARIZER,
+    SEED,
     WEIGHT_DECAY,
     Recipe,
     evaluate,
@@ -76,6 +77,10 @@ RETRAIN_EPOCHS = Bounds(0, 100_000, whole=True)
 NEURON_THRESHOLD = Bounds(0, 1e3)
 GATE_EPOCHS = Bounds(1, 100_000, whole=True)
 SHARE_BITS = Bounds(1, MAX_SHARE_BITS, whole=True)
+SHARE_ROUNDS = Bounds(1, 100, whole=True)
+SHARE_FREE_EPOCHS = Bounds(1, 100_000, whole=True)
+SHARE_FREE_EPOCHS_DEFAULT = 1
+SHARE_RESTARTS = ("codebook", "init")  # where a later round's k-means starts: the last codebook, or share_init
 UNIFORM_BITS = Bounds(1, 8, whole=True)
 
 
@@ -89,6 +94,11 @@ class PruneOptions:
     ``weight_decay``: while retraining and learning gates (default: the run's).
     ``share_bits``: k-means weight sharing with ``2**bits`` codes a layer (a number, or per layer), its
     centroids then trained ``share_epochs``; ``huffman``: report the Huffman-coded storage too.
+    ``share_rounds``: train → cluster → share that many times: each round after the first releases the ties,
+    trains the weights freely ``share_free_epochs`` (default 1; the pruned ones stay 0), clusters them again
+    from the last codebook (``share_restart`` ``codebook``, the default) or from ``share_init`` (``init``),
+    and trains the centroids ``share_epochs``. One round is the single clustering.
+    ``seed``: the retraining's seed (default: the run's).
     ``l1``, ``group_in``, ``group_out``: regularizers during retraining.
     ``uniform_bits``: quantization-aware retraining on a uniform grid of that many bits (1..8; symmetric 2..8),
     ``uniform_scheme`` ``affine`` or ``symmetric``, per output channel or (``uniform_per_channel`` False) per
@@ -111,6 +121,9 @@ class PruneOptions:
     share_bits: int | dict[str, int] | None = None
     share_init: str = "linear"
     share_epochs: int = 2
+    share_rounds: int = 1
+    share_free_epochs: int | None = None
+    share_restart: str | None = None
     huffman: bool = False
     tsrelu: float = 0.0
     gate_l1: float = 0.0
@@ -120,6 +133,7 @@ class PruneOptions:
     uniform_scheme: str = "affine"
     uniform_per_channel: bool = True
     range_reg: float = 0.0
+    seed: int | None = None
 
     def check(self) -> None:
         """Refuse what cannot be done before a model is loaded (layer names are checked against the model)."""
@@ -144,6 +158,18 @@ class PruneOptions:
         RETRAIN_EPOCHS.check("share_epochs", self.share_epochs)
         if self.huffman and self.share_bits is None:
             raise FxpError("Huffman coding stores the shared weights' codes; give --share-bits too")
+        SHARE_ROUNDS.check("share_rounds", self.share_rounds)
+        if self.share_rounds > 1 and self.share_bits is None:
+            raise FxpError("sharing rounds cluster the weights again and again; give --share-bits too")
+        if self.share_free_epochs is not None:
+            SHARE_FREE_EPOCHS.check("share_free_epochs", self.share_free_epochs)
+        if self.share_restart is not None and self.share_restart not in SHARE_RESTARTS:
+            raise FxpError(f"share_restart {self.share_restart!r} is not known; use {' or '.join(SHARE_RESTARTS)}")
+        if self.share_rounds == 1 and (self.share_free_epochs is not None or self.share_restart is not None):
+            raise FxpError("--share-free-epochs and --share-restart act between sharing rounds; give --share-rounds "
+                           "2 or more")
+        if self.seed is not None:
+            SEED.check("seed", self.seed)
         if isinstance(self.share_bits, int):
             SHARE_BITS.check("share bits", self.share_bits)
         if self.scope not in SCOPES:
@@ -272,6 +298,7 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     if opts.architecture:  # the gates are read: the plain model retrains without their penalties
         base = replace(base, tsrelu=0.0, gate_l1=0.0, depth_l1=0.0)
     recipe = replace(base, epochs=max(opts.retrain_epochs, 1), lr=opts.lr or base.lr / 10, l1=opts.l1,
+                     seed=base.seed if opts.seed is None else opts.seed,
                      group_in=opts.group_in, group_out=opts.group_out, weight_range=opts.range_reg,
                      weight_decay=base.weight_decay if opts.weight_decay is None else opts.weight_decay)
     t0 = time.perf_counter()
@@ -321,9 +348,9 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
             steps.append({"step": f"{label}: retrained", "sparsity": model_sparsity(model),
                           "test_accuracy": hist[-1]["test_accuracy"]})
         pruner.remove()
-    shared, share_bits, unshared = {}, {}, {}
+    shared, share_bits, unshared, share_rounds = {}, {}, {}, None
     if opts.share_bits is not None:
-        shared, share_bits, unshared = _share(model, data, cfg, recipe, opts, steps, history, progress)
+        shared, share_bits, unshared, share_rounds = _share(model, data, cfg, recipe, opts, steps, history, progress)
     model.eval()
     accuracy = evaluate(model, data.x_test, data.y_test)
     after = {"stats": layer_stats(model), "storage": storage(model, _value_bits(model), shared, share_bits)}
@@ -338,6 +365,8 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
         record["summary"]["size_rate_dense"] = record["summary"]["dense_bytes"] / record["uniform"]["bytes"]
     if learned is not None:
         record["architecture"] = {**learned, "before": before["shapes"]}
+    if share_rounds is not None:
+        record["share_rounds"] = share_rounds
     new_metrics = {**{k: metrics[k] for k in ("model", "dataset", "dataset_source", "mode", "config")
                       if k in metrics},
                    "recipe": asdict(recipe), "world_size": 1, "test_accuracy": accuracy, "epochs": history,
@@ -379,27 +408,50 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     return record
 
 
-def _share(model, data, cfg, recipe, opts, steps, history, progress) -> tuple[dict, dict, dict]:
-    """Share every layer's kept weights among its centroids, then train the centroids (:class:`Sharer`); the
-    shared layers, their bits, and their weights before sharing."""
+def _share(model, data, cfg, recipe, opts, steps, history, progress) -> tuple[dict, dict, dict, list[dict]]:
+    """Share every layer's kept weights among its centroids, then train the centroids (:class:`Sharer`), in
+    ``opts.share_rounds`` rounds (each after the first: the ties released, the weights trained freely with
+    their zeros held, clustered and shared again); the shared layers, their bits, their weights before
+    sharing, and per round its epochs and accuracies."""
     bits = per_layer(model, opts.share_bits, SHARE_BITS, "share bits")
-    shared, unshared = {}, {}
     layers = prunable(model)
-    for name, k in _centroids(model, bits).items():
-        w = layers[name].weight.detach()
-        unshared[name] = w.flatten().clone()
-        shared[name] = share_weights(w, k, mask=w != 0, init=opts.share_init, seed=recipe.seed)
-    sharer = Sharer(model, shared)
-    steps.append({"step": "weights shared (k-means)", "sparsity": model_sparsity(model),
-                  "test_accuracy": evaluate(model, data.x_test, data.y_test)})
-    if opts.share_epochs:
-        hist = fit(model, data, cfg, replace(recipe, epochs=opts.share_epochs), progress, label="centroids",
-                   pruner=sharer)
-        history += [{**h, "round": "share"} for h in hist]
-        steps.append({"step": "centroids trained", "sparsity": model_sparsity(model),
-                      "test_accuracy": hist[-1]["test_accuracy"]})
-    sharer.remove()
-    return sharer.shared, bits, unshared
+    centroids = _centroids(model, bits)
+    unshared = {name: layers[name].weight.detach().flatten().clone() for name in centroids}
+    zeros = kept(model)  # the pruned positions of every layer, held through every round
+    free_epochs = opts.share_free_epochs or SHARE_FREE_EPOCHS_DEFAULT
+    restart = opts.share_restart or SHARE_RESTARTS[0]
+    shared, rounds = {}, []
+    for r in range(1, opts.share_rounds + 1):
+        tag = "" if opts.share_rounds == 1 else f"sharing round {r}/{opts.share_rounds}: "
+        record = {"round": r, "free_epochs": 0 if r == 1 else free_epochs, "share_epochs": opts.share_epochs}
+        if r > 1:
+            pruner = Pruner(model, zeros)
+            hist = fit(model, data, cfg, replace(recipe, epochs=free_epochs), progress, label=f"free {r}",
+                       pruner=pruner)
+            pruner.remove()
+            history += [{**h, "round": f"free {r}"} for h in hist]
+            record["free_accuracy"] = hist[-1]["test_accuracy"]
+            steps.append({"step": f"{tag}weights trained freely", "sparsity": model_sparsity(model),
+                          "test_accuracy": record["free_accuracy"]})
+        for name, k in centroids.items():
+            w = layers[name].weight.detach()
+            init = shared[name].codebook if r > 1 and restart == "codebook" else opts.share_init
+            shared[name] = share_weights(w, k, mask=zeros[name], init=init, seed=recipe.seed)
+        sharer = Sharer(model, shared)
+        record["shared_accuracy"] = evaluate(model, data.x_test, data.y_test)
+        steps.append({"step": f"{tag}weights shared (k-means)", "sparsity": model_sparsity(model),
+                      "test_accuracy": record["shared_accuracy"]})
+        if opts.share_epochs:
+            hist = fit(model, data, cfg, replace(recipe, epochs=opts.share_epochs), progress,
+                       label="centroids" if r == 1 else f"centroids {r}", pruner=sharer)
+            history += [{**h, "round": "share" if opts.share_rounds == 1 else f"share {r}"} for h in hist]
+            record["trained_accuracy"] = hist[-1]["test_accuracy"]
+            steps.append({"step": f"{tag}centroids trained", "sparsity": model_sparsity(model),
+                          "test_accuracy": record["trained_accuracy"]})
+        sharer.remove()
+        shared = sharer.shared
+        rounds.append(record)
+    return shared, bits, unshared, rounds
 
 
 def _centroids(model, bits: dict[str, int]) -> dict[str, int]:
@@ -425,7 +477,7 @@ def _bits_and_accuracy(summary: dict, steps: list[dict]) -> list[tuple[float, fl
     """(stored bits per weight, test accuracy) after each stage: the reference dense, the pruned model as
     sparse rows, shared, and (the same weights) Huffman-coded."""
     per_weight = 8 / summary["weights"]
-    shared_at = next(i for i, s in enumerate(steps) if s["step"].startswith("weights shared"))
+    shared_at = next(i for i, s in enumerate(steps) if "weights shared" in s["step"])
     points = [(summary["dense_bytes"] * per_weight, steps[0]["test_accuracy"]),
               (summary["sparse_bytes"] * per_weight, steps[shared_at - 1]["test_accuracy"]),
               (summary["shared_bytes"] * per_weight, steps[-1]["test_accuracy"])]

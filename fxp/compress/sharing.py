@@ -142,7 +142,18 @@ def _nearest_1d(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return order[torch.bucketize(x, (s[1:] + s[:-1]) / 2)]
 
 
-def _init_1d(x: torch.Tensor, k: int, init: str, seed: int) -> torch.Tensor:
+def _start(init, k: int) -> torch.Tensor:
+    """Given starting centroids (a previous codebook), checked: a 1-D tensor of ``k`` finite values, as float64."""
+    c = _real(init, "the starting centroids")
+    if c.dim() != 1 or c.numel() != k:
+        raise FxpError(f"the starting centroids have shape {tuple(c.shape)}; give k={k} of them in a 1-D tensor "
+                       "(e.g. the codebook of an earlier sharing)")
+    return c
+
+
+def _init_1d(x: torch.Tensor, k: int, init, seed: int) -> torch.Tensor:
+    if isinstance(init, torch.Tensor):
+        return _start(init, k).to(x.device)
     if init == "linear":
         return torch.linspace(float(x.min()), float(x.max()), k, dtype=torch.float64, device=x.device)
     if init == "density":
@@ -158,19 +169,21 @@ def _init_1d(x: torch.Tensor, k: int, init: str, seed: int) -> torch.Tensor:
     return u[torch.randperm(u.numel(), generator=g)[:k].to(x.device)]
 
 
-def kmeans_1d(values: torch.Tensor, k: int, init: str = "linear", seed: int = 0,
+def kmeans_1d(values: torch.Tensor, k: int, init: str | torch.Tensor = "linear", seed: int = 0,
               iters: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """1-D k-means of ``values`` (any shape, read flattened) into ``k`` clusters.
 
     ``init``: ``"linear"`` (k points evenly spaced over [min, max]), ``"density"`` (the values at the
-    CDF levels (i + 1/2) / k) or ``"random"`` (k distinct values drawn with ``seed``; only this init uses
-    the seed). Returns ``(centroids, assignments)``: the centroids in ascending order, shape (k,), in the
+    CDF levels (i + 1/2) / k), ``"random"`` (k distinct values drawn with ``seed``; only this init uses
+    the seed), or a 1-D tensor of ``k`` starting centroids (an earlier codebook, to cluster weights
+    retrained since from where that sharing left them). Returns ``(centroids, assignments)``: the centroids in ascending order, shape (k,), in the
     values' float dtype, and for each value (flattened) the int64 index of its centroid. Empty clusters
     and stopping: module docstring.
     """
     x = _real(values, "values").flatten()
     _check_k(k, x.numel(), "values")
-    _check_init(init, INITS_1D)
+    if not isinstance(init, torch.Tensor):
+        _check_init(init, INITS_1D)
     _check_iters(iters)
     if not _is_int(seed):
         raise FxpError(f"seed must be an integer, got {seed!r}; give any integer (0 by default)")
@@ -253,7 +266,7 @@ class SharedWeights:
 
 
 def share_weights(weight: torch.Tensor, k: int | None = None, *, bits: int | None = None,
-                  mask: torch.Tensor | None = None, init: str = "linear", seed: int = 0,
+                  mask: torch.Tensor | None = None, init: str | torch.Tensor = "linear", seed: int = 0,
                   iters: int = 100) -> SharedWeights:
     """Share one layer's weight among ``k`` centroids (or ``2**bits``, bits 1 to 8: give one of the two).
 
