@@ -210,3 +210,24 @@ def test_bad_requests_exit_2_and_write_nothing(models, tmp_path, capsys):
     assert main(["gen", "model", str(models / "bnn.fxpm"), "--cycles", "64", "--out", str(tmp_path / "hw")]) == 0
     assert main(["sim", str(tmp_path / "hw"), "--dataset", "fashion-mnist", "--vectors", "5"]) == 2
     assert "fashion-mnist images have 784 pixels, the accelerator takes 64" in capsys.readouterr().err
+
+
+def test_a_weight_shared_network_through_its_codebooks(tmp_path):
+    """Train, share (3-bit codes), export, generate with --codebook: every layer stores 3-bit indices, and the
+    digits test set through the C++ harness matches the golden model."""
+    quick = ["--epochs", "1", "--limit-train", "300", "--quiet"]
+    assert main(["train", *quick, "--mode", "qat", "--out", str(tmp_path / "run")]) == 0
+    assert main(["compress", str(tmp_path / "run"), "--share-bits", "3", "--share-epochs", "1", "--retrain-epochs", "0",
+                 "--quiet", "--out", str(tmp_path / "shared")]) == 0
+    assert main(["export", str(tmp_path / "shared"), "--out", str(tmp_path / "shared.fxpm")]) == 0
+    model = fxpm.load(tmp_path / "shared.fxpm")
+    out = tmp_path / "hw"
+    assert main(["gen", "model", str(tmp_path / "shared.fxpm"), "--cycles", "32", "--codebook", "--out", str(out)]) == 0
+    car = _record(out, "fxp_network.json")
+    assert car["options"]["codebook"] is True
+    for layer in car["layers"][1:]:  # both layers folded: their weights in memory, as indices
+        distinct = len(np.unique(model.op(layer["layer"]).array("weights")))
+        assert distinct <= 8 and layer["weight_bits"] == layer["mw"] * layer["mh"] * max(1, (distinct - 1).bit_length())
+    assert main(["sim", str(out), "--simulator", "verilator", "--harness", "cpp", "--vectors", "449"]) == 0
+    rec = _record(out, "sim_verilator_cpp.json")
+    assert rec["images"] == 449 and rec["mismatches"] == 0 and rec["hardware_accuracy"] == rec["golden_accuracy"]
