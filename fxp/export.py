@@ -224,6 +224,7 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
                        f"--uniform); export them with --weights {uniform['scheme']}, as {weights} codes would put "
                        "them on another grid")
     weights = weights or (uniform["scheme"] if uniform else "symmetric")
+    uniform_run = uniform is not None
     uniform = uniform or {"bits": 8, "per_channel": True}
     check_out_folder(out, force, "model.json", "an integer model description")
     model = load_checkpoint(ck)
@@ -234,6 +235,9 @@ def export(checkpoint_or_run: str | Path, out: str | Path, scales: str | None = 
     else:
         scales = scales or ("per-channel" if model.config.mode == "float" else "pow2")
         if scales == "pow2":
+            if uniform_run:
+                raise FxpError(f"run {src} holds {uniform['bits']}-bit uniform weights (fxp compress --uniform), whose "
+                               "grid has its own scales, not powers of two; export it with --scales per-channel")
             if weights != "symmetric":
                 raise FxpError("affine weights need per-channel scales: power-of-two formats are symmetric")
             spec, arrays = export_fixed(model, name)

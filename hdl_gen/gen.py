@@ -71,9 +71,9 @@ def describe_unit(kind: str, unit, top: str, layer: str, seed: int | None) -> di
 
 
 # What a folder holds besides the unit's or network's own files: the folding report, results and build
-# folders of fxp sim.
+# folders of fxp sim, and Yosys' folder where a bench synthesised it (synth).
 _OTHER_OUTPUTS = ("sim_*.json", "sim_build_*", "replay_build", "amaranth.vcd", "folding.md", "board", "report.json",
-                  "report.md", "fxp_board.v", "run_*.json", "run_build")
+                  "report.md", "fxp_board.v", "run_*.json", "run_build", "synth")
 
 
 def _check_out(out: Path, force: bool) -> list[Path]:

@@ -13,8 +13,10 @@ requantization (BatchNorm and sign folded) outputs the bits ``acc + bias >= thre
 
 With ``codebook`` the weight memory holds, for each weight, its index into the layer's table of distinct
 weights, and each product looks its weight up in a copy of that table (constant logic beside the
-multiplier): a layer of k-means shared weights (``fxp compress --share-bits B``) has at most ``2**B``
-distinct values, so ``B`` bits a weight are stored instead of the format's width.
+multiplier): a layer of k-means shared weights (``fxp compress --share-bits B``) of a qat run, exported
+with its per-tensor power-of-two format, has at most ``2**B`` distinct values, so ``B`` bits a weight are
+stored instead of the format's width. (Per-channel scales map the same centroids to other integers in
+each channel: more distinct values, and fewer bits saved.)
 """
 
 from __future__ import annotations

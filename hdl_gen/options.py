@@ -59,8 +59,8 @@ WEIGHTS_IN = Option("weights_in", str, "logic",
                     "ECP5 DP16KD block RAM through its output register (dp16kd; ECP5 only, Icarus/Verilator only)",
                     choices=("logic", "bram", "dp16kd"))
 CODEBOOK = Option("codebook", bool, False,
-                  "store each weight as its index in the layer's table of distinct weights (a k-means shared layer: "
-                  "log2(k) bits a weight), looked up beside each product; a layer whose table would need as many "
+                  "store each weight as its index in the layer's table of distinct weights (a k-means shared layer of a "
+                  "qat run, exported per tensor: log2(k) bits a weight), looked up beside each product; a layer whose table would need as many "
                   "bits as its values keeps the values")
 POPCOUNT = Option("popcount", str, "tree",
                   "a carry-save compressor (tree) or the naive chained sum (chain)", choices=("tree", "chain"))

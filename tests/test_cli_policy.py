@@ -152,7 +152,8 @@ CASES = {
         (["--uniform", "x"], "not a whole number"), (["--uniform", "4.5"], "not a whole number"),
         (["--uniform", "4", "--uniform-scheme", "narrow"], "invalid choice"), (["--range-reg", "-1"], "outside"),
         (["--range-reg", "nan"], "outside"), (["--range-reg", "11"], "outside"),
-        (["--uniform", "4"], "fine-tunes a float run"), (["--uniform", "4", "--share-bits", "3"], "not both"),
+        (["--uniform", "4"], "fine-tunes a float run"), (["--uniform", "4", "--stages", "2"], "prune in one round"),
+        (["--uniform", "4", "--dynamic", "--retrain-epochs", "1"], "prune in one round"), (["--uniform", "4", "--share-bits", "3"], "not both"),
         (["--uniform", "1", "--uniform-scheme", "symmetric"], "a symmetric 1-bit grid holds only 0"),
     ]),
     "compress-float": (["compress", "FLOAT", "--retrain-epochs", "0", "--quiet"], "--out", "NEW", [
@@ -163,7 +164,7 @@ CASES = {
     ]),
     "export-uniform": (["export", "URUN"], "--out", "NEW", [
         (["--weights", "symmetric"], "holds 4-bit affine uniform weights"),
-        (["--scales", "pow2"], "affine weights need per-channel scales"),
+        (["--scales", "pow2"], "holds 4-bit uniform weights (fxp compress --uniform), whose grid has its own scales"),
     ]),
     "compress-run": (["compress"], "--out", "NEW", [
         (["NEW", "--prune", "0.5"], "does not exist"), (["FILE", "--prune", "0.5"], "is a file, not a run folder"),

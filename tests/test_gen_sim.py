@@ -31,6 +31,18 @@ def test_same_seed_same_files(tmp_path):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
+def test_force_replaces_a_unit_with_its_synthesis_folder(tmp_path):
+    """A folder a bench synthesised (its ``synth`` folder beside the unit) is regenerated with --force; a
+    folder holding anything else still stops it."""
+    args = ["gen", "unit", "mac", "--mw", "8", "--mh", "4", "--out", str(tmp_path / "u")]
+    assert main(args) == 0
+    (tmp_path / "u" / "synth").mkdir()
+    (tmp_path / "u" / "synth" / "fxp_mac.stat.json").write_text("{}")
+    assert main([*args, "--force"]) == 0 and not (tmp_path / "u" / "synth").exists()
+    (tmp_path / "u" / "notes").mkdir()
+    assert main([*args, "--force"]) == 2
+
+
 def test_sim_names_the_first_differing_vector(tmp_path, capsys):
     out = tmp_path / "u"
     assert main(["gen", "unit", "xnor", "--mw", "16", "--mh", "4", "--pe", "2", "--simd", "4", "--out", str(out)]) == 0

@@ -148,6 +148,11 @@ class PruneOptions:
             if self.share_bits is not None:
                 raise FxpError("k-means sharing and uniform quantization each put the weights on their own grid; "
                                "give --share-bits or --uniform, not both")
+            if self.stages > 1 or self.dynamic:
+                # each round would restart from snapped weights (progress under a grid step lost) and take its
+                # masks from them (weights within half a step of 0 pruned for good)
+                raise FxpError("uniform QAT keeps one set of float weights through its retraining; prune in one "
+                               "round (no --stages, no --dynamic), or prune first and compress that run with --uniform")
         if self.uniform_scheme not in UNIFORM_SCHEMES:
             raise FxpError(f"uniform scheme {self.uniform_scheme!r} is not known; use {' or '.join(UNIFORM_SCHEMES)}")
         if self.uniform_bits == 1 and self.uniform_scheme == "symmetric":
