@@ -47,6 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, save_json, write_section  # noqa: E402
 
+from fxp.binary import bwn_weight  # noqa: E402
 from fxp.compress import sharing, uniform  # noqa: E402
 from fxp.compress.prune import prunable  # noqa: E402
 from fxp.datasets import load  # noqa: E402
@@ -90,15 +91,12 @@ def _rq(w: torch.Tensor, b: int) -> tuple[torch.Tensor, int]:
 
 
 def _uniform8(w: torch.Tensor, b: int) -> tuple[torch.Tensor, int]:
-    scale, zero = uniform.scale_zero_point(w, 8, symmetric=True, per_channel=True)
-    q = uniform.quantize(w, scale, zero, 8, axis=0, symmetric=True)
-    deq = torch.as_tensor(uniform.dequantize(q, scale, zero, axis=0))
+    deq = torch.as_tensor(uniform.fake_quantize(w, 8, symmetric=True, per_channel=True))
     return deq.view_as(w), 8 * uniform.uniform_bytes(w.numel(), 8, w.shape[0])
 
 
 def _binary(w: torch.Tensor, b: int) -> tuple[torch.Tensor, int]:
-    alpha = w.flatten(1).abs().mean(1).view(-1, *([1] * (w.dim() - 1)))
-    return torch.where(w >= 0, alpha, -alpha), w.numel() + 32 * w.shape[0]
+    return bwn_weight(w), w.numel() + 32 * w.shape[0]
 
 
 QAT_EPOCHS = 3

@@ -55,8 +55,8 @@ class LayerFold:
         from hdl_gen.engines import engine
 
         layer = self.layer
-        table = {"table_entries": layer.table_entries} if layer.table_entries else {}
-        return engine(layer.kind).estimate(layer.mw, layer.mh, self.pe, self.simd, layer.weight_bits, **table)
+        return engine(layer.kind).estimate(layer.mw, layer.mh, self.pe, self.simd, layer.weight_bits,
+                                           layer.table_entries)
 
 
 @dataclass(frozen=True)

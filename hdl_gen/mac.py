@@ -25,6 +25,7 @@ import numpy as np
 from amaranth import Array, Const, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 from fxp.errors import FxpError
 from fxp.format import Format
@@ -62,7 +63,7 @@ def stored_weights(weights, weight_zero_point, fmt: Format, codebook: bool = Fal
     value_bits = fmt.word_bits + (0 if fmt.signed and not wz.any() else 1)
     if codebook:
         table = np.unique(values)
-        index_bits = max(1, (len(table) - 1).bit_length())
+        index_bits = bits_for(len(table) - 1)
         if index_bits < value_bits:
             return np.searchsorted(table, values), index_bits, value_bits, table
     return values, value_bits, value_bits, None

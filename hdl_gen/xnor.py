@@ -357,10 +357,11 @@ class XnorPopcountUnit(wiring.Component):
         return m
 
     @staticmethod
-    def estimate(mw: int, mh: int, pe: int, simd: int, weight_bits: int = 1) -> dict:
+    def estimate(mw: int, mh: int, pe: int, simd: int, weight_bits: int = 1, table_entries: int = 0) -> dict:
         """Rough cost of a unit of this shape, for folding tables: about 2 LUT4 per synapse evaluated per
         cycle (1 to 4.4 measured by bench/bench_hw.py on the iCE40, docs/benchmarks.md) and a few per
-        lane; the input vector and each lane's accumulator in flip-flops; weights stored where folded."""
+        lane; the input vector and each lane's accumulator in flip-flops; weights stored where folded
+        (bits, no codebook: ``table_entries`` is always 0, see :meth:`weight_storage`)."""
         folded = (mh // pe) * (mw // simd) > 1
         return {"lut4": 2 * pe * simd + 8 * pe, "ff": mw + pe * (bits_for(mw) + 2), "dsp": 0,
                 "weight_bits": mw * mh * weight_bits if folded else 0}

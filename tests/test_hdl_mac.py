@@ -110,8 +110,7 @@ def test_pipelined_and_bram_mac_matches_golden(mw, mh, pe, simd, pow2, options):
     x = rng.integers(-128, 128, (10, mw))
     x[0], x[1] = -128, 127
     want = golden.run(model, x.astype(np.float64))[-1]
-    got = simulate(dut, np.array([[(int(v) >> b) & 1 for v in row for b in range(8)] for row in x]), seed=pe)
-    assert np.array_equal(np.where(got >= 128, got - 256, got), want)
+    assert np.array_equal(simulate_signed(dut, x, seed=pe), want)
     assert first_output_cycle(MacUnit.from_layer(model, "fc", pe=pe, simd=simd, **options), 7) == dut.latency
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from fxp import fxpm
 from fxp.cli import main
-from hdl_gen.folding import FILL, Layer, divisors, fold, fold_to_fit, from_spec, usage
+from hdl_gen.folding import FILL, Layer, divisors, fold, fold_to_fit, from_sidecar, from_spec, usage
 from hdl_gen.mac import MacUnit
+from hdl_gen.network import Network, compute_layers
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +229,11 @@ def test_a_weight_shared_network_through_its_codebooks(tmp_path):
     for layer in car["layers"][1:]:  # both layers folded: their weights in memory, as indices
         distinct = len(np.unique(model.op(layer["layer"]).array("weights")))
         assert distinct <= 8 and layer["weight_bits"] == layer["mw"] * layer["mh"] * max(1, (distinct - 1).bit_length())
+    # the units the network builds from that sidecar store what the folding counted: indices
+    net = Network(model, from_sidecar(car, compute_layers(model, car["options"])), car["levels"], car["options"])
+    for layer in car["layers"][1:]:
+        unit = net.units[layer["layer"]]
+        assert unit.table is not None and layer["weight_bits"] == unit.mw * unit.mh * unit.stored_bits
     assert main(["sim", str(out), "--simulator", "verilator", "--harness", "cpp", "--vectors", "449"]) == 0
     rec = _record(out, "sim_verilator_cpp.json")
     assert rec["images"] == 449 and rec["mismatches"] == 0 and rec["hardware_accuracy"] == rec["golden_accuracy"]

@@ -286,6 +286,9 @@ def test_torch_fake_quantize_adds_the_zero_point_after_rounding():
     fq = torch.fake_quantize_per_tensor_affine(x, float(scale), zp, 0, 255)
     assert fq.item() == np.float32(100) * scale
     assert quantize(x.numpy(), scale, zp, symmetric=False).item() == 224
+    # so fxp's fake quantization (quantize_per_tensor's codes) lands a step above torch's on this tie
+    ours = dequantize(quantize(x.numpy(), scale, zp, symmetric=False), scale, zp)
+    assert ours.item() == np.float32(101) * scale and ours.item() != fq.item()
 
 
 @pytest.mark.parametrize("scheme", ["affine", "symmetric"])

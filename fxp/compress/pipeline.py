@@ -361,13 +361,11 @@ def compress(run: str | Path, out: str | Path, opts: PruneOptions, progress: boo
     after = {"stats": layer_stats(model), "storage": storage(model, _value_bits(model), shared, share_bits)}
     renamed = learned["renamed"] if learned else None
     merged = learned["merged"] if learned else []
-    record = _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed, merged)
-    if opts.uniform_bits is not None:
-        record["uniform"] = _uniform_record(model, opts, before, steps, renamed, accuracy)
-        record["summary"]["uniform_bytes"] = record["uniform"]["bytes"]
-        record["summary"]["final_bytes"] = record["uniform"]["bytes"]
-        record["summary"]["size_rate_float32"] = record["summary"]["float32_bytes"] / record["uniform"]["bytes"]
-        record["summary"]["size_rate_dense"] = record["summary"]["dense_bytes"] / record["uniform"]["bytes"]
+    uniform = None if opts.uniform_bits is None else _uniform_record(model, opts, before, steps, renamed, accuracy)
+    record = _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed, merged,
+                     uniform_total=uniform and uniform["bytes"])
+    if uniform is not None:
+        record["uniform"] = uniform
     if learned is not None:
         record["architecture"] = {**learned, "before": before["shapes"]}
     if share_rounds is not None:
@@ -545,7 +543,7 @@ def _shapes(model) -> list[str]:
 
 
 def _record(metrics, run, opts, reference, accuracy, before, after, neurons, steps, renamed=None,
-            merged=()) -> dict:
+            merged=(), uniform_total: int | None = None) -> dict:
     absorbed: dict[str, list[str]] = {}  # a layer that took others in by merging: their names
     for pair in merged:
         a, b = pair.split("+")
@@ -578,6 +576,8 @@ def _record(metrics, run, opts, reference, accuracy, before, after, neurons, ste
     dense = sum(r["dense_bytes"] for r in layers)
     sparse = sum(r["sparse_bytes"] for r in layers)
     stages = {"float32_bytes": 4 * weights, "dense_bytes": dense, "sparse_bytes": sparse}
+    if uniform_total is not None:  # the codes on their uniform grid, with scales and zero points
+        stages["uniform_bytes"] = uniform_total
     if opts.share_bits is not None:
         stages["shared_bytes"] = sum(r["shared_bytes"] for r in layers)
     if opts.huffman:

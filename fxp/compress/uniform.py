@@ -257,9 +257,8 @@ def fake_quantize(w, bits: int = 8, *, symmetric: bool, per_channel: bool, axis:
     same values except on ties that the zero point makes: torch rounds ``w / scale`` and then adds the zero
     point, ``quantize_per_channel`` (which :func:`quantize` follows) adds it before rounding.
     """
-    scale, zp = scale_zero_point(w, bits, symmetric=symmetric, per_channel=per_channel, axis=axis, narrow=narrow)
-    ax = axis if per_channel else None
-    return dequantize(quantize(w, scale, zp, bits, ax, symmetric=symmetric, narrow=narrow), scale, zp, ax)
+    q, scale, zp = codes(w, bits, symmetric=symmetric, per_channel=per_channel, axis=axis, narrow=narrow)
+    return dequantize(q, scale, zp, axis if per_channel else None)
 
 
 def snap(w, bits: int = 8, *, symmetric: bool, per_channel: bool, axis: int = 0, narrow: bool = False) -> np.ndarray:
@@ -344,10 +343,8 @@ class UniformQAT:
         self.pruner.after_step()
         with self.torch.no_grad():
             for n, m in self.layers.items():
+                # a pruned weight's master stays 0: the pruner zeroed its gradient and the weight, and seen is 0
                 self.master[n] += m.weight.detach().float() - self.seen[n]
-                mask = self.pruner.masks.get(n)
-                if mask is not None:
-                    self.master[n] *= mask.to(self.master[n].dtype)
         self._snap()
 
     def remove(self) -> None:

@@ -281,12 +281,12 @@ class IntegerLayer(Op):
             s_y, zp_y = max(float(y.max()), 1e-12) / 255, -128
         else:
             s_y, zp_y = max(float(y.abs().max()), 1e-12) / 127, 0
-        bits, symmetric = ctx.bits, ctx.weights == "symmetric"
+        bits, scheme = ctx.bits, uniform.scheme_args(ctx.weights)
+        symmetric = scheme["symmetric"]
         # symmetric is uniform's narrow form (max|w| / 127 at 8 bits, codes -127..127), affine its 0..255 codes
         # with a zero point, stored shifted by 2**(bits-1) (-128..127 at 8 bits) so both fit s<bits>.0; the
         # shift moves codes and zero points alike, so every w - wz is the same
-        q, scale, zp = uniform.codes(m.weight, bits, symmetric=symmetric, per_channel=ctx.per_channel,
-                                     narrow=symmetric)
+        q, scale, zp = uniform.codes(m.weight, bits, per_channel=ctx.per_channel, **scheme)
         channels = q.shape[0]
         s_w = np.broadcast_to(scale.astype(np.float64), (channels,)).copy()
         zp = np.broadcast_to(zp.astype(np.int64), (channels,))
