@@ -54,7 +54,7 @@ def save_packed(path: str | os.PathLike, weights: dict[str, torch.Tensor], share
     for name, w in weights.items():
         arrays[f"{name}/shape"] = np.array(w.shape, np.int64)
         if name in shared:
-            coded, sparse = codes(w, shared[name])
+            coded, sparse = codes(shared[name])
             arrays[f"{name}/codebook"] = shared[name].codebook.detach().float().numpy()
             if sparse:
                 m = huffman_rows(coded)[0]

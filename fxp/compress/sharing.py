@@ -510,12 +510,16 @@ class Sharer:
         self.pruner = Pruner(model, {**kept(model), **{n: s.mask for n, s in self.shared.items()}})
         self.layers = self.pruner.layers
         self.history = self.pruner.history
+        self._kept_index = {n: s.index[s.mask] for n, s in self.shared.items()}  # fixed: only centroids move
         self._tie()
 
     @torch.no_grad()
     def _tie(self) -> None:
+        self._tied = {}  # each layer's shared weights as tied, for the next step's updates
         for n, s in self.shared.items():
-            self.layers[n].weight.copy_(s.dense().to(self.layers[n].weight.dtype))
+            dense = s.dense()
+            self.layers[n].weight.copy_(dense.to(self.layers[n].weight.dtype))
+            self._tied[n] = dense.double()
 
     def start_epoch(self, epoch: int) -> None:
         self.pruner.start_epoch(epoch)
@@ -523,8 +527,8 @@ class Sharer:
     @torch.no_grad()
     def after_step(self) -> None:
         for n, s in self.shared.items():
-            moved = (self.layers[n].weight.double() - s.dense().double())[s.mask]
-            step = torch.zeros(s.k, dtype=torch.float64).index_add_(0, s.index[s.mask], moved)
+            moved = (self.layers[n].weight.double() - self._tied[n])[s.mask]
+            step = torch.zeros(s.k, dtype=torch.float64).index_add_(0, self._kept_index[n], moved)
             s.codebook.add_(step.to(s.codebook.dtype))
         self._tie()
 

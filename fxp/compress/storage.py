@@ -32,14 +32,14 @@ from fxp.compress.sparse import SparseMatrix
 INDEX_BITS = range(1, 9)  # the relative-index widths tried per layer; Deep Compression used 5 (fc) and 8 (conv)
 
 
-def codes(weight: torch.Tensor, shared) -> tuple[np.ndarray, bool]:
+def codes(shared) -> tuple[np.ndarray, bool]:
     """The codebook index of every position as stored (``shared``: :class:`fxp.compress.sharing.SharedWeights`):
     in a sparse layer code 0 is zero and centroid ``j`` is code ``j + 1``; and whether the layer is sparse."""
     sparse = not bool(shared.mask.all())
     idx = shared.index.numpy().astype(np.int64)
     if sparse:
         idx = np.where(shared.mask.numpy(), idx + 1, 0)
-    return idx.reshape(weight.shape[0], -1), sparse
+    return idx.reshape(idx.shape[0], -1), sparse
 
 
 def _best_csr(matrix: np.ndarray, value_bits: int) -> SparseMatrix:
@@ -72,7 +72,7 @@ def layer_storage(weight: torch.Tensor, value_bits: int, shared=None, share_bits
     if shared is None:
         return out
     book = math.ceil(shared.k * value_bits / 8)
-    coded, sparse = codes(weight, shared)
+    coded, sparse = codes(shared)
     if sparse:
         encodings = [SparseMatrix.encode(coded, b) for b in INDEX_BITS]  # once, for both stages
         shared_bytes = min(m.nbytes(share_bits) for m in encodings) + book
